@@ -1,0 +1,151 @@
+"""The cluster model: pure data, no kernel.
+
+``Cluster`` holds nodes, namespaces, pods and network policies. Loading and validation live in
+``harness.model.topology`` (topology YAML) and ``harness.model.manifests`` (Kubernetes YAML).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import TYPE_CHECKING
+
+from harness.errors import ConfigError
+
+if TYPE_CHECKING:
+    from harness.model.policy import NetworkPolicy
+
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
+PROTOCOLS = ("TCP", "UDP", "SCTP")
+
+
+class NodeKind(str, Enum):
+    REAL = "real"  # realized in the kernel: a node namespace with kube-bridge
+    VIRTUAL = "virtual"  # model only: its pod CIDR shows up in routes and its pods in ipsets
+
+
+class PodKind(str, Enum):
+    FULL = "full"  # own namespace and veth, like a CNI-wired pod
+    LIGHT = "light"  # one address in a shared per-node namespace: cheap, for scale
+    VIRTUAL = "virtual"  # on a virtual node: model only
+
+
+@dataclass(frozen=True)
+class ContainerPort:
+    """A port a pod serves (``spec.containers[].ports[]``); ``name`` makes it usable as a named port."""
+
+    port: int
+    protocol: str = "TCP"
+    name: str | None = None
+
+
+@dataclass
+class Node:
+    name: str
+    node_ip: ipaddress.IPv4Address
+    pod_cidr: ipaddress.IPv4Network
+    kind: NodeKind = NodeKind.REAL
+
+    @property
+    def gateway_ip(self) -> ipaddress.IPv4Address:
+        """The first address of the pod CIDR, held by kube-bridge on a real node."""
+        return self.pod_cidr.network_address + 1
+
+    @property
+    def is_real(self) -> bool:
+        return self.kind is NodeKind.REAL
+
+
+@dataclass
+class Namespace:
+    name: str
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Kubernetes sets this label on every namespace (since 1.21); policies select on it.
+        self.labels[NAMESPACE_NAME_LABEL] = self.name
+
+
+@dataclass
+class Pod:
+    namespace: str
+    name: str
+    node: str
+    labels: dict[str, str] = field(default_factory=dict)
+    ip: ipaddress.IPv4Address | None = None
+    ports: list[ContainerPort] = field(default_factory=list)
+    kind: PodKind = PodKind.FULL
+
+    @property
+    def key(self) -> str:
+        """``namespace/name``, the pod's unique key everywhere in the harness."""
+        return f"{self.namespace}/{self.name}"
+
+    def named_port(self, name: str, protocol: str) -> int | None:
+        """The port number a named port resolves to on this pod, or None."""
+        for p in self.ports:
+            if p.name == name and p.protocol == protocol:
+                return p.port
+        return None
+
+
+@dataclass
+class Cluster:
+    """Nodes, namespaces, pods and policies, all keyed by name (pods and policies by ``ns/name``)."""
+
+    name: str = "cluster"
+    underlay_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("172.18.0.0/16")
+    cluster_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
+    nodes: dict[str, Node] = field(default_factory=dict)
+    namespaces: dict[str, Namespace] = field(default_factory=dict)
+    pods: dict[str, Pod] = field(default_factory=dict)
+    policies: dict[str, NetworkPolicy] = field(default_factory=dict)
+    source: str | None = None  # the file it was loaded from, for error messages
+
+    # -- queries -------------------------------------------------------------------------------
+    def real_nodes(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.is_real]
+
+    def pods_on(self, node: str) -> list[Pod]:
+        return [p for p in self.pods.values() if p.node == node]
+
+    def pod_by_ip(self, ip: ipaddress.IPv4Address | str) -> Pod | None:
+        ip = ipaddress.IPv4Address(ip)
+        for p in self.pods.values():
+            if p.ip == ip:
+                return p
+        return None
+
+    def namespace_labels(self, namespace: str) -> dict[str, str]:
+        ns = self.namespaces.get(namespace)
+        return ns.labels if ns else {NAMESPACE_NAME_LABEL: namespace}
+
+    # -- changes (used at run time, like API server events) -----------------------------------
+    def allocate_ip(self, node: str) -> ipaddress.IPv4Address:
+        """The lowest free address of the node's pod CIDR after the gateway (deterministic)."""
+        n = self.nodes[node]
+        used = {p.ip for p in self.pods.values() if p.node == node and p.ip is not None}
+        for host in n.pod_cidr.hosts():
+            if host == n.gateway_ip or host in used:
+                continue
+            return host
+        raise ConfigError(self.source, f"nodes.{node}.pod_cidr", f"{n.pod_cidr} has no free address left")
+
+    def add_pod(self, pod: Pod) -> Pod:
+        """Add a pod (allocating its IP if it has none) and return it."""
+        if pod.key in self.pods:
+            raise ConfigError(self.source, f"pods.{pod.key}", "duplicate pod")
+        if pod.node not in self.nodes:
+            raise ConfigError(self.source, f"pods.{pod.key}.node", f"unknown node {pod.node!r}")
+        if pod.namespace not in self.namespaces:
+            self.namespaces[pod.namespace] = Namespace(pod.namespace)
+        if pod.ip is None:
+            pod.ip = self.allocate_ip(pod.node)
+        if not self.nodes[pod.node].is_real:
+            pod.kind = PodKind.VIRTUAL
+        self.pods[pod.key] = pod
+        return pod
+
+    def remove_pod(self, key: str) -> Pod:
+        return self.pods.pop(key)

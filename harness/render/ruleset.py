@@ -1,0 +1,65 @@
+"""The output of a renderer: ipsets and filter-table chains for one node, as pure data.
+
+A renderer (``harness.render.kube_router``) turns a Cluster into a ``Ruleset``; an apply
+strategy (``harness.apply``) turns a Ruleset into kernel state. Text forms for ``ipset restore``
+and ``iptables-restore`` are produced here so every strategy programs the same thing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class IPSetSpec:
+    """One ipset: ``type`` is ``hash:ip`` or ``hash:net``; an entry is ``"10.0.0.0/8"`` or
+    ``"10.1.0.0/16 nomatch"``; ``options`` is what follows the type in ``ipset create``."""
+
+    name: str
+    type: str
+    entries: list[str] = field(default_factory=list)
+    options: str = "family inet hashsize 1024 maxelem 65536 timeout 0"
+
+
+@dataclass
+class Chain:
+    """A filter-table chain; each rule is the argument string after ``-A <chain>``."""
+
+    name: str
+    rules: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Ruleset:
+    """Everything one node's sync programs.
+
+    ``chains`` are the chains the controller owns (created/replaced on every full sync), in
+    dependency order. ``builtin_jumps`` are rules the controller keeps in the built-in chains
+    (INPUT/FORWARD/OUTPUT), each a ``(builtin_chain, rule_args)`` inserted at the top in order.
+    ``owned_chain_prefixes`` tell a merge which chains in a saved table are the controller's
+    (stale ones are dropped). ``swap_sets`` selects TMP-set + swap (v1.3+) over flush + refill.
+    """
+
+    node: str
+    profile: str
+    sync_version: int
+    sets: list[IPSetSpec] = field(default_factory=list)
+    chains: list[Chain] = field(default_factory=list)
+    builtin_jumps: list[tuple[str, str]] = field(default_factory=list)
+    owned_chain_prefixes: tuple[str, ...] = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
+    owned_set_prefixes: tuple[str, ...] = ("KUBE-SRC-", "KUBE-DST-", "kube-router-")
+    swap_sets: bool = True
+
+    def chain(self, name: str) -> Chain:
+        for c in self.chains:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    @property
+    def rule_count(self) -> int:
+        return sum(len(c.rules) for c in self.chains) + len(self.builtin_jumps)
+
+    @property
+    def set_entry_count(self) -> int:
+        return sum(len(s.entries) for s in self.sets)
