@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
@@ -20,12 +20,12 @@ NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
 
 
-class NodeKind(str, Enum):
+class NodeKind(StrEnum):
     REAL = "real"  # realized in the kernel: a node namespace with kube-bridge
     VIRTUAL = "virtual"  # model only: its pod CIDR shows up in routes and its pods in ipsets
 
 
-class PodKind(str, Enum):
+class PodKind(StrEnum):
     FULL = "full"  # own namespace and veth, like a CNI-wired pod
     LIGHT = "light"  # one address in a shared per-node namespace: cheap, for scale
     VIRTUAL = "virtual"  # on a virtual node: model only

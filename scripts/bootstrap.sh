@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything netpol-harness needs on a fresh Debian machine (run as root):
+# kernel tools from apt, a venv in .venv, and the harness itself (editable) with its
+# dependencies. Idempotent and quiet when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(iptables ipset conntrack iproute2 procps kmod python3-venv)
+need_apt=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")
+done
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  echo "bootstrap: installing ${need_apt[*]} (apt)"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv"
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -f "$stamp" ]; then
+  echo "bootstrap: pip install -e .[dev]"
+  .venv/bin/pip install -q --disable-pip-version-check -e '.[dev]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+# br_netfilter makes bridged pod traffic traverse iptables (kube-router relies on it);
+# the per-namespace switch bridge-nf-call-iptables is then set only inside lab namespaces.
+modprobe br_netfilter 2>/dev/null || true
