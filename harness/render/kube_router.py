@@ -1,0 +1,606 @@
+"""kube-router's network policy layout for one node, as pure data (a ``Ruleset``).
+
+Reproduces what kube-router's iptables network policy controller programs in a full sync
+(cloudnativelabs/kube-router, pkg/controllers/netpol: network_policy_controller.go,
+policy.go, pod.go, utils.go; pkg/utils/iptables.go): the top-level chains and their jumps,
+one ``KUBE-POD-FW-`` chain per local pod, one ``KUBE-NWPLCY-`` chain per policy of the
+*whole* cluster (kube-router syncs every policy's chain and sets on every node), the helper
+chains, and the ipsets with the addresses of every matching pod of the cluster.
+
+Rules are the argument strings kube-router writes after ``-A <chain>`` into its
+iptables-restore text (comments quoted as kube-router quotes them). Each chain holds its
+*final* order: kube-router writes many rules with ``-I <chain> 1``, which reverses them.
+
+Where kube-router iterates a Go map (listers, named-port resolutions) its order is random;
+here it is fixed: pods by ``namespace/name``, policies by ``namespace/name``, set entries by
+address, named-port resolutions by port number. Everything else follows the source.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from harness.errors import ConfigError
+from harness.model.cluster import Cluster, Pod
+from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort
+from harness.render import naming as nm
+from harness.render.profiles import Profile, get_profile
+from harness.render.ruleset import Chain, IPSetSpec, Ruleset
+
+log = logging.getLogger(__name__)
+
+MARK_OK = "0x10000/0x10000"  # a policy (or the default chain) accepted the packet
+MARK_ACCEPT = "0x20000/0x20000"  # the pod chain passed the packet: accept at the top level
+NFLOG_ARGS = "-j NFLOG --nflog-group 100 -m limit --limit 10/minute --limit-burst 10"
+
+# kube-router's defaults for --service-cluster-ip-range and --service-node-port-range.
+DEFAULT_SERVICE_RANGE = "10.96.0.0/12"
+DEFAULT_NODE_PORT_RANGE = "30000:32767"
+
+# utils.CommonICMPRules(IPv4), the ICMP accepts of KUBE-NWPLCY-COMMON (v2.x).
+COMMON_ICMP_RULES = (
+    ("echo-request", "allow icmp echo requests"),
+    ("destination-unreachable", "allow icmp destination unreachable messages"),
+    ("time-exceeded", "allow icmp time exceeded messages"),
+)
+# Comment of the pod chain's jump to KUBE-NWPLCY-COMMON (v2.x). The stored kube-router sources
+# available when this was written did not include a v2 pod.go; this text is a reconstruction.
+COMMON_JUMP_COMMENT = "rule to jump traffic to common network policy chain"
+
+REJECT_WITH = (None, "icmp-port-unreachable", "tcp-reset")
+
+
+def _q(comment: str) -> str:
+    """A comment as kube-router writes it into restore text: always double-quoted."""
+    return f'"{comment}"'
+
+
+# ------------------------------------------------------------------------------------------
+# Cluster index: label -> pods, computed once per render so selectors never scan all pods.
+# ------------------------------------------------------------------------------------------
+class ClusterIndex:
+    """Pods that kube-router acts on (those with an IP), indexed by namespace and label.
+
+    Pod indices follow address order, so a sorted tuple of indices is a sorted address list."""
+
+    def __init__(self, cluster: Cluster):
+        pods = [p for p in cluster.pods.values() if p.ip is not None]
+        pods.sort(key=lambda p: int(p.ip))  # type: ignore[arg-type]
+        self.cluster = cluster
+        self.pods: list[Pod] = pods
+        self.ips: list[str] = [str(p.ip) for p in pods]
+        self.by_ns: dict[str, list[int]] = {}
+        self.by_label: dict[tuple[str, str, str], list[int]] = {}
+        for i, p in enumerate(pods):
+            self.by_ns.setdefault(p.namespace, []).append(i)
+            for k, v in p.labels.items():
+                self.by_label.setdefault((p.namespace, k, v), []).append(i)
+        names = set(cluster.namespaces) | set(self.by_ns)
+        self.namespaces = sorted(names)
+        self._pod_cache: dict[tuple[str, LabelSelector], tuple[int, ...]] = {}
+        self._ns_cache: dict[LabelSelector, tuple[str, ...]] = {}
+
+    def select_pods(self, namespace: str, selector: LabelSelector) -> tuple[int, ...]:
+        """Indices of the pods of ``namespace`` the selector matches (ascending)."""
+        key = (namespace, selector)
+        hit = self._pod_cache.get(key)
+        if hit is not None:
+            return hit
+        if selector.match_labels:
+            lists = [self.by_label.get((namespace, k, v), ()) for k, v in selector.match_labels]
+            candidates = min(lists, key=len)
+        else:
+            candidates = self.by_ns.get(namespace, ())
+        if selector.match_expressions or len(selector.match_labels) > 1:
+            pods = self.pods
+            out = tuple(i for i in candidates if selector.matches(pods[i].labels))
+        else:
+            out = tuple(candidates)
+        self._pod_cache[key] = out
+        return out
+
+    def select_namespaces(self, selector: LabelSelector) -> tuple[str, ...]:
+        """Names of the namespaces whose labels the selector matches."""
+        hit = self._ns_cache.get(selector)
+        if hit is None:
+            hit = tuple(n for n in self.namespaces if selector.matches(self.cluster.namespace_labels(n)))
+            self._ns_cache[selector] = hit
+        return hit
+
+    def peer_pods(self, policy: NetworkPolicy, peer: PolicyPeer) -> tuple[int, ...]:
+        """kube-router's ``evalPodPeer``: pods a from/to peer selects (none for an ipBlock)."""
+        if peer.namespace_selector is not None:
+            sel = peer.pod_selector or LabelSelector()
+            out: list[int] = []
+            for ns in self.select_namespaces(peer.namespace_selector):
+                out.extend(self.select_pods(ns, sel))
+            return tuple(out)
+        if peer.pod_selector is not None:
+            return self.select_pods(policy.namespace, peer.pod_selector)
+        return ()
+
+    def entries(self, idxs: tuple[int, ...] | list[int]) -> list[str]:
+        """Sorted, de-duplicated addresses of the given pods."""
+        ips = self.ips
+        return [ips[i] for i in sorted(set(idxs))]
+
+
+# ------------------------------------------------------------------------------------------
+# Policy info: kube-router's buildNetworkPoliciesInfo for one policy.
+# ------------------------------------------------------------------------------------------
+@dataclass
+class _NamedEndpoint:
+    protocol: str
+    port: str
+    pods: list[int]
+
+
+@dataclass
+class _Rule:
+    match_all_peers: bool
+    match_all_ports: bool
+    pods: list[int] = field(default_factory=list)
+    ip_blocks: list[str] = field(default_factory=list)
+    ports: list[tuple[str, str, str]] = field(default_factory=list)  # (protocol, port, endport)
+    named: list[_NamedEndpoint] = field(default_factory=list)
+
+
+# name -> protocol -> port -> endpoint
+_NamedPorts = dict[str, dict[str, dict[int, _NamedEndpoint]]]
+
+
+def _grab_named_ports(pod: Pod, idx: int, table: _NamedPorts) -> None:
+    """kube-router's ``grabNamedPortFromPod``: every container port, named or not."""
+    for cp in pod.ports:
+        by_port = table.setdefault(cp.name or "", {}).setdefault(cp.protocol, {})
+        ep = by_port.get(cp.port)
+        if ep is None:
+            by_port[cp.port] = _NamedEndpoint(cp.protocol, str(cp.port), [idx])
+        else:
+            ep.pods.append(idx)
+
+
+def _ip_block_entries(peer: PolicyPeer) -> list[str]:
+    """kube-router's ``evalIPBlockPeer``: cidr, then excepts as ``nomatch``; ``/0`` split in two /1."""
+    if peer.pod_selector is not None or peer.namespace_selector is not None or peer.ip_block is None:
+        return []
+    out: list[str] = []
+
+    def add(net: ipaddress.IPv4Network, suffix: str) -> None:
+        if net.prefixlen == 0:
+            out.extend([f"0.0.0.0/1{suffix}", f"128.0.0.0/1{suffix}"])
+        else:
+            out.append(f"{net}{suffix}")
+
+    add(peer.ip_block.cidr, "")
+    for e in peer.ip_block.except_:
+        add(e, " nomatch")
+    return out
+
+
+def _ports(ports: tuple[PolicyPort, ...], named: _NamedPorts, profile: Profile
+           ) -> tuple[list[tuple[str, str, str]], list[_NamedEndpoint]]:
+    """kube-router's ``processNetworkPolicyPorts``: numeric ports and resolved named ports."""
+    numeric: list[tuple[str, str, str]] = []
+    resolved: list[_NamedEndpoint] = []
+    for p in ports:
+        if p.port is None:
+            numeric.append((p.protocol, "", ""))
+        elif isinstance(p.port, int):
+            end = ""
+            if profile.end_port and p.end_port is not None and p.end_port >= p.port:
+                end = str(p.end_port)
+            numeric.append((p.protocol, str(p.port), end))
+        else:
+            by_port = named.get(p.port, {}).get(p.protocol)
+            if by_port:
+                resolved.extend(by_port[k] for k in sorted(by_port))
+    return numeric, resolved
+
+
+@dataclass
+class _PolicyInfo:
+    policy: NetworkPolicy
+    policy_type: str  # "ingress", "egress", "both"
+    targets: tuple[int, ...]
+    ingress: list[_Rule]
+    egress: list[_Rule]
+
+
+def _policy_type(policy: NetworkPolicy) -> str:
+    ing, eg = policy.affects_ingress, policy.affects_egress
+    if ing and eg:
+        return "both"
+    if eg:
+        return "egress"
+    return "ingress"  # kube-router's default when policyTypes lists neither
+
+
+def _build_policy_info(index: ClusterIndex, policy: NetworkPolicy, profile: Profile) -> _PolicyInfo:
+    targets = index.select_pods(policy.namespace, policy.pod_selector)
+    ingress_named: _NamedPorts = {}
+    for i in targets:
+        _grab_named_ports(index.pods[i], i, ingress_named)
+
+    ingress: list[_Rule] = []
+    for spec in policy.ingress:
+        rule = _Rule(match_all_peers=not spec.peers, match_all_ports=not spec.ports)
+        for peer in spec.peers:
+            rule.pods.extend(index.peer_pods(policy, peer))
+            rule.ip_blocks.extend(_ip_block_entries(peer))
+        if spec.ports:
+            rule.ports, rule.named = _ports(spec.ports, ingress_named, profile)
+        ingress.append(rule)
+
+    egress: list[_Rule] = []
+    for spec in policy.egress:
+        rule = _Rule(match_all_peers=not spec.peers, match_all_ports=not spec.ports)
+        egress_named: _NamedPorts = {}
+        if not spec.peers:
+            # "match all destinations but some named port": resolve from the policy's namespace
+            if any(isinstance(p.port, str) for p in spec.ports):
+                for i in index.select_pods(policy.namespace, LabelSelector()):
+                    _grab_named_ports(index.pods[i], i, egress_named)
+        for peer in spec.peers:
+            found = index.peer_pods(policy, peer)
+            rule.pods.extend(found)
+            for i in found:
+                _grab_named_ports(index.pods[i], i, egress_named)
+            rule.ip_blocks.extend(_ip_block_entries(peer))
+        if spec.ports:
+            rule.ports, rule.named = _ports(spec.ports, egress_named, profile)
+        egress.append(rule)
+    return _PolicyInfo(policy, _policy_type(policy), targets, ingress, egress)
+
+
+# ------------------------------------------------------------------------------------------
+# Rendering
+# ------------------------------------------------------------------------------------------
+class _Builder:
+    def __init__(self, index: ClusterIndex, profile: Profile, sync_version: int):
+        self.index = index
+        self.profile = profile
+        self.version = str(sync_version)
+        self.family = profile.family
+        self.sets: dict[str, IPSetSpec] = {}
+        self._entry_cache: dict[tuple[int, ...], list[str]] = {}
+
+    def set_pods(self, name: str, idxs: tuple[int, ...] | list[int]) -> None:
+        """kube-router's RefreshSet with hash:ip entries; a later refresh of a name replaces it."""
+        key = tuple(idxs)
+        entries = self._entry_cache.get(key)
+        if entries is None:
+            entries = self.index.entries(key)
+            self._entry_cache[key] = entries
+        self.sets[name] = IPSetSpec(name, "hash:ip", list(entries))
+
+    def set_nets(self, name: str, entries: list[str], set_type: str = "hash:net") -> None:
+        self.sets[name] = IPSetSpec(name, set_type, list(dict.fromkeys(entries)))
+
+    # -- policy chains (policy.go: syncNetworkPolicyChains, processIngress/EgressRules) --------
+    @staticmethod
+    def _rule(rules: list[str], comment: str, src: str, dst: str, proto: str, port: str, end: str) -> None:
+        """kube-router's appendRuleToPolicyChain: a MARK rule and a RETURN-when-marked rule."""
+        args = ["-m comment --comment " + _q(comment)]
+        if src:
+            args.append(f"-m set --match-set {src} src")
+        if dst:
+            args.append(f"-m set --match-set {dst} dst")
+        if proto:
+            args.append(f"-p {proto}")
+        if port:
+            args.append(f"--dport {port}:{end}" if end else f"--dport {port}")
+        base = " ".join(args)
+        rules.append(f"{base} -j MARK --set-xmark {MARK_OK}")
+        rules.append(f"{base} -m mark --mark {MARK_OK} -j RETURN")
+
+    def policy_chain(self, info: _PolicyInfo) -> Chain:
+        pol = info.policy
+        ns, name, fam = pol.namespace, pol.name, self.family
+        chain = Chain(nm.policy_chain(ns, name, self.version, fam))
+        rules = chain.rules
+        if info.policy_type in ("both", "ingress"):
+            target_dst = nm.policy_dst_set(ns, name, fam)
+            self.set_pods(target_dst, info.targets)
+            self._ingress(info, target_dst, rules)
+        if info.policy_type in ("both", "egress"):
+            target_src = nm.policy_src_set(ns, name, fam)
+            self.set_pods(target_src, info.targets)
+            self._egress(info, target_src, rules)
+        return chain
+
+    def _ingress(self, info: _PolicyInfo, target_dst: str, rules: list[str]) -> None:
+        pol = info.policy
+        ns, name, fam = pol.namespace, pol.name, self.family
+        c_pods = f"rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}"
+        c_all = f"rule to ACCEPT traffic from all sources to dest pods selected by policy name: {name} namespace {ns}"
+        c_blk = (f"rule to ACCEPT traffic from specified ipBlocks to dest pods selected by policy name: "
+                 f"{name} namespace {ns}")
+        for i, r in enumerate(info.ingress):
+            if r.pods:
+                src = nm.ingress_pod_set(ns, name, i, fam)
+                self.set_pods(src, r.pods)
+                for proto, port, end in r.ports:
+                    self._rule(rules, c_pods, src, target_dst, proto, port, end)
+                for ep_i, ep in enumerate(r.named):
+                    np_set = nm.ingress_named_port_set(ns, name, i, ep_i, fam)
+                    self.set_pods(np_set, ep.pods)
+                    self._rule(rules, c_pods, src, np_set, ep.protocol, ep.port, "")
+                if not r.ports and not r.named:
+                    self._rule(rules, c_pods, src, target_dst, "", "", "")
+            if r.match_all_peers and not r.match_all_ports:
+                for proto, port, end in r.ports:
+                    self._rule(rules, c_all, "", target_dst, proto, port, end)
+                for ep_i, ep in enumerate(r.named):
+                    np_set = nm.ingress_named_port_set(ns, name, i, ep_i, fam)
+                    self.set_pods(np_set, ep.pods)
+                    self._rule(rules, c_all, "", np_set, ep.protocol, ep.port, "")
+            if r.match_all_peers and r.match_all_ports:
+                self._rule(rules, c_all, "", target_dst, "", "", "")
+            if r.ip_blocks:
+                blk = nm.ingress_ipblock_set(ns, name, i, fam)
+                self.set_nets(blk, r.ip_blocks)
+                if not r.match_all_ports:
+                    for proto, port, end in r.ports:
+                        self._rule(rules, c_blk, blk, target_dst, proto, port, end)
+                    for ep_i, ep in enumerate(r.named):
+                        np_set = nm.ingress_named_port_set(ns, name, i, ep_i, fam)
+                        # kube-router refreshes this named-port set as hash:net here (same name as
+                        # above, so the later refresh wins); reproduced as is.
+                        self.set_nets(np_set, self.index.entries(ep.pods))
+                        self._rule(rules, c_blk, blk, np_set, ep.protocol, ep.port, "")
+                else:
+                    self._rule(rules, c_blk, blk, target_dst, "", "", "")
+
+    def _egress(self, info: _PolicyInfo, target_src: str, rules: list[str]) -> None:
+        pol = info.policy
+        ns, name, fam = pol.namespace, pol.name, self.family
+        c_pods = f"rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}"
+        c_all = (f"rule to ACCEPT traffic from source pods to all destinations selected by policy name: "
+                 f"{name} namespace {ns}")
+        c_blk = (f"rule to ACCEPT traffic from source pods to specified ipBlocks selected by policy name: "
+                 f"{name} namespace {ns}")
+        for i, r in enumerate(info.egress):
+            if r.pods:
+                dst = nm.egress_pod_set(ns, name, i, fam)
+                self.set_pods(dst, r.pods)
+                for proto, port, end in r.ports:
+                    self._rule(rules, c_pods, target_src, dst, proto, port, end)
+                for ep_i, ep in enumerate(r.named):
+                    np_set = nm.egress_named_port_set(ns, name, i, ep_i, fam)
+                    self.set_pods(np_set, ep.pods)
+                    self._rule(rules, c_pods, target_src, np_set, ep.protocol, ep.port, "")
+                if not r.ports and not r.named:
+                    self._rule(rules, c_pods, target_src, dst, "", "", "")
+            if r.match_all_peers and not r.match_all_ports:
+                for proto, port, end in r.ports:
+                    self._rule(rules, c_all, target_src, "", proto, port, end)
+                # all destinations: the resolved named port number alone, no set
+                for ep in r.named:
+                    self._rule(rules, c_all, target_src, "", ep.protocol, ep.port, "")
+            if r.match_all_peers and r.match_all_ports:
+                self._rule(rules, c_all, target_src, "", "", "", "")
+            if r.ip_blocks:
+                blk = nm.egress_ipblock_set(ns, name, i, fam)
+                self.set_nets(blk, r.ip_blocks)
+                if not r.match_all_ports:
+                    for proto, port, end in r.ports:
+                        self._rule(rules, c_blk, target_src, blk, proto, port, end)
+                else:
+                    self._rule(rules, c_blk, target_src, blk, "", "", "")
+
+
+def _pod_chain_rules(pod: Pod, chain: str, infos: list[_PolicyInfo], policy_chains: list[str],
+                     profile: Profile, reject_with: str | None) -> list[str]:
+    """pod.go ``syncPodFirewallChains``/``setupPodNetpolRules``/``dropUnmarkedTrafficRules``.
+
+    kube-router inserts the first group with ``-I <chain> 1`` in the order policy jumps, default
+    ingress, default egress, local-source accept, stateful accept; the chain therefore holds them
+    reversed. The drop/mark rules are appended (``-A``)."""
+    ip = str(pod.ip)
+    inserted: list[str] = []  # in kube-router's write order
+    has_in = has_eg = False
+    for info, pchain in zip(infos, policy_chains, strict=True):
+        comment = _q(f"run through nw policy {info.policy.name}")
+        if info.policy_type == "both":
+            has_in = has_eg = True
+            inserted.append(f"-m comment --comment {comment} -j {pchain}")
+        elif info.policy_type == "ingress":
+            has_in = True
+            inserted.append(f"-d {ip} -m comment --comment {comment} -j {pchain}")
+        else:
+            has_eg = True
+            inserted.append(f"-s {ip} -m comment --comment {comment} -j {pchain}")
+    if not has_in:
+        inserted.append(f"-d {ip} -m comment --comment {_q('run through default ingress network policy  chain')} "
+                        f"-j {nm.DEFAULT_CHAIN}")
+    if not has_eg:
+        inserted.append(f"-s {ip} -m comment --comment {_q('run through default egress network policy  chain')} "
+                        f"-j {nm.DEFAULT_CHAIN}")
+    inserted.append("-m comment --comment "
+                    + _q("rule to permit the traffic traffic to pods when source is the pod's local node")
+                    + f" -m addrtype --src-type LOCAL -d {ip} -j ACCEPT")
+    if profile.common_chain:
+        inserted.append(f"-m comment --comment {_q(COMMON_JUMP_COMMENT)} -j {nm.COMMON_CHAIN}")
+    else:
+        inserted.append(f"-m comment --comment {_q('rule for stateful firewall for pod')} "
+                        "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+    rules = inserted[::-1]
+    log_c = _q(f"rule to log dropped traffic POD name:{pod.name} namespace: {pod.namespace}")
+    rej_c = _q(f"rule to REJECT traffic destined for POD name:{pod.name} namespace: {pod.namespace}")
+    rules.append(f"-m comment --comment {log_c} -m mark ! --mark {MARK_OK} {NFLOG_ARGS}")
+    if reject_with == "tcp-reset":
+        # Not kube-router: answer TCP with a reset instead of ICMP port-unreachable, to contrast.
+        rules.append(f"-p tcp -m comment --comment {rej_c} -m mark ! --mark {MARK_OK} "
+                     "-j REJECT --reject-with tcp-reset")
+    if reject_with == "icmp-port-unreachable":
+        rules.append(f"-m comment --comment {rej_c} -m mark ! --mark {MARK_OK} "
+                     "-j REJECT --reject-with icmp-port-unreachable")
+    else:
+        rules.append(f"-m comment --comment {rej_c} -m mark ! --mark {MARK_OK} -j REJECT")
+    rules.append("-j MARK --set-mark 0/0x10000")
+    rules.append(f"-m comment --comment {_q('set mark to ACCEPT traffic that comply to network policies')} "
+                 f"-j MARK --set-mark {MARK_ACCEPT}")
+    return rules
+
+
+def _uuid_comment_rule(chain: str, spec: list[str]) -> str:
+    """A rule kube-router adds with the iptables command and ``addUUIDForRuleSpec``: the comment
+    gets `` - <uuid>`` appended; returned in restore form (comment quoted)."""
+    uuid = nm.rule_uuid(chain, spec)
+    out = list(spec)
+    for i, part in enumerate(out):
+        if part == "--comment":
+            out[i + 1] = _q(f"{out[i + 1]} - {uuid}")
+            break
+    return " ".join(out)
+
+
+def _input_whitelist(profile: Profile, service_range: str, node_ports: str) -> list[str]:
+    """ensureTopLevelChains: RETURN for service cluster IPs and local node ports, at the top of
+    KUBE-ROUTER-INPUT (positions 1, 2, ...)."""
+    rules = [_uuid_comment_rule(nm.INPUT_CHAIN, ["-m", "comment", "--comment", profile.cluster_ip_comment,
+                                                 "-d", service_range, "-j", "RETURN"])]
+    protos = ["tcp", "udp"] + (["sctp"] if profile.sctp_node_ports else [])
+    for proto in protos:
+        rules.append(_uuid_comment_rule(nm.INPUT_CHAIN, [
+            "-p", proto, "-m", "comment", "--comment", f"allow LOCAL {proto.upper()} traffic to node ports",
+            "-m", "addrtype", "--dst-type", "LOCAL", "-m", "multiport", "--dports", node_ports, "-j", "RETURN"]))
+    return rules
+
+
+def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", sync_version: int,
+                default_deny: bool = False, reject_with: str | None = None,
+                service_cluster_ip_range: str = DEFAULT_SERVICE_RANGE,
+                node_port_range: str = DEFAULT_NODE_PORT_RANGE,
+                index: ClusterIndex | None = None) -> Ruleset:
+    """Everything kube-router (``profile``) programs on ``node_name`` in the full sync with
+    ``sync_version`` (kube-router: the sync's start time in Unix ns).
+
+    ``default_deny`` is ``--netpol-default-deny`` (v2.10 only). ``reject_with`` is NOT a
+    kube-router option: None (kube-router: plain ``REJECT``, i.e. ICMP port-unreachable),
+    ``"icmp-port-unreachable"`` (explicit) or ``"tcp-reset"`` (TCP answered with a reset, to
+    contrast client behaviour). ``index`` lets a caller reuse a ``ClusterIndex`` of an unchanged
+    cluster. Pods without an IP are ignored, as kube-router ignores pods that are not actionable.
+    """
+    prof = get_profile(profile)
+    if node_name not in cluster.nodes:
+        raise ConfigError(cluster.source, "node", f"unknown node {node_name!r}")
+    if default_deny and not prof.tail_chain:
+        raise ConfigError(None, "default_deny", f"--netpol-default-deny needs profile v2.10, not {prof.name}")
+    if reject_with not in REJECT_WITH:
+        raise ConfigError(None, "reject_with", f"{reject_with!r} is not one of icmp-port-unreachable, tcp-reset")
+    index = index or ClusterIndex(cluster)
+    b = _Builder(index, prof, sync_version)
+    version = str(sync_version)
+
+    policies = sorted(cluster.policies.values(), key=lambda p: (p.namespace, p.name))
+    infos = [_build_policy_info(index, p, prof) for p in policies]
+    policy_chains = [b.policy_chain(info) for info in infos]
+
+    # Per-pod membership: which policies select each local pod (targets are index tuples).
+    local = sorted((p for p in cluster.pods.values() if p.node == node_name and p.ip is not None),
+                   key=lambda p: (p.namespace, p.name))
+    ip_to_idx = {ip: i for i, ip in enumerate(index.ips)}
+    local_idx = {ip_to_idx[str(p.ip)] for p in local}
+    selecting: dict[int, list[int]] = {i: [] for i in local_idx}
+    for pi, info in enumerate(infos):
+        for t in info.targets:
+            if t in selecting:
+                selecting[t].append(pi)
+
+    top: dict[str, list[str]] = {c: [] for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN)}
+    top[nm.INPUT_CHAIN].extend(_input_whitelist(prof, service_cluster_ip_range, node_port_range))
+    pod_chains: list[Chain] = []
+    for pod in local:
+        chain = nm.pod_chain(pod.namespace, pod.name, version)
+        mine = selecting[ip_to_idx[str(pod.ip)]]
+        pod_chains.append(Chain(chain, _pod_chain_rules(
+            pod, chain, [infos[i] for i in mine], [policy_chains[i].name for i in mine], prof, reject_with)))
+        ip = str(pod.ip)
+        to_c = _q(f"rule to jump traffic destined to POD name:{pod.name} namespace: {pod.namespace} to chain {chain}")
+        from_c = _q(f"rule to jump traffic from POD name:{pod.name} namespace: {pod.namespace} to chain {chain}")
+        # interceptPodInboundTraffic
+        top[nm.FORWARD_CHAIN].append(f"-m comment --comment {to_c} -d {ip} -j {chain}")
+        top[nm.OUTPUT_CHAIN].append(f"-m comment --comment {to_c} -d {ip} -j {chain}")
+        top[nm.FORWARD_CHAIN].append(f"-m physdev --physdev-is-bridged -m comment --comment {to_c} -d {ip} -j {chain}")
+        # interceptPodOutboundTraffic
+        for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN):
+            top[c].append(f"-m comment --comment {from_c} -s {ip} -j {chain}")
+        top[nm.FORWARD_CHAIN].append(
+            f"-m physdev --physdev-is-bridged -m comment --comment {from_c} -s {ip} -j {chain}")
+
+    helper_chains = [Chain(nm.DEFAULT_CHAIN, [
+        f"-j MARK -m comment --comment {_q('rule to mark traffic matching a network policy')} "
+        f"--set-xmark {MARK_OK}"])]
+    if prof.common_chain:
+        common = [
+            f"-m comment --comment {_q('rule to drop invalid state for pod')} -m conntrack --ctstate INVALID -j DROP",
+            f"-m comment --comment {_q('rule for stateful firewall for pod')} "
+            "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
+        ]
+        common += [f"-m comment --comment {_q(c)} -p icmp --icmp-type {t} -j ACCEPT" for t, c in COMMON_ICMP_RULES]
+        helper_chains.append(Chain(nm.COMMON_CHAIN, common))
+    if prof.tail_chain:
+        helper_chains.append(Chain(nm.TAIL_CHAIN, _tail_rules(cluster, node_name, default_deny)))
+        tail_jump = (f"-m comment --comment "
+                     f"{_q('rule to explicitly handle traffic for network policies ACCEPT/REJECT decision')} "
+                     f"-j {nm.TAIL_CHAIN}")
+    accept = (f"-m comment --comment {_q('rule to explicitly ACCEPT traffic that comply to network policies')} "
+              f"-m mark --mark {MARK_ACCEPT} -j ACCEPT")
+    for rules in top.values():
+        if prof.tail_chain:
+            rules.append(tail_jump)  # ensureTailChainPosition (AppendUnique: moved to the end)
+        rules.append(accept)  # ensureExplicitAccept (AppendUnique: moved to the end)
+
+    sets = list(b.sets.values())
+    if default_deny:
+        sets.append(IPSetSpec(nm.LOCAL_PODS_SET, "hash:ip", index.entries(sorted(local_idx))))
+
+    builtin = []
+    for builtin_chain, custom in nm.TOP_LEVEL.items():
+        builtin.append((builtin_chain, _uuid_comment_rule(
+            builtin_chain, ["-m", "comment", "--comment", "kube-router netpol", "-j", custom])))
+
+    chains = [Chain(name, rules) for name, rules in top.items()] + helper_chains + policy_chains + pod_chains
+    return Ruleset(node=node_name, profile=prof.name, sync_version=int(sync_version), sets=sets,
+                   chains=chains, builtin_jumps=builtin, swap_sets=prof.swap_sets)
+
+
+def _tail_rules(cluster: Cluster, node_name: str, default_deny: bool) -> list[str]:
+    """populateDefaultTailChain: the accept-on-mark rule; with default deny, REJECTs for the
+    node's pod CIDR around it (gated on kube-router-local-pods before, unconditional after)."""
+    cidr = str(cluster.nodes[node_name].pod_cidr)
+    gated = _q("reject unprogrammed local pod (default-deny)")
+    pre = _q("reject pre-netpol (default-deny)")
+    rules = []
+    if default_deny:
+        rules += [f"-s {cidr} -m comment --comment {gated} -m set ! --match-set {nm.LOCAL_PODS_SET} src -j REJECT",
+                  f"-d {cidr} -m comment --comment {gated} -m set ! --match-set {nm.LOCAL_PODS_SET} dst -j REJECT"]
+    rules.append(f"-m comment --comment {_q('accept netpol-ok')} -m mark --mark {MARK_ACCEPT} -j ACCEPT")
+    if default_deny:
+        rules += [f"-s {cidr} -m comment --comment {pre} -j REJECT",
+                  f"-d {cidr} -m comment --comment {pre} -j REJECT"]
+    return rules
+
+
+def dump(ruleset: Ruleset) -> str:
+    """A readable, deterministic text of a Ruleset: the ipsets (``create``/``add`` lines as in
+    ``ipset save``) then the filter table in iptables-save form (builtin jumps first, as
+    ``-I <chain> 1``-inserted rules). For goldens and people, not for ``*-restore``."""
+    out = [f"# kube-router {ruleset.profile} ruleset for node {ruleset.node}, sync version {ruleset.sync_version}",
+           f"# {len(ruleset.sets)} sets, {ruleset.set_entry_count} entries "
+           f"({'TMP set + swap' if ruleset.swap_sets else 'flush + refill in place'}); "
+           f"{len(ruleset.chains)} chains, {ruleset.rule_count} rules"]
+    for s in ruleset.sets:
+        out.append(f"create {s.name} {s.type} {s.options}")
+        out.extend(f"add {s.name} {e}" for e in s.entries)
+    out.append("*filter")
+    out.extend(f":{c.name} - [0:0]" for c in ruleset.chains)
+    out.extend(f"-I {b} 1 {rule}" for b, rule in ruleset.builtin_jumps)
+    for c in ruleset.chains:
+        out.extend(f"-A {c.name} {rule}" for rule in c.rules)
+    out.append("COMMIT")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,127 @@
+"""Generated clusters for render benchmarks and scale tests (pure, seeded, deterministic).
+
+``synthetic_cluster(100, 50, 1000)`` is the ``scale-100`` shape: 100 nodes, 5,000 pods, 1,000
+policies. The label and selector mix is meant to look like real clusters: every pod has
+``app``/``tier``/``team`` labels and named container ports; policies select by app or tier
+(sometimes everything, sometimes an expression), and allow peers by pod selector, namespace
+selector (+ pod selector) or ipBlock with except, on numeric, named, ranged, UDP and SCTP ports.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+
+from harness.model.cluster import Cluster, ContainerPort, Namespace, Node, NodeKind, Pod, PodKind
+from harness.model.policy import (
+    IPBlock,
+    LabelSelector,
+    NetworkPolicy,
+    PolicyPeer,
+    PolicyPort,
+    PolicyRule,
+    SelectorRequirement,
+)
+
+TIERS = ("web", "api", "db", "cache")
+TEAMS = ("red", "blue", "green", "gold")
+APPS_PER_NAMESPACE = 25
+POD_PORTS = (
+    ContainerPort(8080, "TCP", "http"),
+    ContainerPort(9090, "TCP", "metrics"),
+    ContainerPort(53, "UDP", "dns"),
+)
+
+
+def synthetic_cluster(nodes: int, pods_per_node: int, policies: int, seed: int = 0, *,
+                      namespaces: int = 20, real_nodes: int = 1) -> Cluster:
+    """A cluster of ``nodes`` nodes (the first ``real_nodes`` real, the rest virtual), each with
+    ``pods_per_node`` pods spread over ``namespaces`` namespaces, and ``policies`` policies."""
+    if nodes > 250:
+        raise ValueError("at most 250 nodes (one /24 of 10.244.0.0/16 per node)")
+    rng = random.Random(seed)
+    c = Cluster(name=f"synthetic-{nodes}x{pods_per_node}x{policies}")
+    for i in range(namespaces):
+        name = f"ns-{i:02d}"
+        c.namespaces[name] = Namespace(name, {"team": TEAMS[i % len(TEAMS)], "env": "prod" if i % 3 else "dev"})
+    ns_names = list(c.namespaces)
+    counter = 0
+    for n in range(nodes):
+        node = Node(f"node-{n:03d}", ipaddress.IPv4Address(f"172.18.{n // 250}.{n % 250 + 2}"),
+                    ipaddress.IPv4Network(f"10.244.{n}.0/24"),
+                    NodeKind.REAL if n < real_nodes else NodeKind.VIRTUAL)
+        c.nodes[node.name] = node
+        for j in range(pods_per_node):
+            ns = ns_names[counter % namespaces]
+            app = rng.randrange(APPS_PER_NAMESPACE)
+            labels = {"app": f"app-{app:02d}", "tier": TIERS[app % len(TIERS)], "team": c.namespaces[ns].labels["team"]}
+            ports = list(POD_PORTS[: 1 + app % 3])
+            # Direct address assignment: Cluster.allocate_ip scans all pods, too slow for 5,000.
+            pod = Pod(ns, f"pod-{counter:05d}", node.name, labels, node.pod_cidr.network_address + 2 + j, ports,
+                      PodKind.FULL if node.kind is NodeKind.REAL else PodKind.VIRTUAL)
+            c.pods[pod.key] = pod
+            counter += 1
+    for k in range(policies):
+        pol = _policy(rng, k, ns_names)
+        c.policies[pol.key] = pol
+    return c
+
+
+def _selector(rng: random.Random) -> LabelSelector:
+    r = rng.random()
+    if r < 0.6:
+        return LabelSelector.of({"app": f"app-{rng.randrange(APPS_PER_NAMESPACE):02d}"})
+    if r < 0.85:
+        return LabelSelector.of({"tier": rng.choice(TIERS)})
+    if r < 0.95:
+        return LabelSelector()
+    return LabelSelector.of(match_expressions=[SelectorRequirement("tier", "In", tuple(rng.sample(TIERS, 2)))])
+
+
+def _peer(rng: random.Random) -> PolicyPeer:
+    r = rng.random()
+    if r < 0.5:
+        return PolicyPeer(pod_selector=LabelSelector.of({"app": f"app-{rng.randrange(APPS_PER_NAMESPACE):02d}"}))
+    if r < 0.65:
+        return PolicyPeer(pod_selector=LabelSelector.of({"tier": rng.choice(TIERS)}))
+    if r < 0.8:
+        return PolicyPeer(namespace_selector=LabelSelector.of({"team": rng.choice(TEAMS)}),
+                          pod_selector=LabelSelector.of({"tier": rng.choice(TIERS)}))
+    if r < 0.9:
+        return PolicyPeer(namespace_selector=LabelSelector.of({"env": "dev"}),
+                          pod_selector=LabelSelector.of({"app": f"app-{rng.randrange(APPS_PER_NAMESPACE):02d}"}))
+    octet = rng.randrange(256)
+    return PolicyPeer(ip_block=IPBlock(ipaddress.IPv4Network(f"192.168.{octet}.0/24"),
+                                       (ipaddress.IPv4Network(f"192.168.{octet}.128/25"),)))
+
+
+def _ports(rng: random.Random) -> tuple[PolicyPort, ...]:
+    r = rng.random()
+    if r < 0.2:
+        return ()
+    if r < 0.5:
+        return (PolicyPort("TCP", 80),)
+    if r < 0.7:
+        return (PolicyPort("TCP", "http"),)
+    if r < 0.8:
+        return (PolicyPort("UDP", 53), PolicyPort("TCP", 53))
+    if r < 0.92:
+        return (PolicyPort("TCP", 8000, 8100),)
+    return (PolicyPort("SCTP", 5000),)
+
+
+def _policy(rng: random.Random, k: int, ns_names: list[str]) -> NetworkPolicy:
+    ns = rng.choice(ns_names)
+    r = rng.random()
+    types = ("Ingress",) if r < 0.6 else ("Egress",) if r < 0.75 else ("Ingress", "Egress")
+
+    def rules() -> tuple[PolicyRule, ...]:
+        out = []
+        for _ in range(rng.randint(1, 2)):
+            peers = () if rng.random() < 0.05 else tuple(_peer(rng) for _ in range(rng.randint(1, 2)))
+            out.append(PolicyRule(peers, _ports(rng)))
+        return tuple(out)
+
+    return NetworkPolicy(ns, f"np-{k:04d}", _selector(rng), types,
+                         ingress=rules() if "Ingress" in types else (),
+                         egress=rules() if "Egress" in types else ())
