@@ -38,6 +38,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.analysis.truthtable import TableDiff, TruthTable, build_expectation, diff, expected_table
 from harness.errors import ConfigError
 from harness.model.cluster import NAMESPACE_NAME_LABEL, PROTOCOLS, Cluster, Namespace, PodKind
 from harness.model.fields import Fields, items, load_yaml_documents
@@ -390,3 +391,47 @@ def dry_run(case: Case, cluster: Cluster) -> list[Cluster]:
         apply_step(model, step, case.source)
         states.append(copy.deepcopy(model))
     return states
+
+
+# -- expected tables ----------------------------------------------------------------------------
+def oracle_table(step: Step, cluster: Cluster, pods: list[str]) -> TruthTable:
+    """The oracle's truth table for the step's probe on ``cluster`` (the model after the step)."""
+    return expected_table(cluster, pods, step.probe.port, step.probe.protocol, ignore_self=step.ignore_self)
+
+
+def hand_table(step: Step, pods: list[str]) -> TruthTable | None:
+    """The step's hand-written ``expect`` as a truth table, or None when the step has none."""
+    if step.expect is None:
+        return None
+    return build_expectation(pods, step.expect.default,
+                             [(r.src, r.dst, r.verdict) for r in step.expect.exceptions],
+                             ignore_self=step.ignore_self)
+
+
+@dataclass
+class PlannedStep:
+    """A step with the model after it and what the run must observe."""
+
+    step: Step
+    cluster: Cluster
+    expected: TruthTable  # the hand-written table when there is one, else the oracle's
+    oracle: TruthTable
+    hand: TruthTable | None
+
+    @property
+    def oracle_vs_hand(self) -> TableDiff | None:
+        """Where the oracle disagrees with the hand-written table (None without one)."""
+        return diff(self.hand, self.oracle) if self.hand is not None else None
+
+
+def plan(case: Case, cluster: Cluster | None = None) -> list[PlannedStep]:
+    """Dry-run ``case`` on its topology (or on ``cluster``) and compute every step's expected
+    table. Pure: this is what a run will compare its observations with."""
+    base = cluster if cluster is not None else case.load_cluster()
+    pods = probe_pods(base)
+    out = []
+    for step, state in zip(case.steps, dry_run(case, base), strict=True):
+        hand = hand_table(step, pods)
+        oracle = oracle_table(step, state, pods)
+        out.append(PlannedStep(step, state, hand if hand is not None else oracle, oracle, hand))
+    return out
