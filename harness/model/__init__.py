@@ -10,6 +10,7 @@ from harness.model.cluster import (
     Pod,
     PodKind,
 )
+from harness.model.manifests import apply_manifest_documents, load_manifests
 from harness.model.policy import (
     IPBlock,
     LabelSelector,
@@ -19,9 +20,11 @@ from harness.model.policy import (
     PolicyRule,
     SelectorRequirement,
 )
+from harness.model.topology import SHIPPED_DIR, load_topology, resolve_topology, shipped_topologies
 
 __all__ = [
     "NAMESPACE_NAME_LABEL", "Cluster", "ContainerPort", "Namespace", "Node", "NodeKind", "Pod",
     "PodKind", "IPBlock", "LabelSelector", "NetworkPolicy", "PolicyPeer", "PolicyPort", "PolicyRule",
-    "SelectorRequirement",
+    "SelectorRequirement", "SHIPPED_DIR", "load_topology", "resolve_topology", "shipped_topologies",
+    "load_manifests", "apply_manifest_documents",
 ]
