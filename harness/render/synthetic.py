@@ -125,3 +125,41 @@ def _policy(rng: random.Random, k: int, ns_names: list[str]) -> NetworkPolicy:
     return NetworkPolicy(ns, f"np-{k:04d}", _selector(rng), types,
                          ingress=rules() if "Ingress" in types else (),
                          egress=rules() if "Egress" in types else ())
+
+
+def example_cluster() -> Cluster:
+    """A small hand-checkable cluster (used by the golden tests and ``render example``).
+
+    node-a (real): x/a (app=a, named port http=80/TCP), x/b (app=b), x/pending (no IP yet);
+    node-b (virtual): y/c (app=c, team=blue namespace). Policies:
+    - x/allow-http: pods app=a accept from namespaces team=blue on the named port ``http``;
+    - x/egress-b: pods app=b may reach 0.0.0.0/0 except 10.244.0.0/16 on TCP 8000-8100 and
+      pods app=a on SCTP 5000 (Egress only);
+    - x/deny-all: all pods of x, Ingress, no rules.
+    """
+    c = Cluster(name="example")
+    c.nodes["node-a"] = Node("node-a", ipaddress.IPv4Address("172.18.0.2"), ipaddress.IPv4Network("10.244.0.0/24"))
+    c.nodes["node-b"] = Node("node-b", ipaddress.IPv4Address("172.18.0.3"), ipaddress.IPv4Network("10.244.1.0/24"),
+                             NodeKind.VIRTUAL)
+    c.namespaces["x"] = Namespace("x", {"team": "red"})
+    c.namespaces["y"] = Namespace("y", {"team": "blue"})
+    ip = ipaddress.IPv4Address
+    c.pods["x/a"] = Pod("x", "a", "node-a", {"app": "a"}, ip("10.244.0.2"), [ContainerPort(80, "TCP", "http")])
+    c.pods["x/b"] = Pod("x", "b", "node-a", {"app": "b"}, ip("10.244.0.3"))
+    c.pods["x/pending"] = Pod("x", "pending", "node-a", {"app": "a"}, None)
+    c.pods["y/c"] = Pod("y", "c", "node-b", {"app": "c"}, ip("10.244.1.2"), kind=PodKind.VIRTUAL)
+    pols = [
+        NetworkPolicy("x", "allow-http", LabelSelector.of({"app": "a"}), ("Ingress",), ingress=(
+            PolicyRule((PolicyPeer(namespace_selector=LabelSelector.of({"team": "blue"})),),
+                       (PolicyPort("TCP", "http"),)),)),
+        NetworkPolicy("x", "egress-b", LabelSelector.of({"app": "b"}), ("Egress",), egress=(
+            PolicyRule((PolicyPeer(ip_block=IPBlock(ipaddress.IPv4Network("0.0.0.0/0"),
+                                                    (ipaddress.IPv4Network("10.244.0.0/16"),))),),
+                       (PolicyPort("TCP", 8000, 8100),)),
+            PolicyRule((PolicyPeer(pod_selector=LabelSelector.of({"app": "a"})),), (PolicyPort("SCTP", 5000),)),
+        )),
+        NetworkPolicy("x", "deny-all", LabelSelector(), ("Ingress",)),
+    ]
+    for p in pols:
+        c.policies[p.key] = p
+    return c
