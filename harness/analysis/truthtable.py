@@ -113,6 +113,11 @@ class TruthTable:
         old = self._cells[(src, dst)]
         self._cells[(src, dst)] = Cell(allowed, detail or outcome, old.skipped)
 
+    def unset(self, src: str, dst: str) -> None:
+        """Forget one cell's value (it becomes unknown, ``?``)."""
+        self._check(src, dst)
+        self._cells[(src, dst)] = Cell(None, skipped=self._cells[(src, dst)].skipped)
+
     def cell(self, src: str, dst: str) -> Cell:
         self._check(src, dst)
         return self._cells[(src, dst)]
