@@ -230,3 +230,22 @@ def test_load_case_file_errors(tmp_path):
     path = write(tmp_path, "name: n\ntopology: t\nsteps: [{description: d}]\n---\nname: m\n")
     with pytest.raises(ConfigError, match="must hold exactly one YAML document, found 2"):
         load_case(path)
+
+
+def test_unknown_topology_names_the_case_field(tmp_path):
+    path = write(tmp_path, "name: n\ntopology: no-such-topology\nsteps: [{description: d}]\n")
+    with pytest.raises(ConfigError) as e:
+        load_case(path)
+    assert str(e.value).startswith(f"{path}: topology: 'no-such-topology': no such topology")
+
+
+def test_topology_path_relative_to_the_case_file(tmp_path):
+    (tmp_path / "topo.yaml").write_text(textwrap.dedent("""\
+        name: tiny
+        nodes: [{name: n1, kind: real}]
+        namespaces: [{name: x}]
+        pods: [{namespace: x, name: a, node: n1}, {namespace: x, name: b, node: n1}]
+        """))
+    path = write(tmp_path, "name: n\ntopology: topo.yaml\nsteps: [{description: d}]\n")
+    case = load_case(path)
+    assert case.load_cluster().pods.keys() == {"x/a", "x/b"}

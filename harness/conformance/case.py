@@ -146,7 +146,8 @@ class Case:
         except ConfigError as e:
             if e.source and e.source != self.topology_ref and os.path.exists(str(e.source)):
                 raise  # an error inside an existing topology file names that file already
-            raise ConfigError(self.source, "topology", f"{self.topology!r}: {e}") from None
+            detail = e.message if str(e.source) == self.topology_ref and not e.field else str(e)
+            raise ConfigError(self.source, "topology", f"{self.topology!r}: {detail}") from None
 
 
 # -- topology references ------------------------------------------------------------------------

@@ -1,0 +1,279 @@
+"""Run conformance cases against the kernel: build the lab of the case's topology, and for every
+step change the model, program kube-router's rules on every real node (a full sync with a new
+sync version), probe every pair of pods and compare with the expected truth table.
+
+    from harness.conformance.case import load_case
+    from harness.conformance.runner import RunOptions, run_case
+    result = run_case(load_case("cases/conformance/01-default-deny-ingress.yaml"), RunOptions(backend="nft"))
+    assert result.ok, result.report()
+
+The library never prints: ``run_case`` hands every finished step to an optional ``on_step``
+callback (the CLI prints it) and logs with ``logging``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from harness.analysis.truthtable import OUTCOMES, Mismatch, TableDiff, TruthTable, diff
+from harness.conformance.case import Case, Probe, Step, apply_step, hand_table, oracle_table, plan, probe_pods
+from harness.errors import ConfigError, EnvironmentProblem, HarnessError
+from harness.model.cluster import Cluster
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 0.4  # s per probe; kube-router REJECTs, so only a dropped packet costs this
+
+
+@dataclass
+class RunOptions:
+    """How to run: iptables ``backend`` (nft | legacy), kube-router ``profile``, apply ``strategy``
+    (restore | per-rule | netlink), probe ``timeout`` in seconds, and ``flush_conntrack`` (forget
+    tracked flows in every node namespace after each sync, so a UDP probe that happens to reuse
+    a source port of an earlier step is judged as the new flow it is, not by an old
+    ESTABLISHED entry)."""
+
+    backend: str = "nft"
+    profile: str = "v2.10"
+    strategy: str = "restore"
+    timeout: float = DEFAULT_TIMEOUT
+    flush_conntrack: bool = True
+    keep_lab: bool = False
+
+
+@dataclass
+class NodeSync:
+    """One node's part of a full sync."""
+
+    node: str
+    render_ns: int  # time to render the node's ruleset
+    timings: object  # harness.apply.SyncTimings
+
+    @property
+    def total_ns(self) -> int:
+        return int(getattr(self.timings, "total", 0))
+
+
+@dataclass
+class StepResult:
+    """What one step expected, observed and how they differ."""
+
+    index: int
+    description: str
+    probe: Probe
+    changes: list[str]
+    expected: TruthTable
+    expected_from: str  # "hand" (the case's expect) or "oracle"
+    observed: TruthTable
+    diff: TableDiff
+    oracle_vs_hand: TableDiff | None  # where the oracle disagrees with a hand-written table
+    sync_version: int | None  # None: the step changed nothing, so no sync ran
+    syncs: list[NodeSync] = field(default_factory=list)
+    outcomes: Counter = field(default_factory=Counter)  # probe outcome word -> count
+    probe_time_ns: int = 0
+
+    @property
+    def mismatches(self) -> list[Mismatch]:
+        return self.diff.mismatches
+
+    @property
+    def ok(self) -> bool:
+        return self.diff.ok
+
+    @property
+    def sync_ms(self) -> float:
+        """The slowest node's apply time of this step's sync, in ms (0 without a sync)."""
+        return max((s.total_ns for s in self.syncs), default=0) / 1e6
+
+    def report(self) -> str:
+        """Header, expected, observed, comparison and the e2e-style summary line."""
+        head = (f"step {self.index}: {self.description} [{self.probe}] "
+                f"(expected from {self.expected_from}"
+                + (f", sync {self.sync_version}, {self.sync_ms:.1f} ms" if self.sync_version else ", no sync")
+                + ")")
+        lines = [head]
+        lines += [f"  {c}" for c in self.changes]
+        lines.append(self.diff.report())
+        outcome_words = ", ".join(f"{k}:{v}" for k, v in sorted(self.outcomes.items()))
+        lines.append(f"probe outcomes: {outcome_words}")
+        if self.oracle_vs_hand is not None and not self.oracle_vs_hand.ok:
+            lines.append("ORACLE DISAGREES WITH THE HAND-WRITTEN TABLE:\n" + self.oracle_vs_hand.render("  "))
+        return "\n".join(lines)
+
+
+@dataclass
+class CaseResult:
+    """The outcome of one case on one backend/profile/strategy."""
+
+    name: str
+    source: str
+    options: RunOptions
+    steps: list[StepResult] = field(default_factory=list)
+    lab_up_ns: int = 0
+    lab_down_ns: int = 0
+    total_ns: int = 0
+    error: str | None = None  # a HarnessError that stopped the case
+
+    @property
+    def mismatch_count(self) -> int:
+        return sum(len(s.mismatches) for s in self.steps)
+
+    @property
+    def oracle_disagreements(self) -> int:
+        return sum(s.oracle_vs_hand.count for s in self.steps if s.oracle_vs_hand is not None)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and self.mismatch_count == 0 and self.oracle_disagreements == 0
+
+    def report(self) -> str:
+        """Every step's report (what the CLI prints and a pytest failure shows)."""
+        parts = [f"case {self.name} ({self.source}) backend={self.options.backend} "
+                 f"profile={self.options.profile} strategy={self.options.strategy}"]
+        parts += [s.report() for s in self.steps]
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return "\n\n".join(parts)
+
+    def failure_summary(self) -> str:
+        """Only the failing steps, with their diffs: short enough for an assertion message."""
+        parts = [s.report() for s in self.steps
+                 if not s.ok or (s.oracle_vs_hand is not None and not s.oracle_vs_hand.ok)]
+        if self.error:
+            parts.append(f"error: {self.error}")
+        return "\n\n".join(parts)
+
+
+# -- the kernel side ----------------------------------------------------------------------------
+def observed_table(outcomes: dict[tuple[str, str], str], pods: list[str], ignore_self: bool) -> TruthTable:
+    """A truth table from probe outcome words (``connected`` allowed; anything else denied, with
+    the word kept as the cell's detail)."""
+    table = TruthTable(pods, ignore_self=ignore_self)
+    for (src, dst), outcome in outcomes.items():
+        if src not in pods or dst not in pods:
+            continue
+        word = str(outcome)
+        if word.lower() in OUTCOMES:
+            table.set(src, dst, word)
+        else:
+            table.set(src, dst, False, detail=word)  # e.g. error:EXXX: not a working connection
+    return table
+
+
+def full_sync(cluster: Cluster, lab, options: RunOptions) -> tuple[int, list[NodeSync]]:
+    """Render and apply kube-router's ruleset on every real node with one new sync version (the
+    sync's start time in ns, as kube-router names it); returns (sync_version, per-node syncs)."""
+    from harness.apply import apply
+    from harness.render.kube_router import ClusterIndex, render_node
+
+    sync_version = time.time_ns()
+    index = ClusterIndex(cluster)  # one index for all nodes: the cluster does not change mid-sync
+    syncs = []
+    for node in cluster.real_nodes():
+        t0 = time.perf_counter_ns()
+        ruleset = render_node(cluster, node.name, profile=options.profile, sync_version=sync_version, index=index)
+        render_ns = time.perf_counter_ns() - t0
+        timings = apply(ruleset, lab.node_netns(node.name), backend=options.backend, strategy=options.strategy)
+        syncs.append(NodeSync(node.name, render_ns, timings))
+    if options.flush_conntrack:
+        from harness.lab import netns
+
+        for node in cluster.real_nodes():
+            netns.run(lab.node_netns(node.name), ["conntrack", "-F"], check=False)
+    return sync_version, syncs
+
+
+def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: float) -> dict[tuple[str, str], str]:
+    """Probe every ordered pair of ``pods`` (without self pairs when ``ignore_self``)."""
+    result = lab.matrix(pods=pods, port=probe.port, protocol=probe.protocol, timeout=timeout)
+    if ignore_self:
+        result = {k: v for k, v in result.items() if k[0] != k[1]}
+    return result
+
+
+@contextlib.contextmanager
+def _lab_for(cluster: Cluster, options: RunOptions) -> Iterator[object]:
+    from harness.lab import Lab
+
+    lab = Lab(cluster, keep=options.keep_lab) if options.keep_lab else Lab(cluster)
+    with lab:
+        yield lab
+
+
+# -- one case -----------------------------------------------------------------------------------
+def run_case(case: Case, options: RunOptions | None = None, *,
+             on_step: Callable[[StepResult], None] | None = None) -> CaseResult:
+    """Run ``case`` in a fresh lab and return its result (never raises for a mismatch; a
+    HarnessError during the run is recorded in ``error`` after the lab is torn down, except an
+    EnvironmentProblem, which is raised so callers can skip)."""
+    from harness.apply import require_tools
+    from harness.render.profiles import get_profile
+
+    options = options or RunOptions()
+    get_profile(options.profile)
+    require_tools(options.backend)
+    cluster = case.load_cluster()
+    plan(case, cluster)  # validate every step before any kernel work (plan works on copies)
+    pods = probe_pods(cluster)
+    result = CaseResult(case.name, case.source, options)
+    t_start = time.perf_counter_ns()
+    t_up = time.perf_counter_ns()
+    try:
+        with _lab_for(cluster, options) as lab:
+            result.lab_up_ns = time.perf_counter_ns() - t_up
+            model = getattr(lab, "cluster", cluster)
+            for step in case.steps:
+                sr = _run_step(case, step, model, lab, pods, options, first=step.index == 0)
+                result.steps.append(sr)
+                log.info("%s step %d: %s", case.name, step.index, sr.diff.summary())
+                if on_step:
+                    on_step(sr)
+            t_down = time.perf_counter_ns()
+        result.lab_down_ns = time.perf_counter_ns() - t_down
+    except (ConfigError, EnvironmentProblem):
+        raise
+    except HarnessError as e:
+        result.error = str(e)
+    result.total_ns = time.perf_counter_ns() - t_start
+    return result
+
+
+def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], options: RunOptions,
+              *, first: bool) -> StepResult:
+    changes = apply_step(model, step, case.source)
+    hand = hand_table(step, pods)
+    oracle = oracle_table(step, model, pods)
+    expected = hand if hand is not None else oracle
+    sync_version, syncs = None, []
+    # A probe-only step changes nothing, and kube-router would not sync for it; the first step
+    # always syncs so the node has kube-router's chains before anything is probed.
+    if step.changes_cluster or first:
+        sync_version, syncs = full_sync(model, lab, options)
+    t0 = time.perf_counter_ns()
+    outcomes = probe_all(lab, pods, step.probe, step.ignore_self, options.timeout)
+    probe_ns = time.perf_counter_ns() - t0
+    observed = observed_table(outcomes, pods, step.ignore_self)
+    return StepResult(
+        index=step.index, description=step.description, probe=step.probe, changes=changes,
+        expected=expected, expected_from="hand" if hand is not None else "oracle", observed=observed,
+        diff=diff(expected, observed), oracle_vs_hand=diff(hand, oracle) if hand is not None else None,
+        sync_version=sync_version, syncs=syncs, outcomes=Counter(outcomes.values()), probe_time_ns=probe_ns,
+    )
+
+
+def run_cases(cases: list[Case], options: RunOptions | None = None, *,
+              on_step: Callable[[StepResult], None] | None = None,
+              on_case: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+    """Run several cases one after the other (each in its own lab)."""
+    results = []
+    for case in cases:
+        r = run_case(case, options, on_step=on_step)
+        results.append(r)
+        if on_case:
+            on_case(r)
+    return results
