@@ -1,0 +1,392 @@
+"""Apply a Ruleset to a node namespace, timed per phase: the ``restore``, ``per-rule`` and ``netlink``
+strategies.
+
+Every strategy programs the same end state (checked by the kernel tests with ``inspect``):
+the ruleset's sets and owned chains, the controller's jumps at the top of INPUT/FORWARD/OUTPUT,
+every rule and chain of other owners untouched, stale chains and sets of older syncs gone.
+
+- ``restore`` is kube-router's full sync (v1.2+): top-level chains and jumps ensured with
+  individual ``iptables`` calls, ``iptables-save -t filter``, ``ipset save``, one
+  ``ipset restore -exist``, one ``iptables-restore`` of the whole filter table, ``ipset save``
+  again and one ``ipset destroy`` per stale set.
+- ``per-rule`` is kube-router before 1.2: one ``ipset`` exec per set operation and entry, one
+  ``iptables`` exec per chain and rule (-N/-A/-I/-D/-F/-X). Make-before-break: new rules are
+  added before old ones are deleted, so no packet meets an empty chain.
+- ``netlink``: sets over netlink (pyroute2, batched, see ``ipset_netlink``), chains through
+  one ``iptables-restore``.
+
+Durations are measured with the monotonic ``perf_counter_ns``; event timestamps are
+``time.time_ns()`` (CLOCK_REALTIME, the clock of kernel packet timestamps), taken right after the
+tool that changed kernel state returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+from harness.apply import ipset_netlink
+from harness.apply.backends import IPSET, Backend, check_not_mixed, get_backend, require_tools
+from harness.apply.restore_text import (
+    FILTER_BUILTINS,
+    filter_restore_text,
+    ipset_ops,
+    ipset_restore_text,
+    jump_target,
+    parse_ipset_save,
+    parse_iptables_save,
+    stale_sets,
+)
+from harness.errors import ConfigError, KernelError
+from harness.lab import netns
+from harness.render.ruleset import Ruleset
+
+log = logging.getLogger(__name__)
+
+# our phase name -> kube-router's Prometheus metric (v4 family)
+METRIC_NAMES = {
+    "iptables_save_time": "controller_iptables_v4_save_time",
+    "ipset_restore_time": "controller_policy_ipset_v4_restore_time",
+    "iptables_restore_time": "controller_iptables_v4_restore_time",
+    "total": "controller_iptables_sync_time",
+}
+
+
+@dataclass
+class SyncTimings:
+    """One sync's cost. Durations in ns: ``top_level_time`` (individual calls ensuring the
+    top-level chains and jumps), ``iptables_save_time``, ``ipset_save_time`` (reading existing
+    sets), ``ipset_restore_time`` (programming sets), ``iptables_restore_time`` (programming
+    chains), ``stale_cleanup_time`` (removing stale sets; in ``per-rule`` also stale chains),
+    ``total``. Counts: ``rules``, ``sets``, ``set_entries`` programmed, ``execs`` (processes
+    spawned), ``netlink_requests``. Timestamps (``time.time_ns()``): ``start_ns``, ``sets_ns``
+    (sets programmed), ``rules_ns`` (chains in force), ``end_ns``."""
+
+    strategy: str
+    backend: str
+    netns: str
+    sync_version: int
+    top_level_time: int = 0
+    iptables_save_time: int = 0
+    ipset_save_time: int = 0
+    ipset_restore_time: int = 0
+    iptables_restore_time: int = 0
+    stale_cleanup_time: int = 0
+    total: int = 0
+    rules: int = 0
+    sets: int = 0
+    set_entries: int = 0
+    execs: int = 0
+    netlink_requests: int = 0
+    stale_sets: list[str] = field(default_factory=list)
+    stale_chains: list[str] = field(default_factory=list)
+    start_ns: int = 0
+    sets_ns: int = 0
+    rules_ns: int = 0
+    end_ns: int = 0
+
+    def metrics(self) -> dict[str, float]:
+        """Durations in seconds under kube-router's metric names."""
+        return {metric: getattr(self, ours) / 1e9 for ours, metric in METRIC_NAMES.items()}
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def _thread_in(netns_name: str) -> bool:
+    """True if the calling thread already lives in namespace ``netns_name``."""
+    try:
+        return os.stat("/proc/thread-self/ns/net").st_ino == os.stat(netns.path(netns_name)).st_ino
+    except OSError:
+        return False
+
+
+class _Tools:
+    """Runs the backend's tools in one namespace and counts the processes spawned.
+
+    Called from a thread already inside the namespace (``apply`` runs strategies through
+    ``netns.call_in``), a tool is spawned with a plain ``subprocess.run``: the child inherits the
+    thread's namespace and Python can use vfork (~1.5 ms per iptables call instead of ~4 ms with a
+    pre-exec setns), so exec-heavy strategies measure the tools, not the harness. From any other
+    thread it falls back to ``netns.run``."""
+
+    def __init__(self, netns_name: str, backend: Backend):
+        self.ns = netns_name
+        self.b = backend
+        self.execs = 0
+        self._thread = threading.get_ident() if _thread_in(netns_name) else None
+
+    def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True):
+        self.execs += 1
+        if self._thread != threading.get_ident():
+            return netns.run(self.ns, argv, input=input, check=check)
+        proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=600)
+        if check and proc.returncode != 0:
+            first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
+            raise KernelError(f"{argv[0]} in {self.ns}: {first}")
+        return proc
+
+    def iptables(self, *args: str, check: bool = True):
+        return self.run(self.b.iptables_argv(*args), check=check)
+
+    def ipset(self, *args: str, check: bool = True):
+        return self.run([IPSET, *args], check=check)
+
+    def save_filter(self) -> str:
+        return self.run(self.b.save_argv()).stdout
+
+    def ipset_save(self) -> str:
+        return self.run([IPSET, "save"]).stdout
+
+
+class _Clock:
+    def __init__(self, timings: SyncTimings):
+        self.t = timings
+        self.t0 = time.perf_counter_ns()
+        self.t.start_ns = time.time_ns()
+
+    def phase(self, name: str, fn: Callable, *args, **kwargs):
+        start = time.perf_counter_ns()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            setattr(self.t, name, getattr(self.t, name) + time.perf_counter_ns() - start)
+
+    def finish(self) -> None:
+        self.t.total = time.perf_counter_ns() - self.t0
+        self.t.end_ns = time.time_ns()
+
+
+def _argv(rule_args: str) -> list[str]:
+    return shlex.split(rule_args)
+
+
+def _new_timings(strategy: str, ruleset: Ruleset, netns_name: str, backend: Backend) -> SyncTimings:
+    return SyncTimings(strategy=strategy, backend=backend.name, netns=netns_name,
+                       sync_version=ruleset.sync_version, rules=ruleset.rule_count,
+                       sets=len(ruleset.sets), set_entries=ruleset.set_entry_count)
+
+
+# ---------------------------------------------------------------------------------------------
+# restore (kube-router v1.2+)
+
+
+def _ensure_top_level(tools: _Tools, ruleset: Ruleset) -> None:
+    """kube-router's ensureTopLevelChains + ensureDefaultNetworkPolicyChain: per sync, with one
+    iptables call each, make sure the top-level chains exist and each built-in chain jumps to them
+    at the right position (checked with -C, located with -S, moved with -I/-D)."""
+    chain_names = {c.name for c in ruleset.chains}
+    ensured: set[str] = set()
+    position: dict[str, int] = {}
+    for builtin, args in ruleset.builtin_jumps:
+        position[builtin] = position.get(builtin, 0) + 1
+        pos = position[builtin]
+        target = jump_target(args)
+        if target in chain_names and target not in ensured:
+            if tools.iptables("-S", target, check=False).returncode != 0:
+                tools.iptables("-N", target)
+            ensured.add(target)
+        argv = _argv(args)
+        if tools.iptables("-C", builtin, *argv, check=False).returncode != 0:
+            tools.iptables("-I", builtin, str(pos), *argv)
+            continue
+        listed = [ln for ln in tools.iptables("-S", builtin).stdout.splitlines() if ln.startswith("-A ")]
+        rule_no = next((i + 1 for i, ln in enumerate(listed) if jump_target(ln) == target), 0)
+        if rule_no != pos:
+            tools.iptables("-I", builtin, str(pos), *argv)
+            tools.iptables("-D", builtin, str(rule_no + 1 if rule_no >= pos else rule_no))
+    if "KUBE-NWPLCY-DEFAULT" in chain_names:
+        default = ruleset.chain("KUBE-NWPLCY-DEFAULT")
+        if tools.iptables("-S", default.name, check=False).returncode != 0:
+            tools.iptables("-N", default.name)
+        for args in default.rules:  # AppendUnique
+            argv = _argv(args)
+            if tools.iptables("-C", default.name, *argv, check=False).returncode != 0:
+                tools.iptables("-A", default.name, *argv)
+
+
+def apply_restore(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft") -> SyncTimings:
+    """kube-router's full sync: see the module docstring."""
+    b = get_backend(backend)
+    tools = _Tools(netns_name, b)
+    t = _new_timings("restore", ruleset, netns_name, b)
+    clock = _Clock(t)
+    clock.phase("top_level_time", _ensure_top_level, tools, ruleset)
+    saved = clock.phase("iptables_save_time", tools.save_filter)
+    existing = parse_ipset_save(clock.phase("ipset_save_time", tools.ipset_save))
+    ipset_text = ipset_restore_text(ruleset, existing)
+    clock.phase("ipset_restore_time", tools.run, [IPSET, "restore", "-exist"], input=ipset_text)
+    t.sets_ns = time.time_ns()
+    filter_text = filter_restore_text(ruleset, saved)
+    clock.phase("iptables_restore_time", tools.run, b.restore_argv(), input=filter_text)
+    t.rules_ns = time.time_ns()
+
+    def cleanup() -> list[str]:
+        stale = stale_sets(ruleset, parse_ipset_save(tools.ipset_save()))
+        for name in stale:
+            tools.ipset("destroy", name)
+        return stale
+
+    t.stale_sets = clock.phase("stale_cleanup_time", cleanup)
+    t.stale_chains = _stale_chains(ruleset, saved)
+    t.execs = tools.execs
+    clock.finish()
+    return t
+
+
+def _stale_chains(ruleset: Ruleset, saved_filter: str) -> list[str]:
+    wanted = {c.name for c in ruleset.chains}
+    saved = parse_iptables_save(saved_filter)
+    return [c for c in saved.chains
+            if c.startswith(ruleset.owned_chain_prefixes) and c not in wanted]
+
+
+# ---------------------------------------------------------------------------------------------
+# per-rule (kube-router before 1.2)
+
+
+def _per_rule_ipsets(tools: _Tools, ruleset: Ruleset, existing: dict) -> None:
+    for op in ipset_ops(ruleset, existing):
+        tools.ipset("-exist", op.verb, *op.args)
+
+
+def _per_rule_chains(tools: _Tools, ruleset: Ruleset, saved_filter: str) -> list[str]:
+    """Program the owned chains one exec at a time; return the stale chains still to remove."""
+    saved = parse_iptables_save(saved_filter)
+    prefixes = ruleset.owned_chain_prefixes
+    wanted = {c.name for c in ruleset.chains}
+    present = set(saved.chains)
+    for chain in ruleset.chains:
+        if chain.name not in present:
+            tools.iptables("-N", chain.name)
+    for chain in ruleset.chains:
+        old = len(saved.rules.get(chain.name, []))
+        for args in chain.rules:
+            tools.iptables("-A", chain.name, *_argv(args))
+        for _ in range(old):  # the old rules are still first: delete them from the top
+            tools.iptables("-D", chain.name, "1")
+    for builtin in FILTER_BUILTINS:
+        jumps = [args for b, args in ruleset.builtin_jumps if b == builtin]
+        rules = saved.rules.get(builtin, [])
+        old_positions = [i + 1 for i, args in enumerate(rules)
+                         if (jump_target(args) or "").startswith(prefixes)]
+        for pos, args in enumerate(jumps, start=1):
+            tools.iptables("-I", builtin, str(pos), *_argv(args))
+        for pos in reversed(old_positions):
+            tools.iptables("-D", builtin, str(pos + len(jumps)))
+    stale = [c for c in saved.chains if c.startswith(prefixes) and c not in wanted]
+    stale_set = set(stale)
+    for chain in saved.chains:
+        if chain in FILTER_BUILTINS or chain.startswith(prefixes):
+            continue
+        refs = [i + 1 for i, args in enumerate(saved.rules.get(chain, [])) if jump_target(args) in stale_set]
+        for pos in reversed(refs):
+            tools.iptables("-D", chain, str(pos))
+    return stale
+
+
+def apply_per_rule(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft") -> SyncTimings:
+    """One exec per set operation, entry, chain and rule: see the module docstring."""
+    b = get_backend(backend)
+    tools = _Tools(netns_name, b)
+    t = _new_timings("per-rule", ruleset, netns_name, b)
+    clock = _Clock(t)
+    saved = clock.phase("iptables_save_time", tools.save_filter)
+    existing = parse_ipset_save(clock.phase("ipset_save_time", tools.ipset_save))
+    clock.phase("ipset_restore_time", _per_rule_ipsets, tools, ruleset, existing)
+    t.sets_ns = time.time_ns()
+    stale_chains = clock.phase("iptables_restore_time", _per_rule_chains, tools, ruleset, saved)
+    t.rules_ns = time.time_ns()
+
+    def cleanup() -> list[str]:
+        for chain in stale_chains:
+            tools.iptables("-F", chain)
+        for chain in stale_chains:
+            tools.iptables("-X", chain)
+        stale = stale_sets(ruleset, existing)
+        for name in stale:
+            tools.ipset("destroy", name)
+        return stale
+
+    t.stale_sets = clock.phase("stale_cleanup_time", cleanup)
+    t.stale_chains = stale_chains
+    t.execs = tools.execs
+    clock.finish()
+    return t
+
+
+# ---------------------------------------------------------------------------------------------
+# netlink
+
+
+def apply_netlink(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
+                  batch: int = ipset_netlink.DEFAULT_BATCH) -> SyncTimings:
+    """Sets over netlink (``batch`` entries per message), chains by one iptables-restore."""
+    b = get_backend(backend)
+    tools = _Tools(netns_name, b)
+    t = _new_timings("netlink", ruleset, netns_name, b)
+    clock = _Clock(t)
+    saved = clock.phase("iptables_save_time", tools.save_filter)
+    names = clock.phase("ipset_save_time", ipset_netlink.list_set_names, netns_name)
+    t.netlink_requests += 1
+    ops = ipset_ops(ruleset, names)  # names only: sets are created with the rendered options
+    stats = clock.phase("ipset_restore_time", ipset_netlink.apply_ops, netns_name, ops, batch)
+    t.netlink_requests += stats.requests
+    t.sets_ns = time.time_ns()
+    clock.phase("iptables_restore_time", tools.run, b.restore_argv(), input=filter_restore_text(ruleset, saved))
+    t.rules_ns = time.time_ns()
+    stale = stale_sets(ruleset, names)
+    stats = clock.phase("stale_cleanup_time", ipset_netlink.destroy_sets, netns_name, stale)
+    t.netlink_requests += stats.requests
+    t.stale_sets = stale
+    t.stale_chains = _stale_chains(ruleset, saved)
+    t.execs = tools.execs
+    clock.finish()
+    return t
+
+
+STRATEGIES: dict[str, Callable[..., SyncTimings]] = {
+    "restore": apply_restore,
+    "per-rule": apply_per_rule,
+    "netlink": apply_netlink,
+}
+
+
+def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
+          strategy: str = "restore") -> SyncTimings:
+    """Program ``ruleset`` into namespace ``netns_name`` with ``strategy`` (restore | per-rule |
+    netlink) and ``backend`` (nft | legacy); return the sync's timings. Raises EnvironmentProblem
+    (tools missing, not root), ConfigError (unknown strategy/backend), KernelError (a tool failed,
+    or the other backend already has rules in the namespace)."""
+    b = require_tools(backend)
+    try:
+        fn = STRATEGIES[strategy]
+    except KeyError:
+        raise ConfigError(None, "strategy", f"unknown apply strategy {strategy!r} "
+                          f"(choose {', '.join(STRATEGIES)})") from None
+    check_not_mixed(netns_name, b)
+    t = netns.call_in(netns_name, fn, ruleset, netns_name, b)
+    log.debug("%s/%s sync %d in %s: %.1f ms (%d execs)", strategy, b.name, ruleset.sync_version,
+              netns_name, t.total / 1e6, t.execs)
+    return t
+
+
+def inspect(netns_name: str, backend: str | Backend = "nft") -> dict:
+    """Kernel state of a namespace for tests and reports: ``{"chains": {chain: [rule args as
+    iptables-save prints them]}, "policies": {builtin: policy}, "sets": {name: sorted entries},
+    "set_types": {name: type}}``."""
+    b = get_backend(backend)
+    table = parse_iptables_save(netns.run(netns_name, b.save_argv()).stdout)
+    sets = parse_ipset_save(netns.run(netns_name, [IPSET, "save"]).stdout)
+    return {
+        "chains": {c: list(table.rules.get(c, [])) for c in table.chains},
+        "policies": dict(table.policies),
+        "sets": {name: sorted(s.entries) for name, s in sets.items()},
+        "set_types": {name: s.type for name, s in sets.items()},
+    }
