@@ -61,48 +61,60 @@ def synthetic_cluster(nodes: int, pods_per_node: int, policies: int, seed: int =
                       PodKind.FULL if node.kind is NodeKind.REAL else PodKind.VIRTUAL)
             c.pods[pod.key] = pod
             counter += 1
-    for k in range(policies):
-        pol = _policy(rng, k, ns_names)
-        c.policies[pol.key] = pol
-    return c
+    return add_synthetic_policies(c, policies, seed)
 
 
-def _selector(rng: random.Random) -> LabelSelector:
+class _Vocabulary:
+    """What a cluster offers to select on: label pairs per namespace, namespace label pairs,
+    named ports. Sorted, so a seed gives the same policies for the same cluster."""
+
+    def __init__(self, cluster: Cluster):
+        pairs: dict[str, set[tuple[str, str]]] = {}
+        named: set[tuple[str, str]] = set()
+        for p in cluster.pods.values():
+            pairs.setdefault(p.namespace, set()).update(p.labels.items())
+            named.update((cp.name, cp.protocol) for cp in p.ports if cp.name)
+        self.namespaces = sorted(pairs)
+        self.pairs = {ns: sorted(v) for ns, v in pairs.items()}
+        self.ns_pairs = sorted({kv for ns in self.namespaces for kv in cluster.namespace_labels(ns).items()})
+        self.named = sorted(named)
+
+
+def _selector(rng: random.Random, vocab: _Vocabulary, ns: str) -> LabelSelector:
+    pairs = vocab.pairs[ns]
     r = rng.random()
-    if r < 0.6:
-        return LabelSelector.of({"app": f"app-{rng.randrange(APPS_PER_NAMESPACE):02d}"})
     if r < 0.85:
-        return LabelSelector.of({"tier": rng.choice(TIERS)})
+        return LabelSelector.of(dict([rng.choice(pairs)]))
     if r < 0.95:
         return LabelSelector()
-    return LabelSelector.of(match_expressions=[SelectorRequirement("tier", "In", tuple(rng.sample(TIERS, 2)))])
+    key = rng.choice(pairs)[0]
+    values = sorted({v for k, v in pairs if k == key})
+    return LabelSelector.of(match_expressions=[
+        SelectorRequirement(key, "In", tuple(rng.sample(values, min(2, len(values)))))])
 
 
-def _peer(rng: random.Random) -> PolicyPeer:
+def _peer(rng: random.Random, vocab: _Vocabulary, ns: str) -> PolicyPeer:
     r = rng.random()
-    if r < 0.5:
-        return PolicyPeer(pod_selector=LabelSelector.of({"app": f"app-{rng.randrange(APPS_PER_NAMESPACE):02d}"}))
-    if r < 0.65:
-        return PolicyPeer(pod_selector=LabelSelector.of({"tier": rng.choice(TIERS)}))
-    if r < 0.8:
-        return PolicyPeer(namespace_selector=LabelSelector.of({"team": rng.choice(TEAMS)}),
-                          pod_selector=LabelSelector.of({"tier": rng.choice(TIERS)}))
+    if r < 0.6:
+        return PolicyPeer(pod_selector=LabelSelector.of(dict([rng.choice(vocab.pairs[ns])])))
     if r < 0.9:
-        return PolicyPeer(namespace_selector=LabelSelector.of({"env": "dev"}),
-                          pod_selector=LabelSelector.of({"app": f"app-{rng.randrange(APPS_PER_NAMESPACE):02d}"}))
+        other = rng.choice(vocab.namespaces)
+        return PolicyPeer(namespace_selector=LabelSelector.of(dict([rng.choice(vocab.ns_pairs)])),
+                          pod_selector=LabelSelector.of(dict([rng.choice(vocab.pairs[other])])))
     octet = rng.randrange(256)
     return PolicyPeer(ip_block=IPBlock(ipaddress.IPv4Network(f"192.168.{octet}.0/24"),
                                        (ipaddress.IPv4Network(f"192.168.{octet}.128/25"),)))
 
 
-def _ports(rng: random.Random) -> tuple[PolicyPort, ...]:
+def _ports(rng: random.Random, vocab: _Vocabulary) -> tuple[PolicyPort, ...]:
     r = rng.random()
     if r < 0.2:
         return ()
     if r < 0.5:
         return (PolicyPort("TCP", 80),)
-    if r < 0.7:
-        return (PolicyPort("TCP", "http"),)
+    if r < 0.7 and vocab.named:
+        name, proto = rng.choice(vocab.named)
+        return (PolicyPort(proto, name),)
     if r < 0.8:
         return (PolicyPort("UDP", 53), PolicyPort("TCP", 53))
     if r < 0.92:
@@ -110,21 +122,34 @@ def _ports(rng: random.Random) -> tuple[PolicyPort, ...]:
     return (PolicyPort("SCTP", 5000),)
 
 
-def _policy(rng: random.Random, k: int, ns_names: list[str]) -> NetworkPolicy:
-    ns = rng.choice(ns_names)
-    r = rng.random()
-    types = ("Ingress",) if r < 0.6 else ("Egress",) if r < 0.75 else ("Ingress", "Egress")
+def add_synthetic_policies(cluster: Cluster, count: int, seed: int = 0, prefix: str = "np") -> Cluster:
+    """Add ``count`` generated policies to ``cluster`` (in place; returned for chaining).
 
-    def rules() -> tuple[PolicyRule, ...]:
-        out = []
-        for _ in range(rng.randint(1, 2)):
-            peers = () if rng.random() < 0.05 else tuple(_peer(rng) for _ in range(rng.randint(1, 2)))
-            out.append(PolicyRule(peers, _ports(rng)))
-        return tuple(out)
+    Selectors use the labels the cluster's pods and namespaces really carry, so any topology
+    (e.g. ``scale-100``) gets policies that select something. Mix: 60% Ingress, 15% Egress, 25%
+    both; 1-2 rules of 1-2 peers (pod selector, namespace + pod selector, ipBlock with except;
+    5% empty = all) on numeric, named, ranged, UDP or SCTP ports (20% all ports)."""
+    rng = random.Random(seed)
+    vocab = _Vocabulary(cluster)
+    if not vocab.namespaces:
+        return cluster
+    for k in range(count):
+        ns = rng.choice(vocab.namespaces)
+        r = rng.random()
+        types = ("Ingress",) if r < 0.6 else ("Egress",) if r < 0.75 else ("Ingress", "Egress")
 
-    return NetworkPolicy(ns, f"np-{k:04d}", _selector(rng), types,
-                         ingress=rules() if "Ingress" in types else (),
-                         egress=rules() if "Egress" in types else ())
+        def rules(ns: str = ns) -> tuple[PolicyRule, ...]:
+            out = []
+            for _ in range(rng.randint(1, 2)):
+                peers = () if rng.random() < 0.05 else tuple(_peer(rng, vocab, ns) for _ in range(rng.randint(1, 2)))
+                out.append(PolicyRule(peers, _ports(rng, vocab)))
+            return tuple(out)
+
+        pol = NetworkPolicy(ns, f"{prefix}-{k:04d}", _selector(rng, vocab, ns), types,
+                            ingress=rules() if "Ingress" in types else (),
+                            egress=rules() if "Egress" in types else ())
+        cluster.policies[pol.key] = pol
+    return cluster
 
 
 def example_cluster() -> Cluster:
