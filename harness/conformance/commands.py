@@ -1,0 +1,114 @@
+"""``netpol-harness conformance CASE.yaml [CASE.yaml ...]``: run conformance cases in the kernel.
+
+Prints every step's expected, observed and comparison tables (``--quiet``: only failing steps),
+then a summary table, and exits 1 on any mismatch (2 for a user error, 4 when the machine cannot
+run it). ``--plan`` prints the expected tables without touching the kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+
+from tabulate import tabulate
+
+from harness.conformance.case import Case, load_case, plan
+from harness.conformance.runner import DEFAULT_TIMEOUT, CaseResult, RunOptions, StepResult, run_case
+
+STRATEGY_CHOICES = ("restore", "per-rule", "netlink")
+BACKEND_CHOICES = ("nft", "legacy")
+
+
+def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    """Add the ``conformance`` subcommand."""
+    p = sub.add_parser("conformance", help="run NetworkPolicy conformance cases against the kernel",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("cases", nargs="+", metavar="CASE.yaml",
+                   help="case files (a directory means every *.yaml in it)")
+    p.add_argument("--backend", choices=BACKEND_CHOICES, default="nft", help="iptables backend (default nft)")
+    p.add_argument("--profile", default="v2.10", help="kube-router version profile (default v2.10)")
+    p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="restore",
+                   help="apply strategy (default restore, kube-router's full sync)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+                   help=f"probe timeout in seconds (default {DEFAULT_TIMEOUT})")
+    p.add_argument("--keep-conntrack", action="store_true",
+                   help="do not flush conntrack in node namespaces after each sync")
+    p.add_argument("--quiet", "-q", action="store_true", help="print only failing steps and the summary")
+    p.add_argument("--plan", action="store_true",
+                   help="print each step's expected table (hand-written or oracle) without a kernel run")
+    p.set_defaults(func=cmd_conformance)
+
+
+def expand_case_paths(paths: list[str]) -> list[str]:
+    """Case files from the command line; a directory stands for its ``*.yaml`` files, sorted."""
+    out: list[str] = []
+    for path in paths:
+        if os.path.isdir(path):
+            out.extend(sorted(glob.glob(os.path.join(path, "*.yaml"))))
+        else:
+            out.append(path)
+    return out
+
+
+def cmd_conformance(args: argparse.Namespace) -> int:
+    cases = [load_case(p) for p in expand_case_paths(args.cases)]  # every file validated before any run
+    if args.plan:
+        return _print_plan(cases)
+    options = RunOptions(backend=args.backend, profile=args.profile, strategy=args.strategy,
+                         timeout=args.timeout, flush_conntrack=not args.keep_conntrack)
+    results: list[CaseResult] = []
+    for case in cases:
+        print(f"=== {case.name} ({case.source}) backend={options.backend} profile={options.profile} "
+              f"strategy={options.strategy}", flush=True)
+
+        def show(step: StepResult) -> None:
+            failing = not step.ok or (step.oracle_vs_hand is not None and not step.oracle_vs_hand.ok)
+            if failing or not args.quiet:
+                print(step.report() + "\n", flush=True)
+
+        result = run_case(case, options, on_step=show)
+        if result.error:
+            print(f"error: {result.error}\n", flush=True)
+        results.append(result)
+    print(summary_table(results))
+    failed = [r for r in results if not r.ok]
+    total_ms = sum(r.total_ns for r in results) / 1e6
+    print(f"\n{len(results) - len(failed)}/{len(results)} cases passed "
+          f"({sum(len(r.steps) for r in results)} steps, {total_ms / 1000:.1f} s)")
+    return 1 if failed else 0
+
+
+def summary_table(results: list[CaseResult]) -> str:
+    """One row per case: steps, syncs, cells checked, mismatches, slowest sync, time, result."""
+    rows = []
+    for r in results:
+        syncs = [s for s in r.steps if s.sync_version]
+        checked = sum(s.diff.correct + s.diff.count for s in r.steps)
+        denied_by_timeout = sum(s.outcomes.get("timeout", 0) for s in r.steps)
+        rows.append([
+            os.path.basename(r.source), r.options.backend, len(r.steps), len(syncs), checked,
+            r.mismatch_count, r.oracle_disagreements or "",
+            f"{max((s.sync_ms for s in syncs), default=0):.1f}", denied_by_timeout or "",
+            f"{r.total_ns / 1e9:.2f}", "ok" if r.ok else ("ERROR" if r.error else "FAIL"),
+        ])
+    return tabulate(rows, headers=["case", "backend", "steps", "syncs", "cells", "mismatches", "oracle≠hand",
+                                   "max sync ms", "timeouts", "time s", "result"])
+
+
+def _print_plan(cases: list[Case]) -> int:
+    disagreements = 0
+    for case in cases:
+        print(f"=== {case.name} ({case.source})")
+        for planned in plan(case):
+            s = planned.step
+            print(f"step {s.index}: {s.description} [{s.probe}] "
+                  f"(expected from {'hand' if planned.hand is not None else 'oracle'})")
+            print(planned.expected.render("  "))
+            d = planned.oracle_vs_hand
+            if d is not None and not d.ok:
+                disagreements += 1
+                print("ORACLE DISAGREES WITH THE HAND-WRITTEN TABLE:\n" + d.render("  "))
+            print()
+    return 1 if disagreements else 0
+
