@@ -564,7 +564,9 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
         builtin.append((builtin_chain, _uuid_comment_rule(
             builtin_chain, ["-m", "comment", "--comment", "kube-router netpol", "-j", custom])))
 
-    chains = [Chain(name, rules) for name, rules in top.items()] + helper_chains + policy_chains + pod_chains
+    # Dependency order (a chain after every chain it jumps to), so a per-rule apply can create
+    # and fill chains in this order: helpers, policies, pods, then the top-level chains.
+    chains = helper_chains + policy_chains + pod_chains + [Chain(name, rules) for name, rules in top.items()]
     return Ruleset(node=node_name, profile=prof.name, sync_version=int(sync_version), sets=sets,
                    chains=chains, builtin_jumps=builtin, swap_sets=prof.swap_sets)
 
