@@ -95,13 +95,15 @@ def check_unique_ports(ports: Sequence[tuple[str, ContainerPort]], source: str |
 class PodDecl:
     """A pod on its way into a cluster, with where it was declared (for error messages).
 
-    ``ip_field`` names the field an explicit ``pod.ip`` came from (``pods[3].ip``,
-    ``documents[1].status.podIP``)."""
+    The ``*_field`` attributes name where the pod's IP, namespace and node came from
+    (``pods[3].ip``, ``documents[1].status.podIP``); they default to ``path.ip`` etc."""
 
     pod: Pod
     source: str | None
     path: str
     ip_field: str | None = None
+    namespace_field: str | None = None
+    node_field: str | None = None
 
     @property
     def origin(self) -> str:
@@ -161,7 +163,7 @@ class PodIPAM:
         elif ip in pool.used:
             problem = f"{ip} is already used by {pool.used[ip]}"
         if problem:
-            raise ConfigError(decl.source, decl.ip_field or decl.path, problem)
+            raise ConfigError(decl.source, decl.ip_field or join(decl.path, "ip"), problem)
         pool.used[ip] = decl.origin
 
     def allocate(self, decl: PodDecl) -> ipaddress.IPv4Address:
@@ -200,9 +202,11 @@ def add_pods(cluster: Cluster, decls: Sequence[PodDecl], ipam: PodIPAM | None = 
 def _check_placement(cluster: Cluster, decl: PodDecl, origins: dict[str, str]) -> None:
     pod = decl.pod
     if pod.node not in cluster.nodes:
-        raise ConfigError(decl.source, decl.path + ".node", f"unknown node {pod.node!r} for pod {pod.key}")
+        raise ConfigError(decl.source, decl.node_field or join(decl.path, "node"),
+                          f"unknown node {pod.node!r} for pod {pod.key}")
     if not namespace_exists(cluster, pod.namespace):
-        raise ConfigError(decl.source, decl.path + ".namespace", f"unknown namespace {pod.namespace!r} for pod "
+        raise ConfigError(decl.source, decl.namespace_field or join(decl.path, "namespace"),
+                          f"unknown namespace {pod.namespace!r} for pod "
                           f"{pod.key} (declare it under namespaces: or as a Namespace manifest)")
     if pod.key in origins:
         raise ConfigError(decl.source, decl.path, f"duplicate pod {pod.key} (first at {origins[pod.key]})")
@@ -331,7 +335,8 @@ def read_pod(obj: ManifestObject) -> PodDecl:
     ip, ip_field = _pod_ip(f)
     f.done()
     pod = Pod(namespace, name, node, labels=labels, ip=ip, ports=ports, kind=kind)
-    return PodDecl(pod, obj.source, obj.path, ip_field)
+    return PodDecl(pod, obj.source, obj.path, ip_field=ip_field, namespace_field=meta.field("namespace"),
+                   node_field=spec.field("nodeName"))
 
 
 def _metadata(f: Fields) -> Fields:

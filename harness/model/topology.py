@@ -372,7 +372,7 @@ def _read_pod(entry: Any, source: str | None, path: str) -> PodDecl:
     f.done()
     pod = Pod(namespace, name, node, labels=labels, ports=ports, kind=kind,
               ip=parse_ip(ip, source, f.field("ip")) if ip is not None else None)
-    return PodDecl(pod, source, path, f.field("ip"))
+    return PodDecl(pod, source, path)
 
 
 def read_ports(value: Any, source: str | None, path: str) -> list[ContainerPort]:
