@@ -1,6 +1,7 @@
 """NetworkPolicy (networking.k8s.io/v1) as pure data, with label-selector matching.
 
-Parsing and validation of manifests into these classes lives in ``harness.model.manifests``.
+Parsing and validation of NetworkPolicy manifests into these classes lives in
+``harness.model.netpol`` (called by ``harness.model.manifests``); the oracle is ``harness.oracle``.
 Semantics follow the Kubernetes API reference:
 - an empty ``from``/``to``/``ports`` list and an absent one both mean "all";
 - ``ingress: []`` (or absent) with Ingress in policyTypes isolates and allows nothing;
