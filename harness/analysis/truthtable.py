@@ -31,6 +31,9 @@ DENY = "deny"
 
 # Probe outcomes accepted as cell values, and whether each one means "connected". Anything a
 # probe engine reports that is not a completed handshake counts as not connected, as in e2e.
+# The names of harness.probe.classify.Outcome are included. Where an outcome's meaning depends
+# on the protocol (an SCTP INIT that reaches a pod without SCTP sockets is answered by ICMP
+# protocol-unreachable: allowed), the caller decides and passes a bool plus the detail.
 OUTCOMES: dict[str, bool] = {
     ALLOW: True,
     "allowed": True,
@@ -46,6 +49,8 @@ OUTCOMES: dict[str, bool] = {
     "unreachable": False,
     "dropped": False,
     "error": False,
+    "refused_rst": False,
+    "rejected_icmp": False,
 }
 
 
