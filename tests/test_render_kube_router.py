@@ -224,3 +224,21 @@ def test_unknown_node_and_profile_are_one_line_errors():
         render_node(example_cluster(), "nope", sync_version=V)
     with pytest.raises(ConfigError, match="profile"):
         render_node(example_cluster(), "node-a", profile="v9", sync_version=V)
+
+
+def test_named_port_set_type_follows_kube_router_refresh_set():
+    # ipBlock-only peers + named port: kube-router creates the named-port set as hash:net;
+    # pods + ipBlock: the pods branch created it first as hash:ip and RefreshSet keeps the type.
+    c = example_cluster()
+    blk = PolicyPeer(ip_block=IPBlock(NET("192.168.0.0/16")))
+    c.policies["x/only-block"] = NetworkPolicy("x", "only-block", LabelSelector.of({"app": "a"}), ("Ingress",),
+                                               ingress=(PolicyRule((blk,), (PolicyPort("TCP", "http"),)),))
+    c.policies["x/both"] = NetworkPolicy("x", "both", LabelSelector.of({"app": "a"}), ("Ingress",), ingress=(
+        PolicyRule((blk, PolicyPeer(pod_selector=LabelSelector.of({"app": "b"}))), (PolicyPort("TCP", "http"),)),))
+    rs = render_node(c, "node-a", profile="v2.10", sync_version=V)
+    only = _set(rs, nm.ingress_named_port_set("x", "only-block", 0, 0, "IPv4"))
+    both = _set(rs, nm.ingress_named_port_set("x", "both", 0, 0, "IPv4"))
+    assert (only.type, only.entries) == ("hash:net", ["10.244.0.2"])
+    assert (both.type, both.entries) == ("hash:ip", ["10.244.0.2"])
+    rules = rs.chain(nm.policy_chain("x", "both", V, "IPv4")).rules
+    assert len(rules) == 4  # pods->named port (MARK, RETURN), ipBlock->named port (MARK, RETURN)

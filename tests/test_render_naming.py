@@ -44,3 +44,8 @@ def test_indexed_sets():
 def test_rule_uuid_of_top_level_jump():
     spec = ["-m", "comment", "--comment", "kube-router netpol", "-j", "KUBE-ROUTER-INPUT"]
     assert nm.rule_uuid("INPUT", spec) == "4IA2OSFRMVNDXBVV"
+
+
+def test_tmp_set_name_matches_coreutils_base32_of_sha1():
+    # printf '%s' "tmp:hash:ip timeout 0" | sha1sum | cut -c1-20 | xxd -r -p | base32
+    assert nm.tmp_set_name("hash:ip timeout 0") == "TMP-PRBJ7ASFQM5DJR3Q"

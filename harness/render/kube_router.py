@@ -267,17 +267,27 @@ class _Builder:
         self.sets: dict[str, IPSetSpec] = {}
         self._entry_cache: dict[tuple[int, ...], list[str]] = {}
 
+    def _refresh(self, name: str, set_type: str, entries: list[str]) -> None:
+        """kube-router's ``IPSet.RefreshSet``: a set already known keeps its options (type) and
+        only gets the new entries; a new one is created with ``set_type``."""
+        known = self.sets.get(name)
+        if known is not None:
+            known.entries = entries
+        else:
+            self.sets[name] = IPSetSpec(name, set_type, entries)
+
     def set_pods(self, name: str, idxs: tuple[int, ...] | list[int]) -> None:
-        """kube-router's RefreshSet with hash:ip entries; a later refresh of a name replaces it."""
+        """A hash:ip set of the given pods' addresses."""
         key = tuple(idxs)
         entries = self._entry_cache.get(key)
         if entries is None:
             entries = self.index.entries(key)
             self._entry_cache[key] = entries
-        self.sets[name] = IPSetSpec(name, "hash:ip", list(entries))
+        self._refresh(name, "hash:ip", list(entries))
 
-    def set_nets(self, name: str, entries: list[str], set_type: str = "hash:net") -> None:
-        self.sets[name] = IPSetSpec(name, set_type, list(dict.fromkeys(entries)))
+    def set_nets(self, name: str, entries: list[str]) -> None:
+        """A hash:net set (ipBlocks); exact duplicates dropped, order kept."""
+        self._refresh(name, "hash:net", list(dict.fromkeys(entries)))
 
     # -- policy chains (policy.go: syncNetworkPolicyChains, processIngress/EgressRules) --------
     @staticmethod
@@ -347,8 +357,9 @@ class _Builder:
                         self._rule(rules, c_blk, blk, target_dst, proto, port, end)
                     for ep_i, ep in enumerate(r.named):
                         np_set = nm.ingress_named_port_set(ns, name, i, ep_i, fam)
-                        # kube-router refreshes this named-port set as hash:net here (same name as
-                        # above, so the later refresh wins); reproduced as is.
+                        # kube-router refreshes this named-port set with TypeHashNet here; RefreshSet
+                        # keeps the type of a set made above (hash:ip), so only an ipBlock-only rule
+                        # gets a hash:net named-port set. Reproduced as is.
                         self.set_nets(np_set, self.index.entries(ep.pods))
                         self._rule(rules, c_blk, blk, np_set, ep.protocol, ep.port, "")
                 else:

@@ -89,6 +89,17 @@ def egress_named_port_set(namespace: str, policy: str, rule: int, endpoint: int,
         namespace + policy + "egressrule" + str(rule) + str(endpoint) + family + "namedport")
 
 
+TMP_SET_PREFIX = "TMP-"
+
+
+def tmp_set_name(options: str) -> str:
+    """The temporary set kube-router's ``buildIPSetRestore`` (pkg/utils/ipset.go, v1.3+) fills and
+    swaps for every set with these create options (e.g. ``"hash:ip timeout 0"``, what
+    ``RefreshSet`` gives a new set, or the options ``ipset save`` printed for an existing one):
+    ``TMP-`` + base32 of the first 10 bytes of sha1("tmp:" + options)."""
+    return TMP_SET_PREFIX + base64.b32encode(hashlib.sha1(("tmp:" + options).encode()).digest()[:10]).decode()
+
+
 def rule_uuid(chain: str, rulespec: list[str]) -> str:
     """kube-router's ``addUUIDForRuleSpec``: hash of the chain plus the rule's arguments joined
     without separators (before the UUID is appended to the comment)."""
