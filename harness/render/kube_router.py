@@ -14,6 +14,17 @@ iptables-restore text (comments quoted as kube-router quotes them). Each chain h
 Where kube-router iterates a Go map (listers, named-port resolutions) its order is random;
 here it is fixed: pods by ``namespace/name``, policies by ``namespace/name``, set entries by
 address, named-port resolutions by port number. Everything else follows the source.
+
+Provenance of the text (see ``profiles.py`` for what differs per profile):
+- comments are the long pre-2025 ones (``"rule to ACCEPT traffic from source pods ..."``) in
+  every profile; the newest kube-router master shortened most of them to ``"<ns>/<name> <kind>"``
+  (comments.go) but froze the top-level/helper ones reproduced here;
+- ``COMMON_JUMP_COMMENT`` (pod chain -> KUBE-NWPLCY-COMMON) and ``COMMON_ICMP_RULES`` are
+  reconstructions: no stored v2 iptables pod.go / utils.CommonICMPRules was available; the
+  nftables twin confirms the rules themselves (jump first; echo-request, destination-unreachable,
+  time-exceeded accepted);
+- set entries carry no ``timeout 0``: kube-router writes ``add S 10.0.0.1 timeout 0`` (and
+  ``... timeout 0 nomatch``), which a restore builder adds since every set has ``timeout 0``.
 """
 
 from __future__ import annotations
