@@ -1,14 +1,15 @@
 """Topology YAML -> ``Cluster``: nodes, address plan, namespaces, pods, pod generators, manifests.
 
-A topology file is one YAML mapping (every key optional except ``nodes``)::
+A topology file is one YAML mapping::
 
     name: demo                       # default: the file name without .yaml
+    # optional unless noted: nodes; a pod's name and node; a generator's count/per_node and name
     underlay_cidr: 172.18.0.0/16     # node IPs (default); .1 is reserved for the underlay gateway
     cluster_cidr: 10.244.0.0/16      # pod IPs (default); must not overlap the underlay
     node_cidr_mask_size: 24          # size of each node's pod CIDR (kube-controller-manager's flag)
     nodes:
       - {name: node-a, kind: real, ip: 172.18.0.2, pod_cidr: 10.244.0.0/24}   # ip, pod_cidr optional
-      - generate: {count: 98, name: "vnode-{index:02d}", kind: virtual, start: 0}
+      - generate: {count: 98, name: "vnode-{index:02d}", kind: virtual, start: 0}  # kind, start: defaults
     namespaces:
       - {name: frontend, labels: {team: web}}
     pods:
@@ -163,14 +164,16 @@ def _manifest_paths(value: Any, source: str | None, base_dir: Path) -> list[str]
         path = base_dir / entry
         if not path.is_file():
             raise ConfigError(source, field, f"manifest file not found: {path}")
-        paths.append(str(path))
+        paths.append(_display(path))
     return paths
 
 
 # -- address plan -----------------------------------------------------------------------------
 
 def _read_address_plan(f: Fields, default_name: str) -> Cluster:
-    name = validate_name(f.opt("name", str, default_name), f.source, "name")
+    name = f.opt("name", str)
+    # Only a written name is checked: a file called "My Lab.yaml" still loads.
+    name = validate_name(name, f.source, "name") if name is not None else default_name
     underlay = _network(f, "underlay_cidr", DEFAULT_UNDERLAY_CIDR)
     cluster_cidr = _network(f, "cluster_cidr", DEFAULT_CLUSTER_CIDR)
     if underlay.overlaps(cluster_cidr):
