@@ -3,7 +3,7 @@
 A topology file is one YAML mapping::
 
     name: demo                       # default: the file name without .yaml
-    # optional unless noted: nodes; a pod's name and node; a generator's count/per_node and name
+    # required: nodes, a node's or pod's name, a pod's node, a generator's count/per_node and name
     underlay_cidr: 172.18.0.0/16     # node IPs (default); .1 is reserved for the underlay gateway
     cluster_cidr: 10.244.0.0/16      # pod IPs (default); must not overlap the underlay
     node_cidr_mask_size: 24          # size of each node's pod CIDR (kube-controller-manager's flag)
