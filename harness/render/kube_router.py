@@ -229,11 +229,28 @@ def _policy_type(policy: NetworkPolicy) -> str:
     return "ingress"  # kube-router's default when policyTypes lists neither
 
 
+def _named_ports_of(index: ClusterIndex, idxs: tuple[int, ...]) -> _NamedPorts:
+    """``grabNamedPortFromPod`` over ``idxs`` in order, cached per pod group: kube-router does it
+    for every selected pod, but only a named-port lookup reads the result, so it is built lazily."""
+    cache: dict[tuple[int, ...], _NamedPorts] = index.__dict__.setdefault("_named_cache", {})
+    table = cache.get(idxs)
+    if table is None:
+        table = {}
+        for i in idxs:
+            _grab_named_ports(index.pods[i], i, table)
+        cache[idxs] = table
+    return table
+
+
+def _has_named(ports: tuple[PolicyPort, ...]) -> bool:
+    return any(isinstance(p.port, str) for p in ports)
+
+
 def _build_policy_info(index: ClusterIndex, policy: NetworkPolicy, profile: Profile) -> _PolicyInfo:
     targets = index.select_pods(policy.namespace, policy.pod_selector)
     ingress_named: _NamedPorts = {}
-    for i in targets:
-        _grab_named_ports(index.pods[i], i, ingress_named)
+    if any(_has_named(spec.ports) for spec in policy.ingress):
+        ingress_named = _named_ports_of(index, targets)
 
     ingress: list[_Rule] = []
     for spec in policy.ingress:
@@ -248,18 +265,15 @@ def _build_policy_info(index: ClusterIndex, policy: NetworkPolicy, profile: Prof
     egress: list[_Rule] = []
     for spec in policy.egress:
         rule = _Rule(match_all_peers=not spec.peers, match_all_ports=not spec.ports)
-        egress_named: _NamedPorts = {}
-        if not spec.peers:
-            # "match all destinations but some named port": resolve from the policy's namespace
-            if any(isinstance(p.port, str) for p in spec.ports):
-                for i in index.select_pods(policy.namespace, LabelSelector()):
-                    _grab_named_ports(index.pods[i], i, egress_named)
         for peer in spec.peers:
-            found = index.peer_pods(policy, peer)
-            rule.pods.extend(found)
-            for i in found:
-                _grab_named_ports(index.pods[i], i, egress_named)
+            rule.pods.extend(index.peer_pods(policy, peer))
             rule.ip_blocks.extend(_ip_block_entries(peer))
+        egress_named: _NamedPorts = {}
+        if _has_named(spec.ports):
+            # from the peer pods; with no peers ("all destinations, some named port") from every
+            # pod of the policy's namespace, as kube-router does
+            group = tuple(rule.pods) if spec.peers else index.select_pods(policy.namespace, LabelSelector())
+            egress_named = _named_ports_of(index, group)
         if spec.ports:
             rule.ports, rule.named = _ports(spec.ports, egress_named, profile)
         egress.append(rule)
