@@ -92,6 +92,7 @@ class ClusterIndex:
         self.namespaces = sorted(names)
         self._pod_cache: dict[tuple[str, LabelSelector], tuple[int, ...]] = {}
         self._ns_cache: dict[LabelSelector, tuple[str, ...]] = {}
+        self.named_port_cache: dict[tuple[int, ...], dict] = {}  # filled by _named_ports_of
 
     def select_pods(self, namespace: str, selector: LabelSelector) -> tuple[int, ...]:
         """Indices of the pods of ``namespace`` the selector matches (ascending)."""
@@ -232,7 +233,7 @@ def _policy_type(policy: NetworkPolicy) -> str:
 def _named_ports_of(index: ClusterIndex, idxs: tuple[int, ...]) -> _NamedPorts:
     """``grabNamedPortFromPod`` over ``idxs`` in order, cached per pod group: kube-router does it
     for every selected pod, but only a named-port lookup reads the result, so it is built lazily."""
-    cache: dict[tuple[int, ...], _NamedPorts] = index.__dict__.setdefault("_named_cache", {})
+    cache = index.named_port_cache
     table = cache.get(idxs)
     if table is None:
         table = {}
