@@ -16,7 +16,13 @@ import sys
 from harness.errors import EnvironmentProblem, HarnessError
 
 COMMAND_MODULES = (
-    "harness.lab.commands",
+    "harness.lab.commands",  # check, up, down, exec, gc, bench lab
+    "harness.render.commands",  # render, bench render
+    "harness.apply.commands",  # bench apply
+    "harness.conformance.commands",  # conformance
+    "harness.probe.commands",  # calibrate, bench probe
+    "harness.suite",  # suite (the main job)
+    "harness.report.commands",  # report
 )
 
 
