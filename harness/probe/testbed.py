@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from harness.errors import EnvironmentProblem
 from harness.lab import netns
+from harness.probe.packet import relax_icmp_ratelimit
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +185,8 @@ class Testbed:
         node = self.node_ns
         _write_sysctl(node, "/proc/sys/net/ipv4/ip_forward", "1")
         _write_sysctl(node, "/proc/sys/net/bridge/bridge-nf-call-iptables", "1")
+        for ns in self._namespaces:  # every REJECT / port-unreachable answered, whatever the rate
+            relax_icmp_ratelimit(ns)
         with netns.ipr(node) as ipr:
             ipr.link("add", ifname="kube-bridge", kind="bridge")
             br = ipr.link_lookup(ifname="kube-bridge")[0]

@@ -411,3 +411,54 @@ class ConntrackWatcher(_Watcher[ConntrackEvent]):
 
     def _parse(self, msg: memoryview, read_ns: int) -> ConntrackEvent | None:
         return parse_conntrack(msg, read_ns)
+
+
+NFNL_SUBSYS_NFTABLES = 10
+NFT_MSG_NEWGEN = 15  # enum nf_tables_msg_types: ... NEWSETELEM 12, GETSETELEM 13, DELSETELEM 14, NEWGEN 15
+NFNLGRP_NFTABLES = 7
+NFTA_GEN_ID = 1
+NFTA_GEN_PROC_PID = 2
+NFTA_GEN_PROC_NAME = 3
+
+
+@dataclass
+class NftCommit:
+    """An nf_tables transaction committed in the namespace (``NFT_MSG_NEWGEN``), stamped when
+    read: the moment a ruleset change (``iptables-nft``, ``nft``) took effect, µs after it."""
+
+    t_ns: int
+    gen_id: int
+    pid: int
+    proc_name: str
+
+
+def parse_nft_gen(msg: bytes | memoryview, read_ns: int) -> NftCommit | None:
+    """Parse an nf_tables NEWGEN notification (other nf_tables notifications give None)."""
+    mv = memoryview(msg)
+    n, mtype, _f, _s, _p = _NLHDR.unpack_from(mv, 0)
+    if mtype != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN:
+        return None
+    a = parse_attrs(mv, 20, n)
+    gen = struct.unpack("!I", a[NFTA_GEN_ID])[0] if NFTA_GEN_ID in a else 0
+    pid = struct.unpack("!I", a[NFTA_GEN_PROC_PID])[0] if NFTA_GEN_PROC_PID in a else 0
+    name = bytes(a.get(NFTA_GEN_PROC_NAME, b"")).rstrip(b"\0").decode(errors="replace")
+    return NftCommit(read_ns, gen, pid, name)
+
+
+class NftCommitWatcher(_Watcher[NftCommit]):
+    """Listens to nf_tables generation changes in a namespace: one event per committed
+    transaction (iptables-nft, iptables-nft-restore, nft). With the legacy iptables backend there
+    are no such events (callers fall back to the time the tool returned)."""
+
+    def _open(self) -> socket.socket:
+        s = netns.netlink_socket(self.netns, NETLINK_NETFILTER)
+        try:
+            s.setsockopt(socket.SOL_SOCKET, 33, 8 << 20)  # SO_RCVBUFFORCE: rule dumps can be big
+            s.bind((0, 1 << (NFNLGRP_NFTABLES - 1)))
+        except BaseException:
+            s.close()
+            raise
+        return s
+
+    def _parse(self, msg: memoryview, read_ns: int) -> NftCommit | None:
+        return parse_nft_gen(msg, read_ns)
