@@ -36,6 +36,7 @@ import heapq
 import ipaddress
 import itertools
 import logging
+import random
 import select
 import socket
 import struct
@@ -156,6 +157,9 @@ class Flow:
             log.warning("flow %s: UDP source ports come back after %.1f s, before conntrack forgets "
                         "them (~30 s): reused ports may bypass policy as ESTABLISHED",
                         self.flow_id, self.port_n / spec.rate)
+        # A random start in the range: a flow probing the same pair again soon after an earlier one
+        # must not land on the earlier probes' 4-tuples (still-live conntrack entries).
+        self.port_offset = random.randrange(self.port_n)
         self.interval_ns = int(1e9 / spec.rate)
         self.src = ipaddress.IPv4Address(spec.src_ip).packed
         self.dst = ipaddress.IPv4Address(spec.dst_ip).packed
@@ -200,7 +204,7 @@ class Flow:
     def next_probe(self) -> tuple[Key, int]:
         """Patch the template for the next probe; return (identity key, match value)."""
         pid = self.sent
-        port = self.port_lo + pid % self.port_n
+        port = self.port_lo + (self.port_offset + pid) % self.port_n
         buf, l4 = self.buf, self.l4
         if self.proto == PROTO_TCP:
             seq = (pid * 2654435761 + 0x5EED) & 0xFFFFFFFF
@@ -332,7 +336,7 @@ class PacketProber:
         flow = Flow(spec, self.timeout_s)
         with self._lock:
             for f in self.flows:
-                if not f.stopped and (f.src, f.dst, f.spec.dst_port, f.proto) == (
+                if not f.done.is_set() and (f.src, f.dst, f.spec.dst_port, f.proto) == (
                         flow.src, flow.dst, flow.spec.dst_port, flow.proto):
                     raise ValueError(f"flow {flow.flow_id} duplicates running flow {f.flow_id}")
             socks = self._ns.get(spec.netns)
