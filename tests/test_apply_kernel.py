@@ -11,6 +11,7 @@ import pytest
 
 from harness.apply import apply, inspect
 from harness.apply.backends import BACKENDS, forget, require_tools
+from harness.apply.restore_text import entry_key
 from harness.apply.synthetic import kube_router_ruleset
 from harness.errors import EnvironmentProblem, KernelError
 from harness.lab import netns
@@ -72,7 +73,7 @@ def assert_state_is(state: dict, rs: Ruleset) -> None:
     assert state["chains"]["FOREIGN"] == FOREIGN_RULES
     owned = {c: r for c, r in state["chains"].items() if c.startswith(rs.owned_chain_prefixes)}
     assert owned == {c.name: c.rules for c in rs.chains}
-    assert state["sets"] == {**{s.name: sorted(s.entries) for s in rs.sets}, "someone-elses-set": []}
+    assert state["sets"] == {**{s.name: sorted(map(entry_key, s.entries)) for s in rs.sets}, "someone-elses-set": []}
 
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
@@ -117,7 +118,7 @@ def test_set_updates_with_and_without_swap(node_ns, strategy, swap):
     second.sets[1].entries = ["10.244.99.1 timeout 0", "10.244.99.2 timeout 0"]
     apply(second, node_ns, backend, strategy)
     state = inspect(node_ns, backend)
-    assert state["sets"] == {s.name: sorted(s.entries) for s in second.sets}
+    assert state["sets"] == {s.name: sorted(map(entry_key, s.entries)) for s in second.sets}
     assert not any(n.startswith("TMP-") for n in state["sets"])
 
 
@@ -149,3 +150,15 @@ def test_backends_are_never_mixed_in_one_namespace(node_ns):
         apply(rs, node_ns, "legacy", "restore")
     legacy = inspect(node_ns, "legacy")["chains"]  # (-t filter makes the legacy table appear, empty)
     assert set(legacy) <= {"INPUT", "FORWARD", "OUTPUT"} and not any(legacy.values())
+
+
+def test_netlink_without_pipelining_uses_pyroute2_requests(node_ns):
+    from harness.apply.strategies import apply_netlink
+
+    before = _root_state()
+    rs = kube_router_ruleset(sync_version=1, local_pods=2, policies=2, peers=3)
+    t = netns.call_in(node_ns, apply_netlink, rs, node_ns, "nft", 512, False)
+    state = inspect(node_ns, "nft")
+    assert state["sets"] == {s.name: sorted(map(entry_key, s.entries)) for s in rs.sets}
+    assert t.netlink_requests >= 4 * len(rs.sets)  # add + create + swap + flush per set, one ack each
+    assert _root_state() == before

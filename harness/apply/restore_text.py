@@ -170,6 +170,22 @@ class SavedSet:
         return self.header.split(" ", 1)[0]
 
 
+def entry_key(entry: str) -> str:
+    """An entry without ``timeout 0`` (permanent: ``ipset save`` prints it for every member of a set
+    created with ``timeout 0`` whether or not it was added with it), for comparing rendered entries
+    with saved ones: ``"10.0.0.1 timeout 0"`` and ``"10.0.0.1"`` give ``"10.0.0.1"``."""
+    tokens = entry.split()
+    out: list[str] = []
+    i = 0
+    while i < len(tokens):
+        if tokens[i] == "timeout" and i + 1 < len(tokens) and tokens[i + 1] == "0":
+            i += 2
+            continue
+        out.append(tokens[i])
+        i += 1
+    return " ".join(out)
+
+
 def parse_ipset_save(text: str) -> dict[str, SavedSet]:
     """Parse ``ipset save`` output into sets by name (entries in saved order)."""
     sets: dict[str, SavedSet] = {}

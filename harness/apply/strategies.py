@@ -35,6 +35,7 @@ from harness.apply import ipset_netlink
 from harness.apply.backends import IPSET, Backend, check_not_mixed, get_backend, require_tools
 from harness.apply.restore_text import (
     FILTER_BUILTINS,
+    entry_key,
     filter_restore_text,
     ipset_ops,
     ipset_restore_text,
@@ -326,8 +327,9 @@ def apply_per_rule(ruleset: Ruleset, netns_name: str, backend: str | Backend = "
 
 
 def apply_netlink(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
-                  batch: int = ipset_netlink.DEFAULT_BATCH) -> SyncTimings:
-    """Sets over netlink (``batch`` entries per message), chains by one iptables-restore."""
+                  batch: int = ipset_netlink.DEFAULT_BATCH, pipeline: bool = True) -> SyncTimings:
+    """Sets over netlink (``batch`` entries per message, messages pipelined unless
+    ``pipeline=False``), chains by one iptables-restore."""
     b = get_backend(backend)
     tools = _Tools(netns_name, b)
     t = _new_timings("netlink", ruleset, netns_name, b)
@@ -336,7 +338,7 @@ def apply_netlink(ruleset: Ruleset, netns_name: str, backend: str | Backend = "n
     names = clock.phase("ipset_save_time", ipset_netlink.list_set_names, netns_name)
     t.netlink_requests += 1
     ops = ipset_ops(ruleset, names)  # names only: sets are created with the rendered options
-    stats = clock.phase("ipset_restore_time", ipset_netlink.apply_ops, netns_name, ops, batch)
+    stats = clock.phase("ipset_restore_time", ipset_netlink.apply_ops, netns_name, ops, batch, pipeline)
     t.netlink_requests += stats.requests
     t.sets_ns = time.time_ns()
     clock.phase("iptables_restore_time", tools.run, b.restore_argv(), input=filter_restore_text(ruleset, saved))
@@ -379,14 +381,14 @@ def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
 
 def inspect(netns_name: str, backend: str | Backend = "nft") -> dict:
     """Kernel state of a namespace for tests and reports: ``{"chains": {chain: [rule args as
-    iptables-save prints them]}, "policies": {builtin: policy}, "sets": {name: sorted entries},
-    "set_types": {name: type}}``."""
+    iptables-save prints them]}, "policies": {builtin: policy}, "sets": {name: sorted entries
+    without "timeout 0" (``restore_text.entry_key``)}, "set_types": {name: type}}``."""
     b = get_backend(backend)
     table = parse_iptables_save(netns.run(netns_name, b.save_argv()).stdout)
     sets = parse_ipset_save(netns.run(netns_name, [IPSET, "save"]).stdout)
     return {
         "chains": {c: list(table.rules.get(c, [])) for c in table.chains},
         "policies": dict(table.policies),
-        "sets": {name: sorted(s.entries) for name, s in sets.items()},
+        "sets": {name: sorted(entry_key(e) for e in s.entries) for name, s in sets.items()},
         "set_types": {name: s.type for name, s in sets.items()},
     }
