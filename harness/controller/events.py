@@ -1,0 +1,314 @@
+"""Cluster events as a policy controller's informers deliver them: pure data, no kernel.
+
+An event is what the API server tells a watcher: a pod was added (with or without an IP yet),
+updated (relabeled, IP assigned), deleted; a namespace was added or relabeled; a network policy
+was created, updated or deleted. ``apply_event`` changes a ``Cluster`` the way the event says,
+so every node controller keeps its own view of the cluster (the model *as delivered to it*),
+and ``requests_sync`` tells whether kube-router would request a full sync for it.
+
+Events serialize to one JSON object (``to_json``/``from_json``) for external controllers; a
+policy travels as its Kubernetes manifest (``policy_to_manifest``), so an external program can
+parse it with any Kubernetes library.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.model.cluster import Cluster, ContainerPort, Namespace, Pod, PodKind
+from harness.model.netpol import API_VERSION, KIND, parse_network_policy
+from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
+
+
+class EventKind(StrEnum):
+    POD_ADDED = "pod-added"
+    POD_UPDATED = "pod-updated"  # relabeled and/or IP assigned
+    POD_DELETED = "pod-deleted"
+    NAMESPACE_ADDED = "namespace-added"
+    NAMESPACE_UPDATED = "namespace-updated"  # relabeled
+    POLICY_ADDED = "policy-added"
+    POLICY_UPDATED = "policy-updated"
+    POLICY_DELETED = "policy-deleted"
+
+
+@dataclass
+class ClusterEvent:
+    """One API-server event. ``key`` is ``ns/name`` (pods, policies) or the namespace name.
+    ``pod``/``policy``/``labels`` carry the new object (None for deletions). ``seq`` and
+    ``emitted_ns`` (CLOCK_REALTIME) are stamped by the controller when the event is emitted."""
+
+    kind: EventKind
+    key: str
+    pod: Pod | None = None
+    policy: NetworkPolicy | None = None
+    labels: dict[str, str] | None = None
+    seq: int = 0
+    emitted_ns: int = 0
+    note: str = ""
+
+    @property
+    def resource(self) -> str:
+        """``pod``, ``namespace`` or ``policy``."""
+        return self.kind.value.split("-", 1)[0]
+
+    def describe(self) -> str:
+        return f"#{self.seq} {self.kind.value} {self.key}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict: ``{"type": "event", "seq", "kind", "key", "emitted_ns", "pod"?,
+        "policy"? (a NetworkPolicy manifest), "labels"?}``."""
+        out: dict[str, Any] = {"type": "event", "seq": self.seq, "kind": self.kind.value, "key": self.key,
+                               "emitted_ns": self.emitted_ns}
+        if self.pod is not None:
+            out["pod"] = pod_to_dict(self.pod)
+        if self.policy is not None:
+            out["policy"] = policy_to_manifest(self.policy)
+        if self.labels is not None:
+            out["labels"] = dict(self.labels)
+        if self.note:
+            out["note"] = self.note
+        return out
+
+    def to_json(self) -> str:
+        """One line of JSON (no newline inside)."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str | None = None) -> ClusterEvent:
+        """The inverse of ``to_dict``; a malformed dict raises ConfigError naming the field."""
+        try:
+            kind = EventKind(d["kind"])
+            key = str(d["key"])
+        except (KeyError, ValueError) as e:
+            raise ConfigError(source, "kind" if "kind" not in d or isinstance(e, ValueError) else "key",
+                              f"not a cluster event: {e}") from None
+        pod = pod_from_dict(d["pod"], source) if d.get("pod") is not None else None
+        policy = parse_network_policy(d["policy"], source, "policy") if d.get("policy") is not None else None
+        labels = dict(d["labels"]) if d.get("labels") is not None else None
+        return cls(kind, key, pod=pod, policy=policy, labels=labels, seq=int(d.get("seq", 0)),
+                   emitted_ns=int(d.get("emitted_ns", 0)), note=str(d.get("note", "")))
+
+    @classmethod
+    def from_json(cls, line: str, source: str | None = None) -> ClusterEvent:
+        return cls.from_dict(json.loads(line), source)
+
+
+# -- constructors (the words scenarios use) --------------------------------------------------------
+def pod_added(pod: Pod) -> ClusterEvent:
+    """A pod appeared; kube-router acts on it only once it has an IP."""
+    return ClusterEvent(EventKind.POD_ADDED, pod.key, pod=copy.deepcopy(pod))
+
+
+def pod_updated(pod: Pod) -> ClusterEvent:
+    """A pod changed (labels, IP); carries the whole new pod, as an informer update does."""
+    return ClusterEvent(EventKind.POD_UPDATED, pod.key, pod=copy.deepcopy(pod))
+
+
+def pod_relabeled(pod: Pod, labels: dict[str, str]) -> ClusterEvent:
+    """``pod`` with its labels replaced by ``labels``."""
+    new = copy.deepcopy(pod)
+    new.labels = dict(labels)
+    return ClusterEvent(EventKind.POD_UPDATED, pod.key, pod=new, note="relabeled")
+
+
+def pod_removed(key: str) -> ClusterEvent:
+    return ClusterEvent(EventKind.POD_DELETED, key)
+
+
+def namespace_added(name: str, labels: dict[str, str] | None = None) -> ClusterEvent:
+    return ClusterEvent(EventKind.NAMESPACE_ADDED, name, labels=dict(labels or {}))
+
+
+def namespace_relabeled(name: str, labels: dict[str, str]) -> ClusterEvent:
+    """The namespace's labels become ``labels`` (kubernetes.io/metadata.name is always kept)."""
+    return ClusterEvent(EventKind.NAMESPACE_UPDATED, name, labels=dict(labels))
+
+
+def policy_created(policy: NetworkPolicy) -> ClusterEvent:
+    return ClusterEvent(EventKind.POLICY_ADDED, policy.key, policy=copy.deepcopy(policy))
+
+
+def policy_updated(policy: NetworkPolicy) -> ClusterEvent:
+    return ClusterEvent(EventKind.POLICY_UPDATED, policy.key, policy=copy.deepcopy(policy))
+
+
+def policy_deleted(key: str) -> ClusterEvent:
+    return ClusterEvent(EventKind.POLICY_DELETED, key)
+
+
+# -- semantics -------------------------------------------------------------------------------------
+def _actionable(pod: Pod | None) -> bool:
+    """kube-router's isNetPolActionable, as far as the model goes: the pod has an IP."""
+    return pod is not None and pod.ip is not None
+
+
+def requests_sync(event: ClusterEvent, before: Cluster) -> bool:
+    """Whether kube-router requests a full sync for ``event``, judged against the view
+    ``before`` the event was applied (kube-router's pod handlers: OnPodUpdate compares old and
+    new; pods without an IP are ignored; a pod deletion always requests a sync; every namespace
+    and policy event requests one)."""
+    if event.resource != "pod":
+        if event.kind is EventKind.NAMESPACE_UPDATED:
+            return before.namespace_labels(event.key) != _ns_labels(event.key, event.labels)
+        return True
+    if event.kind is EventKind.POD_DELETED:
+        return True
+    new = event.pod
+    if not _actionable(new):
+        return False
+    old = before.pods.get(event.key)
+    if event.kind is EventKind.POD_UPDATED and old is not None and _actionable(old):
+        # kube-router: "skip update if pod IP and labels are unchanged"
+        return old.labels != new.labels or old.ip != new.ip  # type: ignore[union-attr]
+    return True
+
+
+def _ns_labels(name: str, labels: dict[str, str] | None) -> dict[str, str]:
+    return Namespace(name, dict(labels or {})).labels
+
+
+def apply_event(cluster: Cluster, event: ClusterEvent) -> None:
+    """Change ``cluster`` as ``event`` says. Objects are replaced, never mutated in place, so a
+    shallow copy of the cluster's dicts (``snapshot``) stays a consistent view."""
+    kind = event.kind
+    if kind in (EventKind.POD_ADDED, EventKind.POD_UPDATED):
+        assert event.pod is not None
+        pod = copy.deepcopy(event.pod)
+        if pod.namespace not in cluster.namespaces:
+            cluster.namespaces[pod.namespace] = Namespace(pod.namespace)
+        cluster.pods[event.key] = pod
+    elif kind is EventKind.POD_DELETED:
+        cluster.pods.pop(event.key, None)
+    elif kind in (EventKind.NAMESPACE_ADDED, EventKind.NAMESPACE_UPDATED):
+        cluster.namespaces[event.key] = Namespace(event.key, dict(event.labels or {}))
+    elif kind in (EventKind.POLICY_ADDED, EventKind.POLICY_UPDATED):
+        assert event.policy is not None
+        cluster.policies[event.key] = copy.deepcopy(event.policy)
+    elif kind is EventKind.POLICY_DELETED:
+        cluster.policies.pop(event.key, None)
+
+
+def snapshot(cluster: Cluster) -> Cluster:
+    """A consistent copy to render from while events keep arriving: new dicts, shared objects
+    (``apply_event`` replaces objects instead of mutating them). Nodes are shared as-is."""
+    return Cluster(name=cluster.name, underlay_cidr=cluster.underlay_cidr, cluster_cidr=cluster.cluster_cidr,
+                   nodes=dict(cluster.nodes), namespaces=dict(cluster.namespaces), pods=dict(cluster.pods),
+                   policies=dict(cluster.policies), source=cluster.source)
+
+
+def view_of(cluster: Cluster) -> Cluster:
+    """A controller's private starting view: a deep copy of the API server's cluster."""
+    return copy.deepcopy(cluster)
+
+
+# -- serialization -----------------------------------------------------------------------------------
+def pod_to_dict(pod: Pod) -> dict[str, Any]:
+    return {"namespace": pod.namespace, "name": pod.name, "node": pod.node, "labels": dict(pod.labels),
+            "ip": str(pod.ip) if pod.ip is not None else None, "kind": str(pod.kind),
+            "ports": [{"port": p.port, "protocol": p.protocol, **({"name": p.name} if p.name else {})}
+                      for p in pod.ports]}
+
+
+def pod_from_dict(d: dict[str, Any], source: str | None = None) -> Pod:
+    try:
+        return Pod(namespace=d["namespace"], name=d["name"], node=d["node"], labels=dict(d.get("labels") or {}),
+                   ip=ipaddress.IPv4Address(d["ip"]) if d.get("ip") else None,
+                   ports=[ContainerPort(int(p["port"]), p.get("protocol", "TCP"), p.get("name"))
+                          for p in d.get("ports") or []],
+                   kind=PodKind(d.get("kind", "full")))
+    except (KeyError, ValueError, TypeError) as e:
+        raise ConfigError(source, "pod", f"malformed pod: {e}") from None
+
+
+def _selector(sel: LabelSelector) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if sel.match_labels:
+        out["matchLabels"] = dict(sel.match_labels)
+    if sel.match_expressions:
+        out["matchExpressions"] = [
+            {"key": r.key, "operator": r.operator, **({"values": list(r.values)} if r.values else {})}
+            for r in sel.match_expressions]
+    return out
+
+
+def _peer(peer: PolicyPeer) -> dict[str, Any]:
+    if peer.ip_block is not None:
+        block: dict[str, Any] = {"cidr": str(peer.ip_block.cidr)}
+        if peer.ip_block.except_:
+            block["except"] = [str(e) for e in peer.ip_block.except_]
+        return {"ipBlock": block}
+    out: dict[str, Any] = {}
+    if peer.pod_selector is not None:
+        out["podSelector"] = _selector(peer.pod_selector)
+    if peer.namespace_selector is not None:
+        out["namespaceSelector"] = _selector(peer.namespace_selector)
+    return out
+
+
+def _port(port: PolicyPort) -> dict[str, Any]:
+    out: dict[str, Any] = {"protocol": port.protocol}
+    if port.port is not None:
+        out["port"] = port.port
+    if port.end_port is not None:
+        out["endPort"] = port.end_port
+    return out
+
+
+def _rule(rule: PolicyRule, peers_key: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if rule.peers:
+        out[peers_key] = [_peer(p) for p in rule.peers]
+    if rule.ports:
+        out["ports"] = [_port(p) for p in rule.ports]
+    return out
+
+
+def policy_to_manifest(policy: NetworkPolicy) -> dict[str, Any]:
+    """The policy as a ``networking.k8s.io/v1`` NetworkPolicy manifest (parses back equal)."""
+    spec: dict[str, Any] = {"podSelector": _selector(policy.pod_selector),
+                            "policyTypes": list(policy.policy_types)}
+    if policy.ingress:
+        spec["ingress"] = [_rule(r, "from") for r in policy.ingress]
+    if policy.egress:
+        spec["egress"] = [_rule(r, "to") for r in policy.egress]
+    return {"apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": policy.name, "namespace": policy.namespace}, "spec": spec}
+
+
+def cluster_to_dict(cluster: Cluster) -> dict[str, Any]:
+    """The whole cluster as JSON-ready data (the ``snapshot`` line an external controller gets
+    first): nodes, namespaces with labels, pods, policies as manifests."""
+    return {
+        "name": cluster.name,
+        "nodes": [{"name": n.name, "node_ip": str(n.node_ip), "pod_cidr": str(n.pod_cidr), "kind": str(n.kind)}
+                  for n in cluster.nodes.values()],
+        "namespaces": [{"name": ns.name, "labels": dict(ns.labels)} for ns in cluster.namespaces.values()],
+        "pods": [pod_to_dict(p) for p in cluster.pods.values()],
+        "policies": [policy_to_manifest(p) for p in cluster.policies.values()],
+    }
+
+
+def cluster_from_dict(d: dict[str, Any], source: str | None = None) -> Cluster:
+    """The inverse of ``cluster_to_dict``."""
+    from harness.model.cluster import Node, NodeKind
+
+    c = Cluster(name=d.get("name", "cluster"), source=source)
+    for n in d.get("nodes", []):
+        c.nodes[n["name"]] = Node(n["name"], ipaddress.IPv4Address(n["node_ip"]),
+                                  ipaddress.IPv4Network(n["pod_cidr"]), NodeKind(n.get("kind", "real")))
+    for ns in d.get("namespaces", []):
+        c.namespaces[ns["name"]] = Namespace(ns["name"], dict(ns.get("labels") or {}))
+    for p in d.get("pods", []):
+        pod = pod_from_dict(p, source)
+        c.pods[pod.key] = pod
+    for i, m in enumerate(d.get("policies", [])):
+        pol = parse_network_policy(m, source, f"policies[{i}]")
+        c.policies[pol.key] = pol
+    return c
+

@@ -1,0 +1,481 @@
+"""A kube-router-like network policy controller per real node, running against the lab.
+
+    from harness.controller import Controller, ControllerConfig
+    with Controller(lab, ControllerConfig(profile="v2.10", strategy="restore", backend="nft",
+                                          delivery="uniform:0.01,0.1")) as ctl:
+        added = ctl.add_pod(Pod("batch", "job-1", "node-b", labels={"app": "backup"}))
+        ctl.await_programmed(added.pod.key, timeout=5, nodes="all")
+        ctl.timeline.lag_ns(added.event.seq, "node-a")
+
+Per node there are two threads (the work happens in subprocesses and the kernel):
+
+- **delivery**: events emitted by the ``Controller`` reach the node after a delay drawn from
+  the node's delivery model (standing in for kubelet -> API server -> informer), in order. Each
+  is applied to the node's *own view* of the cluster, so one node can lag behind another. If
+  kube-router would act on it (``events.requests_sync``: pods without an IP are ignored), a full
+  sync is requested through the 1-slot channel.
+- **sync**: an initial full sync at start, then one per taken request, plus a periodic resync
+  every ``resync_period_s`` (kube-router's ticker, default 5 min). Each sync: version = start
+  time in ns (kube-router's syncVersion), snapshot of the view, render (the node's kube-router
+  ruleset for the profile) and apply through the strategy and backend. Requests arriving during
+  a sync collapse into one follow-up sync.
+
+Everything lands in a ``Timeline`` (CLOCK_REALTIME ns): event emitted and delivered per node,
+every request (queued or collapsed), every sync with its phases.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.apply import STRATEGIES, SyncTimings, apply, get_backend
+from harness.controller import events as ev
+from harness.controller.channel import SyncChannel, SyncRequest
+from harness.controller.delivery import Delivery
+from harness.controller.incremental import IncrementalApplier
+from harness.controller.timeline import Phase, SyncRecord, Timeline
+from harness.errors import ConfigError, HarnessError
+from harness.model.cluster import Cluster, Pod
+from harness.model.policy import NetworkPolicy
+from harness.render.kube_router import REJECT_WITH, render_node
+from harness.render.profiles import get_profile
+from harness.render.ruleset import Ruleset
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RESYNC_PERIOD_S = 300.0  # kube-router --iptables-sync-period default (5m)
+CONTROLLER_STRATEGIES = (*STRATEGIES, "incremental")
+# order in which each strategy runs its timed phases (harness.apply.strategies)
+PHASE_ORDER = ("top_level_time", "iptables_save_time", "ipset_save_time", "ipset_restore_time",
+               "iptables_restore_time", "stale_cleanup_time")
+
+
+class NotProgrammed(HarnessError):
+    """A wait for a node's controller to program something timed out."""
+
+
+@dataclass
+class ControllerConfig:
+    """How every node's controller behaves.
+
+    ``profile`` (v1.2 | v1.3 | v2.6 | v2.10), ``strategy`` (restore | per-rule | netlink |
+    incremental), ``backend`` (nft | legacy), ``default_deny`` (kube-router
+    ``--netpol-default-deny``, v2.10 only), ``reject_with`` (None = kube-router's plain REJECT, or
+    ``tcp-reset``), ``resync_period_s`` (periodic full sync), ``delivery`` (a ``Delivery`` or a
+    spec ``harness.controller.delivery`` parses: ``0.05``, ``uniform:0.01,0.1``, ``{"default": ...,
+    "node-a": ...}``), ``seed`` for the delivery draws, ``external`` (node -> argv of an external
+    controller run inside that node's namespace, see ``harness.controller.external``),
+    ``initial_sync`` (a full sync at start, as kube-router does).
+    ``before_apply(node, ruleset, sync_record)`` is a hook called in the sync thread between
+    render and apply (tests use it to hold a sync open)."""
+
+    profile: str = "v2.10"
+    strategy: str = "restore"
+    backend: str = "nft"
+    default_deny: bool = False
+    reject_with: str | None = None
+    resync_period_s: float = DEFAULT_RESYNC_PERIOD_S
+    delivery: Any = None
+    seed: int = 0
+    external: dict[str, list[str]] = field(default_factory=dict)
+    initial_sync: bool = True
+    before_apply: Callable[[str, Ruleset, SyncRecord], None] | None = None
+
+    def validated(self, source: str | None = None) -> ControllerConfig:
+        """A copy with ``delivery`` parsed; ConfigError (file: field: problem) on a bad value."""
+        prof = get_profile(self.profile, source)
+        if self.strategy not in CONTROLLER_STRATEGIES:
+            raise ConfigError(source, "strategy", f"unknown strategy {self.strategy!r} "
+                              f"(one of {', '.join(CONTROLLER_STRATEGIES)})")
+        get_backend(self.backend, source)
+        if self.default_deny and not prof.tail_chain:
+            raise ConfigError(source, "default_deny", f"--netpol-default-deny needs profile v2.10, not {prof.name}")
+        if self.reject_with not in REJECT_WITH:
+            raise ConfigError(source, "reject_with", f"{self.reject_with!r} is not one of icmp-port-unreachable, "
+                              "tcp-reset")
+        if not self.resync_period_s > 0:
+            raise ConfigError(source, "resync_period_s", f"must be > 0, got {self.resync_period_s!r}")
+        return dataclasses.replace(self, delivery=Delivery.parse(self.delivery, self.seed, source))
+
+
+class FullApplier:
+    """kube-router's way: every sync renders with a new version and applies everything."""
+
+    def __init__(self, netns_name: str, backend: str, strategy: str):
+        self.netns, self.backend, self.strategy = netns_name, backend, strategy
+
+    def sync_version(self, start_ns: int) -> int:
+        return start_ns
+
+    def apply(self, ruleset: Ruleset, *, full: bool = False) -> SyncTimings:
+        return apply(ruleset, self.netns, backend=self.backend, strategy=self.strategy)
+
+
+def phases_of(start_ns: int, render_ns: int, timings: dict[str, Any]) -> list[Phase]:
+    """The sync's phases on the real-time axis: render from the sync start, then the apply's
+    timed phases back to back from the apply's ``start_ns`` (durations as measured)."""
+    out = [Phase("render", start_ns, start_ns + render_ns)]
+    t = int(timings.get("start_ns") or start_ns + render_ns)
+    for name in PHASE_ORDER:
+        d = int(timings.get(name) or 0)
+        if d:
+            out.append(Phase(name, t, t + d))
+            t += d
+    return out
+
+
+class NodeController:
+    """One node's controller: its delivery queue, view, 1-slot channel and sync loop."""
+
+    kind = "kube-router"
+
+    def __init__(self, node: str, netns_name: str, view: Cluster, config: ControllerConfig, timeline: Timeline):
+        self.node = node
+        self.netns = netns_name
+        self.view = view
+        self.config = config
+        self.timeline = timeline
+        self.schedule = config.delivery.schedule(node)
+        self.channel = SyncChannel()
+        self.errors: list[str] = []
+        self.last_delivered_seq = 0
+        self._view_lock = threading.Lock()
+        self._queue: list[tuple[int, int, ev.ClusterEvent]] = []
+        self._queue_cond = threading.Condition()
+        self._stop = threading.Event()
+        self._syncing = False
+        self._threads: list[threading.Thread] = []
+        if config.strategy == "incremental":
+            self.applier: Any = IncrementalApplier(netns_name, config.backend)
+        else:
+            self.applier = FullApplier(netns_name, config.backend, config.strategy)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    def start(self) -> None:
+        self._spawn(self._delivery_loop, "deliver")
+        self._spawn(self._sync_loop, "sync")
+
+    def _spawn(self, fn: Callable[[], None], what: str) -> None:
+        t = threading.Thread(target=self._guard, args=(fn,), name=f"ctl-{self.node}-{what}", daemon=True)
+        self._threads.append(t)
+        t.start()
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        try:
+            fn()
+        except BaseException as e:  # a dead loop must not go unnoticed
+            log.exception("controller thread of %s died", self.node)
+            self.errors.append(f"{type(e).__name__}: {e}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stop the loops; a sync in progress finishes first."""
+        self._stop.set()
+        self.channel.close()
+        with self._queue_cond:
+            self._queue_cond.notify_all()
+        for t in self._threads:
+            t.join(timeout)
+
+    def idle(self) -> bool:
+        """No event waiting for delivery, no request pending, no sync running."""
+        with self._queue_cond:
+            queued = bool(self._queue)
+        return not queued and not self.channel.pending and not self._syncing
+
+    # -- delivery -------------------------------------------------------------------------------
+    def enqueue(self, event: ev.ClusterEvent) -> int:
+        """Schedule ``event`` for delivery; returns the planned delivery time (ns)."""
+        with self._queue_cond:
+            at = self.schedule.deliver_at(event.emitted_ns)
+            heapq.heappush(self._queue, (at, event.seq, event))
+            self._queue_cond.notify_all()
+            return at
+
+    def _delivery_loop(self) -> None:
+        while True:
+            with self._queue_cond:
+                while not self._stop.is_set():
+                    if self._queue:
+                        wait_ns = self._queue[0][0] - time.time_ns()
+                        if wait_ns <= 0:
+                            break
+                        self._queue_cond.wait(wait_ns / 1e9)
+                    else:
+                        self._queue_cond.wait()
+                if self._stop.is_set():
+                    return
+                _, _, event = heapq.heappop(self._queue)
+            self._deliver(event)
+
+    def _deliver(self, event: ev.ClusterEvent) -> None:
+        with self._view_lock:
+            requested = ev.requests_sync(event, self.view)
+            ev.apply_event(self.view, event)
+            self.last_delivered_seq = event.seq
+            t = time.time_ns()
+        self.timeline.delivered(event.seq, self.node, t, requested)
+        self._on_delivered(event, requested)
+
+    def _on_delivered(self, event: ev.ClusterEvent, requested: bool) -> None:
+        if requested:
+            self.request_sync("event", event.seq)
+
+    def request_sync(self, reason: str = "manual", seq: int = 0) -> bool:
+        """kube-router's RequestFullSync; True if the request took the empty slot."""
+        req = SyncRequest(self.node, reason, time.time_ns(), seq)
+        queued = self.channel.request(req)
+        self.timeline.request(req)
+        return queued
+
+    # -- sync -------------------------------------------------------------------------------------
+    def _sync_loop(self) -> None:
+        period = self.config.resync_period_s
+        if self.config.initial_sync:
+            self.sync_once(["initial"])
+        next_periodic = time.monotonic() + period
+        while not self._stop.is_set():
+            reqs = self.channel.take(timeout=max(next_periodic - time.monotonic(), 0.0))
+            if self._stop.is_set():
+                return
+            if reqs is None:
+                if time.monotonic() < next_periodic:
+                    continue
+                while next_periodic <= time.monotonic():  # a Go ticker drops missed ticks
+                    next_periodic += period
+                self.sync_once(["periodic"], full=True)
+                continue
+            self.sync_once([f"{r.reason}#{r.seq}" if r.seq else r.reason for r in reqs])
+
+    def sync_once(self, reasons: Iterable[str], *, full: bool = False) -> SyncRecord:
+        """One full sync now, in the calling thread (the sync loop's normally)."""
+        cfg = self.config
+        self._syncing = True
+        try:
+            start_ns = time.time_ns()
+            version = self.applier.sync_version(start_ns)
+            with self._view_lock:
+                snap = ev.snapshot(self.view)
+                through = self.last_delivered_seq
+            rec = self.timeline.sync_started(self.node, version, start_ns, through, list(reasons),
+                                             getattr(self.applier, "strategy", cfg.strategy))
+            r0 = time.perf_counter_ns()
+            try:
+                ruleset = render_node(snap, self.node, profile=cfg.profile, sync_version=version,
+                                      default_deny=cfg.default_deny, reject_with=cfg.reject_with)
+                render_ns = time.perf_counter_ns() - r0
+                if cfg.before_apply is not None:
+                    cfg.before_apply(self.node, ruleset, rec)
+                timings = self.applier.apply(ruleset, full=full).as_dict()
+            except HarnessError as e:
+                msg = str(e)
+                log.warning("sync %d of %s failed: %s", rec.index, self.node, msg)
+                self.errors.append(msg)
+                self.timeline.sync_finished(rec, end_ns=time.time_ns(), render_ns=time.perf_counter_ns() - r0,
+                                            error=msg)
+                return rec
+            self.timeline.sync_finished(
+                rec, end_ns=time.time_ns(), sets_ns=int(timings.get("sets_ns") or 0),
+                rules_ns=int(timings.get("rules_ns") or 0), render_ns=render_ns, timings=timings,
+                phases=phases_of(start_ns, render_ns, timings))
+            log.debug("%s sync %d (%s) in %.1f ms", self.node, rec.index, ",".join(rec.reasons), rec.total_ns / 1e6)
+            return rec
+        finally:
+            self._syncing = False
+
+    def wait_initial(self, timeout: float) -> SyncRecord:
+        """Wait for the node's first finished sync; NotProgrammed on timeout or failure."""
+        rec = self.timeline.wait_for(lambda: next(iter(self.timeline.node_syncs(self.node, done_only=True)), None),
+                                     timeout)
+        if rec is None:
+            raise NotProgrammed(f"node {self.node}: no initial sync within {timeout:g} s"
+                                + (f" ({self.errors[-1]})" if self.errors else ""))
+        if rec.error:
+            raise NotProgrammed(f"node {self.node}: initial sync failed: {rec.error}")
+        return rec
+
+
+@dataclass
+class AddedPod:
+    """A pod wired by the lab (CNI ADD) and announced: ``ready_ns`` = network ready (the lab's
+    time after the last netlink ack), ``event`` = its pod-added event (seq, emitted_ns)."""
+
+    pod: Pod
+    ready_ns: int
+    event: ev.ClusterEvent
+
+
+class Controller:
+    """One controller per real node of ``lab`` (or of ``nodes``), fed by the events this object
+    emits. ``api`` is the API server's cluster (the lab's model): it changes at emission, every
+    node's view changes at delivery. Use as a context manager (``start``/``stop``)."""
+
+    def __init__(self, lab: Any, config: ControllerConfig | None = None, *, nodes: Iterable[str] | None = None,
+                 source: str | None = None):
+        self.lab = lab
+        self.api: Cluster = lab.cluster
+        self.config = (config or ControllerConfig()).validated(source)
+        self.timeline = Timeline()
+        self._emit_lock = threading.Lock()
+        self._started = False
+        names = list(nodes) if nodes is not None else [n.name for n in self.api.real_nodes()]
+        self.nodes: dict[str, NodeController] = {}
+        for name in names:
+            netns_name = lab.node_netns(name)
+            argv = self.config.external.get(name)
+            if argv:
+                from harness.controller.external import ExternalNodeController
+
+                self.nodes[name] = ExternalNodeController(name, netns_name, ev.view_of(self.api), self.config,
+                                                          self.timeline, argv)
+            else:
+                self.nodes[name] = NodeController(name, netns_name, ev.view_of(self.api), self.config, self.timeline)
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def __enter__(self) -> Controller:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self, wait: bool = True, timeout: float = 60.0) -> Controller:
+        """Start every node's loops; with ``wait``, return once every initial sync finished."""
+        self._started = True
+        for nc in self.nodes.values():
+            nc.start()
+        if wait and self.config.initial_sync:
+            for nc in self.nodes.values():
+                nc.wait_initial(timeout)
+        return self
+
+    def stop(self) -> None:
+        """Stop every node's loops (and external processes). Kernel state stays for the lab."""
+        for nc in self.nodes.values():
+            nc.stop()
+        self._started = False
+
+    @property
+    def errors(self) -> dict[str, list[str]]:
+        return {n: list(nc.errors) for n, nc in self.nodes.items() if nc.errors}
+
+    # -- events ----------------------------------------------------------------------------------
+    def emit(self, event: ev.ClusterEvent, *, apply_to_api: bool = True) -> ev.ClusterEvent:
+        """Stamp ``event`` (seq, emitted_ns), apply it to the API cluster and send it to every
+        node's delivery queue. Returns the stamped event."""
+        with self._emit_lock:  # seq order = emission order = queue order on every node
+            rec = self.timeline.new_event(event.kind.value, event.key)
+            event.seq, event.emitted_ns = rec.seq, rec.emitted_ns
+            if apply_to_api:
+                ev.apply_event(self.api, event)
+            for nc in self.nodes.values():
+                nc.enqueue(event)
+        log.debug("emitted %s", event.describe())
+        return event
+
+    def add_pod(self, pod: Pod) -> AddedPod:
+        """CNI ADD in the lab (the pod gets its IP and network), then its pod-added event (with
+        the IP) is emitted, as kubelet reports the pod's IP to the API server."""
+        ready = self.lab.add_pod(pod)
+        event = self.emit(ev.pod_added(self.api.pods[pod.key]), apply_to_api=False)
+        return AddedPod(self.api.pods[pod.key], ready, event)
+
+    def announce_pod(self, pod: Pod) -> ev.ClusterEvent:
+        """Emit pod-added for a pod without touching the lab (model-only pods, or a pod without
+        IP yet, which kube-router ignores)."""
+        return self.emit(ev.pod_added(pod))
+
+    def remove_pod(self, key: str) -> ev.ClusterEvent:
+        """CNI DEL in the lab (if the lab has the pod), then pod-deleted."""
+        if key in getattr(self.lab, "_pods", {}):
+            self.lab.remove_pod(key)
+        return self.emit(ev.pod_removed(key))
+
+    def relabel_pod(self, key: str, labels: dict[str, str]) -> ev.ClusterEvent:
+        return self.emit(ev.pod_relabeled(self.api.pods[key], labels))
+
+    def relabel_namespace(self, name: str, labels: dict[str, str]) -> ev.ClusterEvent:
+        return self.emit(ev.namespace_relabeled(name, labels))
+
+    def create_policy(self, policy: NetworkPolicy) -> ev.ClusterEvent:
+        return self.emit(ev.policy_created(policy))
+
+    def update_policy(self, policy: NetworkPolicy) -> ev.ClusterEvent:
+        return self.emit(ev.policy_updated(policy))
+
+    def delete_policy(self, key: str) -> ev.ClusterEvent:
+        return self.emit(ev.policy_deleted(key))
+
+    # -- waiting ---------------------------------------------------------------------------------
+    def _targets(self, nodes: str | Iterable[str] | None, default: list[str]) -> list[str]:
+        if nodes is None:
+            targets = default
+        elif nodes == "all":
+            targets = list(self.nodes)
+        elif isinstance(nodes, str):
+            targets = [nodes]
+        else:
+            targets = list(nodes)
+        missing = [n for n in targets if n not in self.nodes]
+        if missing:
+            raise HarnessError(f"no controller on node(s) {', '.join(missing)}")
+        return targets
+
+    def await_event(self, seq: int, timeout: float = 10.0, nodes: str | Iterable[str] | None = "all") -> int:
+        """Block until every target node finished a sync that included event ``seq``; returns
+        the latest time (ns) those syncs' rules were in force. NotProgrammed on timeout."""
+        targets = self._targets(nodes, list(self.nodes))
+
+        def query() -> int | None:
+            times = [self.timeline.programmed_ns(n, seq) for n in targets]
+            return None if any(t is None for t in times) else max(times)  # type: ignore[type-var]
+
+        got = self.timeline.wait_for(query, timeout)
+        if got is None:
+            late = [n for n in targets if self.timeline.programmed_ns(n, seq) is None]
+            raise NotProgrammed(f"event #{seq} not programmed on {', '.join(late)} within {timeout:g} s")
+        return got
+
+    def await_programmed(self, pod_key: str, timeout: float = 10.0, nodes: str | Iterable[str] | None = None) -> int:
+        """cni-wait: block until the pod's latest add/update event is in force on its own node
+        (``nodes=None``, what Calico's CNI waits for) or on ``nodes`` (``"all"``: every node with a
+        controller, i.e. also the nodes that must admit its traffic). Returns CLOCK_REALTIME ns."""
+        rec = self.timeline.last_event_for(pod_key, (ev.EventKind.POD_ADDED.value, ev.EventKind.POD_UPDATED.value))
+        if rec is None:
+            raise HarnessError(f"no pod-added event for {pod_key}")
+        pod = self.api.pods.get(pod_key)
+        own = [pod.node] if pod is not None else []
+        return self.await_event(rec.seq, timeout, self._targets(nodes, own))
+
+    def wait_idle(self, timeout: float = 30.0, poll_s: float = 0.005) -> bool:
+        """Wait until every node has delivered everything and no sync is pending or running."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(nc.idle() for nc in self.nodes.values()):
+                return True
+            time.sleep(poll_s)
+        return False
+
+    def request_sync(self, node: str | None = None) -> None:
+        """Ask one node (or all) for a full sync, as a manual trigger."""
+        for name in self._targets(node, list(self.nodes)):
+            self.nodes[name].request_sync("manual")
+
+    # -- results ---------------------------------------------------------------------------------
+    def metrics(self):  # -> ControllerMetrics
+        """Histograms of every finished sync per node under kube-router's metric names."""
+        from harness.controller.metrics import ControllerMetrics
+
+        return ControllerMetrics.from_syncs(self.timeline.syncs)
+
+    def view(self, node: str) -> Cluster:
+        """A snapshot of what ``node``'s controller currently believes the cluster is."""
+        nc = self.nodes[node]
+        with nc._view_lock:
+            return ev.snapshot(nc.view)
