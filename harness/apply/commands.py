@@ -1,0 +1,198 @@
+"""``netpol-harness bench apply``: sync cost per apply strategy and iptables backend at three scales.
+
+Each cell (scale x backend x strategy) runs in fresh ``nph-<run id>-apply-<n>`` namespaces:
+a first sync into an empty node, then a full re-sync with a new sync version (every pod and
+policy chain renamed, every set swapped: kube-router's periodic sync). Reported: medians over
+``--repeat`` runs, the re-sync's phases, the execs and netlink requests, tool and kernel versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from harness.apply.backends import BACKENDS, forget, require_tools, versions
+from harness.apply.restore_text import ipset_ops
+from harness.apply.strategies import STRATEGIES, SyncTimings, apply
+from harness.apply.synthetic import SCALES, scaled_ruleset
+from harness.errors import ConfigError, EnvironmentProblem
+from harness.lab import netns
+from harness.render.ruleset import Ruleset
+
+log = logging.getLogger(__name__)
+
+# synthetic_cluster(nodes, pods_per_node, policies) per scale; "large" is the scale-100 shape
+RENDER_SCALES = {"small": (10, 20, 20), "medium": (50, 50, 200), "large": (100, 50, 1000)}
+
+
+@dataclass
+class Source:
+    """Where rulesets come from: ``make(version)`` renders one node's ruleset for a sync version."""
+
+    scale: str
+    label: str
+    make: Callable[[int], Ruleset]
+
+
+def _sources(kind: str, scales: list[str], profile: str) -> list[Source]:
+    out = []
+    if kind == "render":
+        try:
+            from harness.render.kube_router import ClusterIndex, render_node
+            from harness.render.synthetic import synthetic_cluster
+        except ImportError as e:
+            raise EnvironmentProblem(f"the renderer is not available ({e})", "use --source synthetic") from e
+        for scale in scales:
+            nodes, pods, policies = RENDER_SCALES[scale]
+            cluster = synthetic_cluster(nodes, pods, policies, seed=1)
+            index = ClusterIndex(cluster)
+            label = f"{scale}: render {profile}, {nodes} nodes x {pods} pods, {policies} policies"
+            out.append(Source(scale, label, lambda v, c=cluster, i=index: render_node(
+                c, "node-000", profile=profile, sync_version=v, index=i)))
+    else:
+        for scale in scales:
+            s = SCALES[scale]
+            label = f"{scale}: synthetic, {s.local_pods} local pods, {s.policies} policies x {s.peers} peers"
+            out.append(Source(scale, label, lambda v, s=s: scaled_ruleset(s, sync_version=v)))
+    return out
+
+
+def estimated_execs(rs: Ruleset) -> int:
+    """Roughly how many processes a per-rule re-sync spawns (ipset ops + rules added and deleted)."""
+    return len(ipset_ops(rs)) + 2 * rs.rule_count + 2 * len(rs.chains)
+
+
+def _one_run(rs1: Ruleset, rs2: Ruleset, backend: str, strategy: str, run_id: str, n: int
+             ) -> tuple[SyncTimings, SyncTimings]:
+    name = f"nph-{run_id}-apply-{n}"
+    netns.create(name)
+    try:
+        first = apply(rs1, name, backend, strategy)
+        resync = apply(rs2, name, backend, strategy)
+        return first, resync
+    finally:
+        netns.delete(name)
+        forget(name)
+
+
+def _ms(values: list[int]) -> float:
+    return round(statistics.median(values) / 1e6, 1)
+
+
+def _machine() -> str:
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    return f"{platform.machine()}, {os.cpu_count()} CPUs{' (' + model + ')' if model else ''}, Linux {platform.release()}"
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from tabulate import tabulate
+
+    scales = args.scale or list(RENDER_SCALES)
+    backends = args.backend or sorted(BACKENDS)
+    strategies = args.strategy or list(STRATEGIES)
+    for b in backends:
+        require_tools(b)
+    run_id = uuid.uuid4().hex[:8]
+    tool_versions: dict[str, dict[str, str]] = {}
+    probe = f"nph-{run_id}-apply-probe"
+    netns.create(probe)
+    try:
+        for b in backends:
+            tool_versions[b] = versions(b, probe)
+    finally:
+        netns.delete(probe)
+
+    rows = []
+    n = 0
+    for src in _sources(args.source, scales, args.profile):
+        rs1 = src.make(1_700_000_000_000_000_001)
+        rs2 = src.make(1_700_000_000_000_000_002)
+        print(f"# {src.label}: {rs2.rule_count} rules, {len(rs2.sets)} sets, {rs2.set_entry_count} entries",
+              file=sys.stderr)
+        for backend in backends:
+            for strategy in strategies:
+                repeat = args.repeat
+                if strategy == "per-rule":
+                    if estimated_execs(rs2) > args.max_execs:
+                        rows.append({"scale": src.scale, "rules": rs2.rule_count, "entries": rs2.set_entry_count,
+                                     "backend": backend, "strategy": strategy,
+                                     "first_ms": f"skipped: ~{estimated_execs(rs2)} execs > --max-execs"})
+                        continue
+                    repeat = min(repeat, args.per_rule_repeat)
+                firsts, resyncs = [], []
+                for _ in range(repeat):
+                    n += 1
+                    t0 = time.perf_counter()
+                    first, resync = _one_run(rs1, rs2, backend, strategy, run_id, n)
+                    firsts.append(first)
+                    resyncs.append(resync)
+                    print(f"#   {backend:6} {strategy:8} first {first.total / 1e6:9.1f} ms  re-sync "
+                          f"{resync.total / 1e6:9.1f} ms  ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
+                rows.append({
+                    "scale": src.scale, "rules": rs2.rule_count, "entries": rs2.set_entry_count,
+                    "backend": backend, "strategy": strategy, "runs": repeat,
+                    "first_ms": _ms([t.total for t in firsts]),
+                    "resync_ms": _ms([t.total for t in resyncs]),
+                    "top_level_ms": _ms([t.top_level_time for t in resyncs]),
+                    "save_ms": _ms([t.iptables_save_time for t in resyncs]),
+                    "ipset_ms": _ms([t.ipset_restore_time for t in resyncs]),
+                    "restore_ms": _ms([t.iptables_restore_time for t in resyncs]),
+                    "stale_ms": _ms([t.stale_cleanup_time for t in resyncs]),
+                    "execs": resyncs[0].execs, "netlink_req": resyncs[0].netlink_requests,
+                })
+    header = {"machine": _machine(), "python": platform.python_version(), "tools": tool_versions,
+              "source": args.source, "profile": args.profile if args.source == "render" else None,
+              "scales": [s.label for s in _sources(args.source, scales, args.profile)] if args.json else None}
+    if args.json:
+        print(json.dumps({**header, "rows": rows}, indent=2))
+        return 0
+    print(f"apply benchmark ({args.source}{', profile ' + args.profile if args.source == 'render' else ''}); "
+          f"medians; times in ms; phases are of the re-sync")
+    print(f"machine: {header['machine']}")
+    for b, v in tool_versions.items():
+        print(f"{b}: {v['iptables']}; {v['ipset']}")
+    cols = ["scale", "rules", "entries", "backend", "strategy", "runs", "first_ms", "resync_ms", "top_level_ms",
+            "save_ms", "ipset_ms", "restore_ms", "stale_ms", "execs", "netlink_req"]
+    print(tabulate([[r.get(c, "") for c in cols] for r in rows], headers=cols, tablefmt="github"))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
+    """Add the ``apply`` bench suite (no top-level command)."""
+    b = bench.add_parser("apply", help="sync time per apply strategy and iptables backend at three scales",
+                         description="Apply kube-router rulesets (first sync, then a full re-sync with a new "
+                                     "sync version) into fresh namespaces with each strategy and backend; "
+                                     "print medians and the re-sync's phases.")
+    b.add_argument("--scale", action="append", choices=list(RENDER_SCALES), help="scale (repeatable; default all)")
+    b.add_argument("--backend", action="append", choices=sorted(BACKENDS), help="backend (repeatable; default both)")
+    b.add_argument("--strategy", action="append", choices=list(STRATEGIES), help="strategy (repeatable; default all)")
+    b.add_argument("--source", choices=["render", "synthetic"], default="render",
+                   help="rulesets from the kube-router renderer on generated clusters (default) or "
+                        "the apply module's own kube-router-shaped generator")
+    b.add_argument("--profile", default="v2.10", help="kube-router profile for --source render")
+    b.add_argument("--repeat", type=int, default=3, help="runs per cell (median reported)")
+    b.add_argument("--per-rule-repeat", type=int, default=1, help="runs per per-rule cell (they are slow)")
+    b.add_argument("--max-execs", type=int, default=25000,
+                   help="skip per-rule cells whose re-sync would spawn more processes than this")
+    b.add_argument("--json", action="store_true", help="machine-readable output")
+    b.set_defaults(func=_bench_checked)
+
+
+def _bench_checked(args: argparse.Namespace) -> int:
+    if args.repeat < 1 or args.per_rule_repeat < 1:
+        raise ConfigError(None, "--repeat", "must be at least 1")
+    return _bench(args)
