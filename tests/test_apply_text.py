@@ -257,3 +257,13 @@ def test_fast_netlink_encoding_is_byte_identical_to_pyroute2():
         IPSET_CMD_SWAP, 7, [["IPSET_ATTR_SETNAME", "TMP-A"], ["IPSET_ATTR_TYPENAME", "S"]])
     assert ipset_netlink.encode_simple(8, 7, IPSET_CMD_DESTROY, "TMP-A") == _pyroute2_bytes(
         IPSET_CMD_DESTROY, 8, [["IPSET_ATTR_SETNAME", "TMP-A"]])
+
+
+def test_missing_kernel_features_get_a_modprobe_hint():
+    from harness.apply.strategies import _module_hint
+
+    legacy = "iptables-legacy-restore v1.8.9 (legacy): can't initialize iptables table `filter': " \
+             "Table does not exist (do you need to insmod?)"
+    assert "modprobe ip_tables" in _module_hint("iptables-legacy-restore", legacy)
+    assert "modprobe ip_set" in _module_hint("ipset", "ipset v7.17: Cannot open session to kernel.")
+    assert _module_hint("iptables-nft", "iptables: Bad rule (does a matching rule exist in that chain?).") is None

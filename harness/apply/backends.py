@@ -42,9 +42,11 @@ class Backend:
         return [self.iptables, "-w", "-t", "filter", *args]
 
     def save_argv(self) -> list[str]:
+        """argv for ``iptables-save -t filter``."""
         return [self.save, "-t", "filter"]
 
     def restore_argv(self) -> list[str]:
+        """argv for a whole-table ``iptables-restore`` (no --noflush), fed on stdin."""
         # -w: iptables-legacy-restore takes the host-wide xtables lock; nft ignores it
         return [self.restore, "-w"] if self.name == "legacy" else [self.restore]
 

@@ -44,7 +44,7 @@ from harness.apply.restore_text import (
     parse_iptables_save,
     stale_sets,
 )
-from harness.errors import ConfigError, KernelError
+from harness.errors import ConfigError, EnvironmentProblem, KernelError
 from harness.lab import netns
 from harness.render.ruleset import Ruleset
 
@@ -126,12 +126,31 @@ class _Tools:
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True):
         self.execs += 1
         if self._thread != threading.get_ident():
-            return netns.run(self.ns, argv, input=input, check=check)
-        proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=600)
+            proc = netns.run(self.ns, argv, input=input, check=False)
+        else:
+            proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=600)
         if check and proc.returncode != 0:
             first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
+            hint = _module_hint(argv[0], proc.stderr)
+            if hint:
+                raise EnvironmentProblem(f"{argv[0]} in {self.ns}: {first}", hint)
             raise KernelError(f"{argv[0]} in {self.ns}: {first}")
         return proc
+
+
+def _module_hint(tool: str, stderr: str) -> str | None:
+    """An install/modprobe hint when a tool failed because the kernel lacks a feature."""
+    text = stderr.lower()
+    if "insmod" in text or "table does not exist" in text or "protocol not supported" in text:
+        if "legacy" in tool:
+            return "the kernel lacks x_tables for iptables-legacy: modprobe ip_tables iptable_filter"
+        return "the kernel lacks nf_tables for iptables-nft: modprobe nf_tables"
+    if tool == IPSET and ("cannot open session" in text or "set type is not supported" in text
+                          or "kernel support protocol" in text):
+        return "the kernel lacks ipset: modprobe ip_set ip_set_hash_ip ip_set_hash_net"
+    if "couldn't load match" in text or "couldn't load target" in text or "extension" in text and "not" in text:
+        return "an iptables match/target module is missing: check the kernel config (xt_set, xt_physdev, ...)"
+    return None
 
     def iptables(self, *args: str, check: bool = True):
         return self.run(self.b.iptables_argv(*args), check=check)
