@@ -273,9 +273,10 @@ class NodeController:
                 if cfg.before_apply is not None:
                     cfg.before_apply(self.node, ruleset, rec)
                 timings = self.applier.apply(ruleset, full=full).as_dict()
-            except HarnessError as e:
-                msg = str(e)
-                log.warning("sync %d of %s failed: %s", rec.index, self.node, msg)
+            except Exception as e:  # kube-router logs a failed sync and keeps running
+                msg = str(e) if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
+                log.warning("sync %d of %s failed: %s", rec.index, self.node, msg,
+                            exc_info=not isinstance(e, HarnessError))
                 self.errors.append(msg)
                 self.timeline.sync_finished(rec, end_ns=time.time_ns(), render_ns=time.perf_counter_ns() - r0,
                                             error=msg)

@@ -140,6 +140,11 @@ class Timeline:
             rec.error = error
             self._cond.notify_all()
 
+    def touch(self) -> None:
+        """Wake every ``wait_for`` to re-check (something outside the timeline changed)."""
+        with self._cond:
+            self._cond.notify_all()
+
     # -- queries -------------------------------------------------------------------------------
     def event(self, seq: int) -> EventRecord:
         with self._cond:
