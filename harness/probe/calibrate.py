@@ -122,6 +122,7 @@ class CalibrationResult:
     probes: int = 0
     max_send_lag_ns: int = 0
     rescheduled: int = 0
+    changes: list[RuleChange] = field(default_factory=list)
 
     @property
     def bound_ns(self) -> int:
@@ -232,6 +233,8 @@ def run_calibration(node_ns: str, src_netns: str, src_ip: str, dst_ip: str, port
                 shell.run(["iptables", "-w", *argv])
                 t1 = time.time_ns()
                 commit = commits.wait_for(lambda c, seen=seen: c in commits.events[seen:], 0.05)
+                # The commit read is the better time unless its reader thread was woken only after
+                # the call had already returned (then the return is the earlier, tighter bound).
                 if commit is not None and t0 <= commit.t_ns <= t1:
                     changes.append(RuleChange(t0, commit.t_ns, direction, t1, "nft-commit"))
                 else:
@@ -249,7 +252,7 @@ def run_calibration(node_ns: str, src_netns: str, src_ip: str, dst_ip: str, port
             netns.run(node_ns, ["iptables", "-w", "-D", chain, *rule], check=False)
     result = CalibrationResult(label or flow.flow_id, rate, action, flow.interval_ns,
                                analyze(flow.records, changes, Outcome.CONNECTED, denied),
-                               len(flow.records), flow.max_send_lag_ns, flow.rescheduled)
+                               len(flow.records), flow.max_send_lag_ns, flow.rescheduled, changes)
     log.info("calibration %s: %d/%d transitions within %.1f ms", result.label, result.within_bound(),
              len(result.transitions), result.bound_ns / 1e6)
     return result

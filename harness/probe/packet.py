@@ -336,9 +336,12 @@ class PacketProber:
         flow = Flow(spec, self.timeout_s)
         with self._lock:
             for f in self.flows:
+                # Two live flows may share a 4-tuple space only with disjoint source-port ranges.
                 if not f.done.is_set() and (f.src, f.dst, f.spec.dst_port, f.proto) == (
-                        flow.src, flow.dst, flow.spec.dst_port, flow.proto):
-                    raise ValueError(f"flow {flow.flow_id} duplicates running flow {f.flow_id}")
+                        flow.src, flow.dst, flow.spec.dst_port, flow.proto) and (
+                        f.port_lo < flow.port_lo + flow.port_n and flow.port_lo < f.port_lo + f.port_n):
+                    raise ValueError(f"flow {flow.flow_id} overlaps running flow {f.flow_id} "
+                                     "(same addresses, port and protocol; give them disjoint port_range)")
             socks = self._ns.get(spec.netns)
             if socks is None:
                 socks = self._ns[spec.netns] = _NsSockets(spec.netns)
