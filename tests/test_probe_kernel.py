@@ -238,3 +238,30 @@ def test_calibration_observed_transitions_follow_the_rule(clean: Net, src: str) 
         # Uniform phase: the median error is about half an interval.
         assert errs[len(errs) // 2] <= res.interval_ns / 1000, (d, errs)
     assert res.within_bound() >= 80, res.summary_rows()
+
+
+# -- matrix -------------------------------------------------------------------------------------
+def test_probe_matrix_agrees_with_real_clients(clean: Net) -> None:
+    """Same cells, same words as Lab.matrix (real sockets), with a REJECT and a DROP in force."""
+    from harness.probe.matrix import lab_targets, probe_cells, probe_matrix
+
+    net = clean
+    lab = net.lab
+    _, a2 = net.ep("full-a2")
+    _, lb = net.ep("light-b")
+    net.iptables("-I", "FORWARD", "-d", a2, "-p", "tcp", "--dport", "81", "-j", "REJECT")
+    net.iptables("-I", "FORWARD", "-d", lb, "-p", "tcp", "--dport", "81", "-j", "DROP", node="node-b")
+    for port in (80, 81):
+        real = lab.matrix(port=port, timeout=0.3)  # type: ignore[attr-defined]
+        probed = probe_matrix(lab, port=port, timeout=0.3)
+        assert probed == real
+    assert probed[("probe/full-a", "probe/full-a2")] == "refused"
+    assert probed[("probe/light-b", "probe/full-b")] == "connected"
+    assert probed[("probe/full-a", "probe/light-b")] == "timeout"  # across nodes, dropped on node-b
+    assert probed[("probe/full-b", "probe/light-b")] == "timeout"  # bridged on node-b
+    assert probed[("probe/light-a", "probe/light-a2")] == "n/a-same-light-host"
+    cells = probe_cells(lab_targets(lab), ports=(80, 81), protocols=("TCP", "UDP", "ICMP"), timeout=0.3)
+    assert len(cells) == 36 * 5  # 6 x 6 pairs x (2 TCP + 2 UDP + 1 ICMP)
+    cell = cells[("probe/full-a", "probe/full-a2", 81, "TCP")]
+    assert (cell.outcome, cell.detail) == ("rejected_icmp", "type=3 code=3 port-unreachable from 10.244.0.1")
+    assert cell.recv_ns is not None and cell.send_ns is not None and cell.recv_ns > cell.send_ns

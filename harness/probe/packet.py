@@ -23,6 +23,11 @@ Design, and why:
 * **One clock.** ``send_ns`` is ``time.time_ns()`` taken immediately before ``sendto`` (the
   whole forward path, reply included, may run inside that syscall's softirq); ``recv_ns`` is the
   kernel's receive timestamp of the reply (``SCM_TIMESTAMPNS``, CLOCK_REALTIME).
+* **Every answer needs to be sent.** A REJECT's ICMP error is rate limited by the sending
+  namespace (``icmp_ratelimit`` 1 per second per destination after a burst of 6, and
+  ``icmp_msgs_per_sec``); probing faster than that, rejected probes look ``dropped``. The lab
+  lifts these limits in its namespaces (harness.lab.lab COMMON_SYSCTLS); a lab without that
+  would misclassify.
 * **One thread, many flows.** A single loop paces all flows (a heap of due times; sub-ms waits
   with ``nanosleep``, longer ones in ``epoll``), drains the receive sockets and times out
   probes. One thread means no GIL hand-offs between sender and receiver.
@@ -509,28 +514,6 @@ class PacketProber:
         if flow.outstanding == 0 and (flow.stopped or (flow.spec.count is not None
                                                        and flow.sent >= flow.spec.count)):
             flow.done.set()
-
-
-ICMP_RATELIMIT_SYSCTLS = {
-    "icmp_ratelimit": "0",  # per-destination limit: 1 error/s after a burst of 6 by default
-    "icmp_msgs_per_sec": "1000000",  # namespace-wide limit: 1000/s, burst 50 by default
-    "icmp_msgs_burst": "1000000",
-}
-
-
-def relax_icmp_ratelimit(ns: str) -> None:
-    """Lift the ICMP error rate limits in namespace ``ns`` (a node or pod namespace of the lab).
-
-    Why: a REJECT rule answers with an ICMP error that the kernel rate-limits per destination
-    (``icmp_ratelimit`` 1000 ms, burst 6) and per namespace (1000/s). Probing faster than that,
-    the rejected probes beyond the limit get no answer and look ``dropped``. A real node keeps
-    the limits (so a fast-retrying client there does see silence); the harness lifts them where
-    it wants every verdict observed, and says so."""
-    def write() -> None:
-        for key, value in ICMP_RATELIMIT_SYSCTLS.items():
-            with open(f"/proc/sys/net/ipv4/{key}", "w") as f:
-                f.write(value)
-    netns.call_in(ns, write)
 
 
 def probe_once(src_netns: str, src_ip: str, dst_ip: str, dst_port: int = 0, proto: str = "TCP",
