@@ -136,7 +136,8 @@ class NodeController:
 
     kind = "kube-router"
 
-    def __init__(self, node: str, netns_name: str, view: Cluster, config: ControllerConfig, timeline: Timeline):
+    def __init__(self, node: str, netns_name: str, view: Cluster, config: ControllerConfig, timeline: Timeline,
+                 applier: Any = None):
         self.node = node
         self.netns = netns_name
         self.view = view
@@ -152,8 +153,11 @@ class NodeController:
         self._stop = threading.Event()
         self._syncing = False
         self._threads: list[threading.Thread] = []
-        if config.strategy == "incremental":
-            self.applier: Any = IncrementalApplier(netns_name, config.backend)
+        # an applier: sync_version(start_ns) -> int and apply(ruleset, full=) -> SyncTimings
+        if applier is not None:
+            self.applier: Any = applier
+        elif config.strategy == "incremental":
+            self.applier = IncrementalApplier(netns_name, config.backend)
         else:
             self.applier = FullApplier(netns_name, config.backend, config.strategy)
 
