@@ -430,8 +430,12 @@ class PacketProber:
                         flow.rescheduled += 1
                         nxt = now
                     heapq.heappush(heap, (nxt, next(self._tie), flow))
-            # 3. time out probes without a reply
+            # 3. time out probes without a reply; first read every reply already queued, so a
+            #    busy loop never calls a probe dropped whose answer is waiting in a socket buffer
             now = time_ns()
+            if inflight and inflight[0][0] <= now:
+                for fd, _ in self._ep.poll(0):
+                    self._drain(self._by_fd[fd], limit=None)
             while inflight and inflight[0][0] <= now:
                 _deadline, key, pid = inflight.popleft()
                 entry = pending.get(key)
@@ -479,9 +483,11 @@ class PacketProber:
         flow.outstanding += 1
         self._inflight.append((t + self.timeout_ns, key, pid))
 
-    def _drain(self, sock: socket.socket) -> None:
+    def _drain(self, sock: socket.socket, limit: int | None = 512) -> None:
+        """Read queued replies (at most ``limit``, so sends stay on schedule under a flood)."""
         pending = self._pending
-        for _ in range(512):  # bounded, so sends stay on schedule under a flood of replies
+        timeout_ns = self.timeout_ns
+        for _ in itertools.repeat(None) if limit is None else range(limit):
             try:
                 data, anc, _flags, _addr = sock.recvmsg(1024, 64)
             except (BlockingIOError, InterruptedError):
@@ -505,7 +511,11 @@ class PacketProber:
                 recv_ns = time.time_ns()
             del pending[reply.key]
             flow, pid, send_ns, _m = entry
-            flow.records.append(ProbeRecord(flow.flow_id, pid, send_ns, recv_ns, reply.outcome, reply.detail))
+            if recv_ns - send_ns > timeout_ns:  # read late, arrived late: nothing within the timeout
+                flow.records.append(ProbeRecord(flow.flow_id, pid, send_ns, None, Outcome.DROPPED,
+                                                f"late {reply.outcome.value} after {(recv_ns - send_ns) / 1e6:.1f} ms"))
+            else:
+                flow.records.append(ProbeRecord(flow.flow_id, pid, send_ns, recv_ns, reply.outcome, reply.detail))
             flow.outstanding -= 1
             self._maybe_done(flow)
 
