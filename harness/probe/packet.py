@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import collections
 import ctypes
+import errno
 import heapq
 import ipaddress
 import itertools
@@ -462,17 +463,18 @@ class PacketProber:
         key, match = flow.next_probe()
         pid = flow.sent
         flow.sent += 1
-        prev = self._pending.get(key)
+        prev = self._pending.pop(key, None)
         if prev is not None:  # cannot happen within the port budget checked in Flow(); be safe
-            del self._pending[key]
-            prev[0].outstanding -= 1
+            pflow = prev[0]
+            pflow.records.append(ProbeRecord(pflow.flow_id, prev[1], prev[2], None, Outcome.DROPPED,
+                                             "identity reused before its timeout"))
+            pflow.outstanding -= 1
         t = time.time_ns()
         try:
             flow.sock.sendto(flow.buf, flow.dst_addr)  # type: ignore[attr-defined]
         except OSError as e:
             flow.send_errors += 1
-            import errno as _errno
-            name = _errno.errorcode.get(e.errno or 0, str(e.errno))
+            name = errno.errorcode.get(e.errno or 0, str(e.errno))
             flow.records.append(ProbeRecord(flow.flow_id, pid, t, None, Outcome.DROPPED, f"send:{name}"))
             self._maybe_done(flow)
             return
