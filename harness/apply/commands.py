@@ -130,7 +130,7 @@ def _bench(args: argparse.Namespace) -> int:
                     if estimated_execs(rs2) > args.max_execs:
                         rows.append({"scale": src.scale, "rules": rs2.rule_count, "entries": rs2.set_entry_count,
                                      "backend": backend, "strategy": strategy,
-                                     "first_ms": f"skipped: ~{estimated_execs(rs2)} execs > --max-execs"})
+                                     "first_ms": f"skipped (~{estimated_execs(rs2)} execs)"})
                         continue
                     repeat = min(repeat, args.per_rule_repeat)
                 firsts, resyncs = [], []
@@ -149,6 +149,7 @@ def _bench(args: argparse.Namespace) -> int:
                     "resync_ms": _ms([t.total for t in resyncs]),
                     "top_level_ms": _ms([t.top_level_time for t in resyncs]),
                     "save_ms": _ms([t.iptables_save_time for t in resyncs]),
+                    "ipset_save_ms": _ms([t.ipset_save_time for t in resyncs]),
                     "ipset_ms": _ms([t.ipset_restore_time for t in resyncs]),
                     "restore_ms": _ms([t.iptables_restore_time for t in resyncs]),
                     "stale_ms": _ms([t.stale_cleanup_time for t in resyncs]),
@@ -166,7 +167,7 @@ def _bench(args: argparse.Namespace) -> int:
     for b, v in tool_versions.items():
         print(f"{b}: {v['iptables']}; {v['ipset']}")
     cols = ["scale", "rules", "entries", "backend", "strategy", "runs", "first_ms", "resync_ms", "top_level_ms",
-            "save_ms", "ipset_ms", "restore_ms", "stale_ms", "execs", "netlink_req"]
+            "save_ms", "ipset_save_ms", "ipset_ms", "restore_ms", "stale_ms", "execs", "netlink_req"]
     print(tabulate([[r.get(c, "") for c in cols] for r in rows], headers=cols, tablefmt="github"))
     return 0
 

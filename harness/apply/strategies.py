@@ -137,21 +137,6 @@ class _Tools:
             raise KernelError(f"{argv[0]} in {self.ns}: {first}")
         return proc
 
-
-def _module_hint(tool: str, stderr: str) -> str | None:
-    """An install/modprobe hint when a tool failed because the kernel lacks a feature."""
-    text = stderr.lower()
-    if "insmod" in text or "table does not exist" in text or "protocol not supported" in text:
-        if "legacy" in tool:
-            return "the kernel lacks x_tables for iptables-legacy: modprobe ip_tables iptable_filter"
-        return "the kernel lacks nf_tables for iptables-nft: modprobe nf_tables"
-    if tool == IPSET and ("cannot open session" in text or "set type is not supported" in text
-                          or "kernel support protocol" in text):
-        return "the kernel lacks ipset: modprobe ip_set ip_set_hash_ip ip_set_hash_net"
-    if "couldn't load match" in text or "couldn't load target" in text or "extension" in text and "not" in text:
-        return "an iptables match/target module is missing: check the kernel config (xt_set, xt_physdev, ...)"
-    return None
-
     def iptables(self, *args: str, check: bool = True):
         return self.run(self.b.iptables_argv(*args), check=check)
 
@@ -163,6 +148,21 @@ def _module_hint(tool: str, stderr: str) -> str | None:
 
     def ipset_save(self) -> str:
         return self.run([IPSET, "save"]).stdout
+
+
+def _module_hint(tool: str, stderr: str) -> str | None:
+    """An install/modprobe hint when a tool failed because the kernel lacks a feature."""
+    text = stderr.lower()
+    if "insmod" in text or "table does not exist" in text or "protocol not supported" in text:
+        if "legacy" in tool:
+            return "the kernel lacks x_tables for iptables-legacy: modprobe ip_tables iptable_filter"
+        return "the kernel lacks nf_tables for iptables-nft: modprobe nf_tables"
+    if tool == IPSET and ("cannot open session" in text or "set type is not supported" in text
+                          or "kernel support protocol" in text):
+        return "the kernel lacks ipset: modprobe ip_set ip_set_hash_ip ip_set_hash_net"
+    if "couldn't load match" in text or "couldn't load target" in text or ("extension" in text and "not" in text):
+        return "an iptables match/target module is missing: check the kernel config (xt_set, xt_physdev, ...)"
+    return None
 
 
 class _Clock:
