@@ -43,7 +43,6 @@ class RunOptions:
     strategy: str = "restore"
     timeout: float = DEFAULT_TIMEOUT
     flush_conntrack: bool = True
-    keep_lab: bool = False
 
 
 @dataclass
@@ -197,11 +196,10 @@ def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: fl
 
 
 @contextlib.contextmanager
-def _lab_for(cluster: Cluster, options: RunOptions) -> Iterator[object]:
+def _lab_for(cluster: Cluster, topology: str) -> Iterator[object]:
     from harness.lab import Lab
 
-    lab = Lab(cluster, keep=options.keep_lab) if options.keep_lab else Lab(cluster)
-    with lab:
+    with Lab(cluster, topology=topology) as lab:
         yield lab
 
 
@@ -224,7 +222,7 @@ def run_case(case: Case, options: RunOptions | None = None, *,
     t_start = time.perf_counter_ns()
     t_up = time.perf_counter_ns()
     try:
-        with _lab_for(cluster, options) as lab:
+        with _lab_for(cluster, case.topology_ref) as lab:
             result.lab_up_ns = time.perf_counter_ns() - t_up
             model = getattr(lab, "cluster", cluster)
             for step in case.steps:
