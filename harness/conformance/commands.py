@@ -14,7 +14,14 @@ import os
 from tabulate import tabulate
 
 from harness.conformance.case import Case, load_case, plan
-from harness.conformance.runner import DEFAULT_TIMEOUT, CaseResult, RunOptions, StepResult, run_case
+from harness.conformance.runner import (
+    DEFAULT_TIMEOUT,
+    CaseResult,
+    RunOptions,
+    StepResult,
+    render_oracle_vs_hand,
+    run_case,
+)
 
 STRATEGY_CHOICES = ("restore", "per-rule", "netlink")
 BACKEND_CHOICES = ("nft", "legacy")
@@ -108,7 +115,7 @@ def _print_plan(cases: list[Case]) -> int:
             d = planned.oracle_vs_hand
             if d is not None and not d.ok:
                 disagreements += 1
-                print("ORACLE DISAGREES WITH THE HAND-WRITTEN TABLE:\n" + d.render("  "))
+                print(render_oracle_vs_hand(d))
             print()
     return 1 if disagreements else 0
 

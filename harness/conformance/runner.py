@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from harness.analysis.truthtable import OUTCOMES, Mismatch, TableDiff, TruthTable, diff
+from harness.analysis.truthtable import OUTCOMES, Mismatch, TableDiff, TruthTable, diff, verdict_word
 from harness.conformance.case import Case, Probe, Step, apply_step, hand_table, oracle_table, plan, probe_pods
 from harness.errors import ConfigError, EnvironmentProblem, HarnessError
 from harness.model.cluster import Cluster
@@ -101,7 +101,7 @@ class StepResult:
         outcome_words = ", ".join(f"{k}:{v}" for k, v in sorted(self.outcomes.items()))
         lines.append(f"probe outcomes: {outcome_words}")
         if self.oracle_vs_hand is not None and not self.oracle_vs_hand.ok:
-            lines.append("ORACLE DISAGREES WITH THE HAND-WRITTEN TABLE:\n" + self.oracle_vs_hand.render("  "))
+            lines.append(render_oracle_vs_hand(self.oracle_vs_hand))
         return "\n".join(lines)
 
 
@@ -146,6 +146,15 @@ class CaseResult:
         if self.error:
             parts.append(f"error: {self.error}")
         return "\n\n".join(parts)
+
+
+def render_oracle_vs_hand(d: TableDiff) -> str:
+    """The cells where the oracle contradicts a hand-written table, with the oracle's reason."""
+    lines = ["ORACLE DISAGREES WITH THE HAND-WRITTEN TABLE:"]
+    for m in d.mismatches:
+        lines.append(f"  {m.src} -> {m.dst}: hand says {verdict_word(m.expected.allowed)}, "
+                     f"oracle says {verdict_word(m.observed.allowed)} ({m.observed.detail})")
+    return "\n".join(lines)
 
 
 # -- the kernel side ----------------------------------------------------------------------------
