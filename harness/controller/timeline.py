@@ -85,6 +85,12 @@ class SyncRecord:
         return self.rules_ns or self.end_ns
 
     @property
+    def apply_start_ns(self) -> int:
+        """When the apply began: the earliest moment the kernel may show this sync's changes
+        (together with ``in_force_ns`` it brackets the switch-over)."""
+        return int(self.timings.get("start_ns") or 0) or self.start_ns + self.render_ns
+
+    @property
     def total_ns(self) -> int:
         return self.end_ns - self.start_ns if self.done else 0
 
