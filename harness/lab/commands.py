@@ -1,0 +1,197 @@
+"""CLI commands of the lab: check, up, down, exec, gc, and ``bench lab``."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import signal
+import sys
+import time
+from typing import Any
+
+from tabulate import tabulate
+
+from harness.errors import HarnessError
+
+
+def register(sub: Any, bench: Any) -> None:
+    """Add the lab's subcommands to the top-level and ``bench`` subparsers."""
+    p = sub.add_parser("check", help="can this machine run the kernel part? (exit 4 if not)")
+    p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("up", help="build a topology in the kernel (until Ctrl-C, or --keep)")
+    p.add_argument("topology", help="a shipped topology name (default, k8s-e2e, ...) or a YAML path")
+    p.add_argument("--keep", action="store_true", help="leave it up and exit; remove with `netpol-harness down`")
+    p.add_argument("--no-servers", action="store_true", help="do not start the TCP/UDP echo listeners")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", help="remove a kept lab")
+    p.add_argument("run_id", nargs="?", help="run id (default: the only kept lab)")
+    p.set_defaults(func=cmd_down)
+
+    p = sub.add_parser("exec", help="run a command inside a pod (ns/name) or node of a kept lab")
+    p.add_argument("--run", dest="run_id", help="run id (default: the only kept lab)")
+    p.add_argument("target", metavar="POD", help="pod as namespace/name, or a real node's name")
+    p.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command and its arguments")
+    p.set_defaults(func=cmd_exec)
+
+    p = sub.add_parser("gc", help="remove leftovers of crashed lab runs (never a live run)")
+    p.add_argument("--all", action="store_true", help="also remove kept labs whose owner has exited")
+    p.add_argument("--orphans", action="store_true",
+                   help="also delete nph-<run id>-* namespaces that no run record claims")
+    p.set_defaults(func=cmd_gc)
+
+    p = bench.add_parser("lab", help="time realizing and removing full and light pods")
+    p.add_argument("--full", type=int, default=1000, help="full pods (own namespace + veth); default 1000")
+    p.add_argument("--light", type=int, default=0, help="light pods (addresses in a shared namespace)")
+    p.add_argument("--nodes", type=int, default=2, help="real nodes; default 2")
+    p.add_argument("--repeat", type=int, default=1, help="runs (one row each)")
+    p.add_argument("--no-servers", action="store_true", help="without echo listeners")
+    p.set_defaults(func=cmd_bench_lab)
+
+
+# -- check ---------------------------------------------------------------------------------------
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.lab.check import checks
+
+    rows = []
+    bad = 0
+    for c in checks():
+        # br_netfilter missing is loaded by the lab itself: a note, not a failure.
+        fatal = not c.ok and c.name != "br_netfilter"
+        bad += fatal
+        rows.append([c.name, "ok" if c.ok else ("MISSING" if fatal else "note"), c.detail, c.hint or ""])
+    print(tabulate(rows, headers=["check", "status", "detail", "fix"]))
+    print(f"\nkernel {platform.release()}: " + ("ready" if not bad else f"{bad} problem(s)"))
+    return 4 if bad else 0
+
+
+# -- up / down / exec ------------------------------------------------------------------------------
+def _load_cluster(name_or_path: str) -> Any:
+    from harness.model.topology import load_topology  # lazy: written alongside this module
+
+    return load_topology(name_or_path)
+
+
+def print_lab(lab: Any) -> None:
+    """Tables of a lab's nodes and pods (CLI output)."""
+    nodes, pods = lab.describe()
+    print(tabulate(nodes, headers=["node", "kind", "node IP", "pod CIDR", "netns"]))
+    print()
+    print(tabulate(pods, headers=["pod", "node", "kind", "IP", "ports", "netns"]))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from harness.lab.lab import Lab
+
+    cluster = _load_cluster(args.topology)
+    lab = Lab(cluster, servers=not args.no_servers, topology=args.topology)
+    lab.up()
+    try:
+        print_lab(lab)
+        print(f"\nrun {lab.run_id}: up in {lab.timings.up:.3f} s")
+        if args.keep:
+            lab.detach()
+            print(f"kept. `netpol-harness exec POD -- CMD`, `netpol-harness down {lab.run_id}`")
+            return 0
+        print("press Ctrl-C to tear down")
+        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+        return 0
+    finally:
+        if not lab.kept:
+            lab.down()
+            print(f"run {lab.run_id}: down in {lab.timings.down:.3f} s")
+
+
+def _pick_run(run_id: str | None) -> Any:
+    from harness.lab import state
+
+    if run_id:
+        return state.load(run_id)
+    runs = state.list_runs()
+    kept = [r for r in runs if r.kept]
+    if len(kept) == 1:
+        return kept[0]
+    if not kept:
+        raise HarnessError("no kept lab (start one with `netpol-harness up TOPOLOGY --keep`)")
+    raise HarnessError("several kept labs, name one: " + ", ".join(r.run_id for r in kept))
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from harness.lab import state
+
+    st = _pick_run(args.run_id)
+    if st.owner_alive() and not st.kept:
+        raise HarnessError(f"run {st.run_id} belongs to running process {st.owner_pid}: it tears down itself")
+    n = state.remove_run(st)
+    print(f"run {st.run_id}: removed {n} namespaces")
+    return 0
+
+
+def cmd_exec(args: argparse.Namespace) -> int:
+    from harness.lab import netns
+
+    cmd = list(args.cmd)
+    if cmd and cmd[0] == "--":
+        cmd = cmd[1:]
+    if not cmd:
+        raise HarnessError("exec: no command given (netpol-harness exec POD -- CMD ...)")
+    st = _pick_run(args.run_id)
+    target = args.target
+    ns = None
+    if target in st.pods:
+        ns = st.pods[target].get("netns")
+        if ns is None:
+            raise HarnessError(f"pod {target} is virtual: it exists in the model only")
+    elif target in st.nodes:
+        ns = st.nodes[target].get("netns")
+        if ns is None:
+            raise HarnessError(f"node {target} is virtual: it exists in the model only")
+    else:
+        raise HarnessError(f"run {st.run_id}: no pod or node {target!r} (pods are namespace/name)")
+    try:
+        proc = netns.popen(ns, cmd)
+    except FileNotFoundError:
+        raise HarnessError(f"exec: command not found: {cmd[0]}") from None
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.terminate()
+        return 130
+
+
+# -- gc ------------------------------------------------------------------------------------------------
+def cmd_gc(args: argparse.Namespace) -> int:
+    from harness.lab import state
+
+    rep = state.gc(include_kept=args.all, orphans=args.orphans)
+    print(f"removed {len(rep.removed)} run(s) {' '.join(rep.removed)}; {rep.namespaces} namespaces")
+    if rep.orphans:
+        print(f"removed {len(rep.orphans)} orphan namespaces: {' '.join(rep.orphans)}")
+    if rep.live:
+        print(f"left alone (owner running): {' '.join(rep.live)}")
+    if rep.kept:
+        print(f"left alone (kept; `gc --all` or `down RUN`): {' '.join(rep.kept)}")
+    return 0
+
+
+# -- bench lab ---------------------------------------------------------------------------------------
+def cmd_bench_lab(args: argparse.Namespace) -> int:
+    from harness.lab.bench import cpu_count, run_lab_bench
+
+    rows = []
+    for _ in range(max(1, args.repeat)):
+        r = run_lab_bench(args.full, args.light, args.nodes, servers=not args.no_servers)
+        rows.append([r.nodes, r.full, r.light, f"{r.infrastructure_s:.3f}", f"{r.full_pods_s:.3f}",
+                     f"{r.light_pods_s:.3f}", f"{r.servers_s:.3f}" if r.servers else "-", f"{r.up_s:.3f}",
+                     f"{r.down_s:.3f}", "-" if r.settled_s is None else f"{r.settled_s:.3f}",
+                     f"{r.add_pod_ms:.1f}"])
+    print(f"kernel {platform.release()}, {cpu_count()} CPUs, python {sys.version.split()[0]}, pid {os.getpid()}")
+    print(tabulate(rows, headers=["nodes", "full", "light", "infra s", "full pods s", "light pods s", "servers s",
+                                  "realize s", "teardown s", "kernel freed s", "add_pod ms"]))
+    return 0

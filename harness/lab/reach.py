@@ -1,0 +1,151 @@
+"""One real connection attempt from inside a namespace, classified into an outcome word.
+
+Outcomes: ``connected`` (TCP handshake and one echo round trip; UDP or ICMP echo answered),
+``refused`` (TCP RST or ICMP port-unreachable: ECONNREFUSED; for ICMP echo, an ICMP
+port-unreachable answer, what kube-router's REJECT sends), ``reset`` (connection reset after
+it was established), ``timeout`` (no answer in time), ``unreachable`` (ICMP net/host
+unreachable or administratively prohibited; no route). The probe engine with kernel
+timestamps comes later; this is the simple, real-socket check the lab and conformance use.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import select
+import socket
+import struct
+import time
+
+from harness.lab import netns
+
+CONNECTED = "connected"
+REFUSED = "refused"
+RESET = "reset"
+TIMEOUT = "timeout"
+UNREACHABLE = "unreachable"
+SAME_LIGHT_HOST = "n/a-same-light-host"
+
+_UNREACH_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENONET, errno.EACCES,
+                   errno.EPERM}
+PAYLOAD = b"netpol-harness-echo"
+
+
+def _classify(e: OSError) -> str:
+    if isinstance(e, TimeoutError | socket.timeout):
+        return TIMEOUT
+    if e.errno == errno.ECONNREFUSED:
+        return REFUSED
+    if e.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
+        return RESET
+    if e.errno in _UNREACH_ERRNOS:
+        return UNREACHABLE
+    return f"error:{errno.errorcode.get(e.errno or 0, e.errno)}"
+
+
+def make_socket(ns: str, family: int, type_: int, proto: int = 0) -> socket.socket:
+    """A socket created inside namespace ``ns``; must be called from a harness-owned thread."""
+    with netns.entered(ns):
+        return socket.socket(family, type_, proto)
+
+
+def probe(ns: str, src_ip: str | None, dst_ip: str, port: int, protocol: str = "TCP",
+          timeout: float = 0.5) -> str:
+    """Try ``protocol`` from namespace ``ns`` (bound to ``src_ip`` if given) to ``dst_ip:port``.
+
+    Call it from a thread the harness owns (it switches that thread's namespace briefly)."""
+    protocol = protocol.upper()
+    if protocol == "TCP":
+        return _tcp(ns, src_ip, dst_ip, port, timeout)
+    if protocol == "UDP":
+        return _udp(ns, src_ip, dst_ip, port, timeout)
+    if protocol == "ICMP":
+        return _icmp(ns, src_ip, dst_ip, timeout)
+    raise ValueError(f"protocol {protocol!r}: expected TCP, UDP or ICMP")
+
+
+def _tcp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) -> str:
+    s = make_socket(ns, socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # no TIME_WAIT pile-up
+        if src_ip:
+            s.bind((src_ip, 0))
+        deadline = time.monotonic() + timeout
+        s.settimeout(timeout)
+        try:
+            s.connect((dst_ip, port))
+        except OSError as e:
+            return _classify(e)
+        try:
+            s.sendall(PAYLOAD)
+            got = b""
+            while len(got) < len(PAYLOAD):
+                s.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = s.recv(len(PAYLOAD) - len(got))
+                if not chunk:
+                    return RESET  # closed without echoing: not a working connection
+                got += chunk
+        except OSError as e:
+            return _classify(e)
+        return CONNECTED if got == PAYLOAD else RESET
+    finally:
+        s.close()
+
+
+def _udp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) -> str:
+    s = make_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if src_ip:
+            s.bind((src_ip, 0))
+        s.settimeout(timeout)
+        try:
+            s.connect((dst_ip, port))  # a connected UDP socket reports ICMP errors as errno
+            s.send(PAYLOAD)
+            data = s.recv(65535)
+        except OSError as e:
+            return _classify(e)
+        return CONNECTED if data == PAYLOAD else f"error:bad-echo {data[:20]!r}"
+    finally:
+        s.close()
+
+
+def _checksum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    total = (total >> 16) + (total & 0xFFFF)
+    total += total >> 16
+    return ~total & 0xFFFF
+
+
+def _icmp(ns: str, src_ip: str | None, dst_ip: str, timeout: float) -> str:
+    s = make_socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    try:
+        if src_ip:
+            s.bind((src_ip, 0))  # raw sockets then only see packets addressed to src_ip
+        ident = (os.getpid() ^ int.from_bytes(os.urandom(2), "big")) & 0xFFFF
+        seq = int.from_bytes(os.urandom(2), "big")
+        hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
+        pkt = struct.pack("!BBHHH", 8, 0, _checksum(hdr + PAYLOAD), ident, seq) + PAYLOAD
+        try:
+            s.sendto(pkt, (dst_ip, 0))
+        except OSError as e:
+            return _classify(e)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([s], [], [], left)[0]:
+                return TIMEOUT
+            data, (peer, _) = s.recvfrom(65535)
+            ihl = (data[0] & 0x0F) * 4
+            typ, code = data[ihl], data[ihl + 1]
+            if typ == 0 and peer == dst_ip and struct.unpack_from("!HH", data, ihl + 4) == (ident, seq):
+                return CONNECTED
+            if typ == 3 and len(data) >= ihl + 8 + 28:
+                inner = data[ihl + 8:]
+                iihl = (inner[0] & 0x0F) * 4
+                if socket.inet_ntoa(inner[16:20]) == dst_ip and inner[iihl] == 8 and \
+                        struct.unpack_from("!HH", inner, iihl + 4) == (ident, seq):
+                    return REFUSED if code == 3 else UNREACHABLE
+    finally:
+        s.close()

@@ -1,0 +1,276 @@
+"""Run records under /run/netpol-harness/<run_id>/ and the garbage collector that reads them.
+
+Every lab writes its record *before* it creates its first namespace, so any ``nph-<run_id>-``
+namespace of a crashed run can be traced to a record whose owner process is dead. The record
+says who owns the run (pid + process start time, so a recycled pid is not mistaken for the
+owner), whether it was kept on purpose (``up --keep``), every namespace, each pod's namespace
+and address, and the echo server's pid. ``netpol-harness down``, ``exec`` and ``gc`` work from
+any process through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.errors import HarnessError
+from harness.lab import netns
+
+log = logging.getLogger(__name__)
+
+STATE_ROOT = "/run/netpol-harness"
+PREFIX = "nph-"
+RUN_ID_RE = re.compile(r"^[0-9a-f]{6}$")
+# Namespaces of this module's naming scheme: nph-<6 hex>-<kind letter>[-...]
+NETNS_RE = re.compile(r"^nph-([0-9a-f]{6})-[a-z](-.*)?$")
+SERVER_MODULE = "harness.lab.echo_server"
+JOURNAL = "pods.jsonl"
+
+
+def netns_prefix(run_id: str) -> str:
+    """Every namespace of run ``run_id`` starts with this."""
+    return f"{PREFIX}{run_id}-"
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (field 22 of /proc/pid/stat), or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def process_alive(pid: int | None, start_time: int | None) -> bool:
+    """True if ``pid`` runs and is the same process (same start time) as recorded."""
+    if not pid:
+        return False
+    st = process_start_time(pid)
+    if st is None:
+        return False
+    if _is_zombie(pid):
+        return False
+    return start_time is None or st == start_time
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+@dataclass
+class RunState:
+    """What is on disk for one run (``state.json``)."""
+
+    run_id: str
+    owner_pid: int
+    owner_start: int | None
+    kept: bool = False
+    created: float = field(default_factory=time.time)
+    cluster_name: str = "cluster"
+    topology: str | None = None
+    namespaces: list[str] = field(default_factory=list)
+    servers: list[list[int | None]] = field(default_factory=list)  # [[pid, start time], ...]
+    # name -> {"netns", "node_ip", "pod_cidr", "kind"}
+    nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # ns/name -> {"netns", "ip", "node", "kind"}
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def dir(self) -> str:
+        return os.path.join(STATE_ROOT, self.run_id)
+
+    def owner_alive(self) -> bool:
+        return process_alive(self.owner_pid, self.owner_start)
+
+    def save(self) -> None:
+        """Write atomically (readers in other processes never see half a file); the pod journal
+        is folded in."""
+        tmp = os.path.join(self.dir, "state.json.tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f, separators=(",", ":"), sort_keys=True)
+        os.replace(tmp, os.path.join(self.dir, "state.json"))
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(os.path.join(self.dir, JOURNAL))
+
+    def journal(self, key: str, info: dict[str, Any] | None) -> None:
+        """Record one pod added (``info``) or removed (None) at run time: an O(1) append, so a
+        CNI ADD in a 10,000-pod lab does not rewrite the whole record."""
+        if info is None:
+            self.pods.pop(key, None)
+        else:
+            self.pods[key] = info
+            if info.get("netns") and info["netns"] not in self.namespaces:
+                self.namespaces.append(info["netns"])
+        with open(os.path.join(self.dir, JOURNAL), "a") as f:
+            f.write(json.dumps([key, info]) + "\n")
+
+
+def new_run(*, kept: bool = False, run_id: str | None = None) -> RunState:
+    """Reserve a fresh run id (mkdir is the atomic claim) and write its first record."""
+    os.makedirs(STATE_ROOT, exist_ok=True)
+    for _ in range(100):
+        rid = run_id or secrets.token_hex(3)
+        try:
+            os.mkdir(os.path.join(STATE_ROOT, rid))
+        except FileExistsError:
+            if run_id:
+                raise HarnessError(f"run {run_id} already exists in {STATE_ROOT}") from None
+            continue
+        if netns.list_names(netns_prefix(rid)):  # an orphan of a crashed, unrecorded run
+            os.rmdir(os.path.join(STATE_ROOT, rid))
+            if run_id:
+                raise HarnessError(f"namespaces {netns_prefix(rid)}* already exist") from None
+            continue
+        st = RunState(run_id=rid, owner_pid=os.getpid(), owner_start=process_start_time(os.getpid()), kept=kept)
+        st.save()
+        return st
+    raise HarnessError("could not find a free run id")
+
+
+def load(run_id: str) -> RunState:
+    """The record of ``run_id``; HarnessError if there is none."""
+    p = os.path.join(STATE_ROOT, run_id, "state.json")
+    try:
+        with open(p) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        raise HarnessError(f"no lab run {run_id!r} (see `netpol-harness gc` / `up --keep`)") from None
+    except json.JSONDecodeError as e:
+        raise HarnessError(f"{p}: unreadable run record: {e}") from None
+    known = set(RunState.__dataclass_fields__)
+    st = RunState(**{k: v for k, v in data.items() if k in known})
+    with contextlib.suppress(FileNotFoundError):
+        with open(os.path.join(STATE_ROOT, run_id, JOURNAL)) as f:
+            for line in f:
+                with contextlib.suppress(ValueError):
+                    key, info = json.loads(line)
+                    if info is None:
+                        st.pods.pop(key, None)
+                    else:
+                        st.pods[key] = info
+                        if info.get("netns") and info["netns"] not in st.namespaces:
+                            st.namespaces.append(info["netns"])
+    return st
+
+
+def list_runs() -> list[RunState]:
+    """Every readable run record (directories without a record yet are skipped)."""
+    out = []
+    try:
+        names = sorted(os.listdir(STATE_ROOT))
+    except FileNotFoundError:
+        return []
+    for rid in names:
+        with contextlib.suppress(HarnessError, OSError):
+            out.append(load(rid))
+    return out
+
+
+def stop_server(pid: int | None, start: int | None, run_id: str, timeout: float = 2.0) -> bool:
+    """SIGTERM (then SIGKILL) the run's echo server, after checking that ``pid`` really is that
+    server (same start time, cmdline naming the module and the run id). True if one was stopped."""
+    if not pid or not process_alive(pid, start):
+        return False
+    argv = _cmdline(pid)
+    if not any(SERVER_MODULE in a for a in argv) or run_id not in argv:
+        log.warning("pid %s is not the echo server of run %s (%s): not killed", pid, run_id, " ".join(argv))
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not process_alive(pid, start):
+            break
+        time.sleep(0.01)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    # Reap it if it is our child (a lab torn down by the process that started it).
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    return True
+
+
+def delete_namespaces(run_id: str, recorded: list[str] | None = None) -> int:
+    """Delete every namespace of the run (the recorded ones and any with its prefix); return
+    how many were deleted."""
+    names = set(recorded or []) | set(netns.list_names(netns_prefix(run_id)))
+    names = {n for n in names if n.startswith(netns_prefix(run_id))}  # never anyone else's
+    for n in names:
+        netns.delete(n)
+    return len(names)
+
+
+def remove_run(st: RunState) -> int:
+    """Tear down a run from its record: server, namespaces, record. Returns namespaces deleted."""
+    for pid, start in st.servers:
+        stop_server(pid, start, st.run_id)
+    n = delete_namespaces(st.run_id, st.namespaces)
+    shutil.rmtree(st.dir, ignore_errors=True)
+    return n
+
+
+@dataclass
+class GcReport:
+    removed: list[str] = field(default_factory=list)  # run ids
+    namespaces: int = 0
+    live: list[str] = field(default_factory=list)  # runs left alone: owner alive
+    kept: list[str] = field(default_factory=list)  # runs left alone: kept (use --all)
+    orphans: list[str] = field(default_factory=list)  # orphan namespaces removed
+
+
+def gc(*, include_kept: bool = False, orphans: bool = False) -> GcReport:
+    """Remove runs whose owner process is dead (and, with ``include_kept``, kept runs whose owner
+    has exited). A run whose owner is alive is never touched. With ``orphans``, also delete
+    ``nph-<6 hex>-*`` namespaces that no record claims."""
+    rep = GcReport()
+    for st in list_runs():
+        if st.owner_alive():
+            rep.live.append(st.run_id)
+            continue
+        if st.kept and not include_kept:
+            rep.kept.append(st.run_id)
+            continue
+        rep.namespaces += remove_run(st)
+        rep.removed.append(st.run_id)
+    # Run directories without a record (a crash between mkdir and the first save) are stale if old.
+    with contextlib.suppress(FileNotFoundError):
+        for rid in os.listdir(STATE_ROOT):
+            d = os.path.join(STATE_ROOT, rid)
+            if not os.path.exists(os.path.join(d, "state.json")) and time.time() - os.path.getmtime(d) > 60:
+                rep.namespaces += delete_namespaces(rid) if RUN_ID_RE.match(rid) else 0
+                shutil.rmtree(d, ignore_errors=True)
+                rep.removed.append(rid)
+    if orphans:
+        known = set()
+        with contextlib.suppress(FileNotFoundError):
+            known = set(os.listdir(STATE_ROOT))
+        for name in netns.list_names(PREFIX):
+            m = NETNS_RE.match(name)
+            if m and m.group(1) not in known:
+                netns.delete(name)
+                rep.orphans.append(name)
+    return rep
