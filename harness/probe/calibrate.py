@@ -62,19 +62,26 @@ class Transition:
     last_old_ns: int | None  # send time of the last probe with the old outcome
     flaps: int  # old outcomes seen after the first new one (should be 0)
     others: int  # probes with neither outcome in the window (e.g. stray drops)
+    sent_after: int = 0  # probes sent between the change and the next change's start
 
     @property
     def error_ns(self) -> int | None:
         return None if self.observed_ns is None else self.observed_ns - self.change_ns
 
 
+UNCERTAIN_SEND_NS = 500_000
+
+
 def analyze(records: list[ProbeRecord], changes: list[RuleChange], allowed: Outcome,
-            denied: Outcome) -> list[Transition]:
+            denied: Outcome, uncertain_send_ns: int = UNCERTAIN_SEND_NS) -> list[Transition]:
     """Match each rule change with the transition in the probe series around it.
 
-    The window of change *i* runs from the previous change's return to the next change's start,
-    so every probe in it was judged by either the old or the new rule set."""
-    recs = sorted(records, key=lambda r: r.send_ns)
+    The window of change *i* runs from the previous change's commit to the next change's start,
+    so every probe in it was judged by either the old or the new rule set. Probes whose
+    ``sendto`` took longer than ``uncertain_send_ns`` (the thread was preempted inside it, so
+    when the packet met the rules is unknown) are left out."""
+    recs = sorted((r for r in records if not r.send_end_ns or r.send_end_ns - r.send_ns <= uncertain_send_ns),
+                  key=lambda r: r.send_ns)
     sends = [r.send_ns for r in recs]
     out: list[Transition] = []
     for i, ch in enumerate(changes):
@@ -93,8 +100,10 @@ def analyze(records: list[ProbeRecord], changes: list[RuleChange], allowed: Outc
         nxt = next((r for r in window[start:] if r.outcome == new), None)
         if nxt is not None:
             observed = nxt.send_ns
+        sent_after = sum(1 for r in window if r.send_ns >= ch.change_ns)
         out.append(Transition(ch.direction, ch.change_ns, ch.change_ns - ch.call_start_ns, observed,
-                              None if last_old_idx is None else window[last_old_idx].send_ns, flaps, others))
+                              None if last_old_idx is None else window[last_old_idx].send_ns, flaps, others,
+                              sent_after))
     return out
 
 
@@ -122,7 +131,9 @@ class CalibrationResult:
     probes: int = 0
     max_send_lag_ns: int = 0
     rescheduled: int = 0
+    uncertain: int = 0  # probes left out: their send time is uncertain (see analyze)
     changes: list[RuleChange] = field(default_factory=list)
+    records: list[ProbeRecord] = field(default_factory=list, repr=False)
 
     @property
     def bound_ns(self) -> int:
@@ -137,7 +148,12 @@ class CalibrationResult:
         return sum(1 for t in self.transitions if t.error_ns is not None and abs(t.error_ns) <= self.bound_ns)
 
     def missing(self) -> int:
+        """Transitions not seen at all (see ``unprobed`` for those with no probe to see them)."""
         return sum(1 for t in self.transitions if t.observed_ns is None)
+
+    def unprobed(self) -> int:
+        """Transitions after which the prober sent nothing before the next change (starved)."""
+        return sum(1 for t in self.transitions if t.observed_ns is None and t.sent_after == 0)
 
     def flaps(self) -> int:
         return sum(t.flaps for t in self.transitions)
@@ -252,7 +268,9 @@ def run_calibration(node_ns: str, src_netns: str, src_ip: str, dst_ip: str, port
             netns.run(node_ns, ["iptables", "-w", "-D", chain, *rule], check=False)
     result = CalibrationResult(label or flow.flow_id, rate, action, flow.interval_ns,
                                analyze(flow.records, changes, Outcome.CONNECTED, denied),
-                               len(flow.records), flow.max_send_lag_ns, flow.rescheduled, changes)
+                               len(flow.records), flow.max_send_lag_ns, flow.rescheduled,
+                               sum(1 for r in flow.records if r.send_end_ns - r.send_ns > UNCERTAIN_SEND_NS),
+                               changes, flow.series())
     log.info("calibration %s: %d/%d transitions within %.1f ms", result.label, result.within_bound(),
              len(result.transitions), result.bound_ns / 1e6)
     return result

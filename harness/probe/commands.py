@@ -142,7 +142,8 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
           f"= {results[0].bound_ns / 1000:.0f} µs\n")
     print(tabulate(rows, headers=calibrate.HEADERS, disable_numparse=True))
     for r in results:
-        print(f"{r.label}: {r.probes} probes, missing {r.missing()}, flaps {r.flaps()}, "
+        print(f"{r.label}: {r.probes} probes, missing {r.missing()} (of which unprobed {r.unprobed()}), "
+              f"flaps {r.flaps()}, uncertain send times {r.uncertain}, "
               f"max send lag {r.max_send_lag_ns / 1000:.0f} µs, schedule restarts {r.rescheduled}, "
               "change times: " + ", ".join(f"{src} {n}" for src, n in
                                             sorted(Counter(c.source for c in r.changes).items())))

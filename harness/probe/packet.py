@@ -116,6 +116,9 @@ class ProbeRecord:
     recv_ns: int | None
     outcome: Outcome
     detail: str = ""
+    # When sendto returned. The packet met the rules between send_ns and this (normally a few
+    # tens of µs; a thread preempted inside the call widens it: such a send time is uncertain).
+    send_end_ns: int = 0
 
     @property
     def rtt_ns(self) -> int | None:
@@ -319,7 +322,7 @@ class PacketProber:
         self._ep = select.epoll()
         self._heap: list[tuple[int, int, Flow]] = []
         self._new: list[Flow] = []
-        self._pending: dict[Key, tuple[Flow, int, int, int]] = {}
+        self._pending: dict[Key, tuple[Flow, int, int, int, int]] = {}  # flow, id, send, match, send end
         self._inflight: collections.deque[tuple[int, Key, int]] = collections.deque()
         self._tie = itertools.count()
         self._lock = threading.Lock()
@@ -443,7 +446,8 @@ class PacketProber:
                 if entry is not None and entry[1] == pid:
                     del pending[key]
                     flow = entry[0]
-                    flow.records.append(ProbeRecord(flow.flow_id, pid, entry[2], None, Outcome.DROPPED))
+                    flow.records.append(ProbeRecord(flow.flow_id, pid, entry[2], None, Outcome.DROPPED,
+                                                    "", entry[4]))
                     flow.outstanding -= 1
                     self._maybe_done(flow)
             if self._stop_sending and not pending:
@@ -467,7 +471,7 @@ class PacketProber:
         if prev is not None:  # cannot happen within the port budget checked in Flow(); be safe
             pflow = prev[0]
             pflow.records.append(ProbeRecord(pflow.flow_id, prev[1], prev[2], None, Outcome.DROPPED,
-                                             "identity reused before its timeout"))
+                                             "identity reused before its timeout", prev[4]))
             pflow.outstanding -= 1
         t = time.time_ns()
         try:
@@ -475,13 +479,15 @@ class PacketProber:
         except OSError as e:
             flow.send_errors += 1
             name = errno.errorcode.get(e.errno or 0, str(e.errno))
-            flow.records.append(ProbeRecord(flow.flow_id, pid, t, None, Outcome.DROPPED, f"send:{name}"))
+            flow.records.append(ProbeRecord(flow.flow_id, pid, t, None, Outcome.DROPPED, f"send:{name}",
+                                            time.time_ns()))
             self._maybe_done(flow)
             return
+        t_end = time.time_ns()
         lag = t - due
         if lag > flow.max_send_lag_ns:
             flow.max_send_lag_ns = lag
-        self._pending[key] = (flow, pid, t, match)
+        self._pending[key] = (flow, pid, t, match, t_end)
         flow.outstanding += 1
         self._inflight.append((t + self.timeout_ns, key, pid))
 
@@ -512,12 +518,14 @@ class PacketProber:
             if recv_ns is None:
                 recv_ns = time.time_ns()
             del pending[reply.key]
-            flow, pid, send_ns, _m = entry
+            flow, pid, send_ns, _m, send_end = entry
             if recv_ns - send_ns > timeout_ns:  # read late, arrived late: nothing within the timeout
                 flow.records.append(ProbeRecord(flow.flow_id, pid, send_ns, None, Outcome.DROPPED,
-                                                f"late {reply.outcome.value} after {(recv_ns - send_ns) / 1e6:.1f} ms"))
+                                                f"late {reply.outcome.value} after {(recv_ns - send_ns) / 1e6:.1f} ms",
+                                                send_end))
             else:
-                flow.records.append(ProbeRecord(flow.flow_id, pid, send_ns, recv_ns, reply.outcome, reply.detail))
+                flow.records.append(ProbeRecord(flow.flow_id, pid, send_ns, recv_ns, reply.outcome, reply.detail,
+                                                send_end))
             flow.outstanding -= 1
             self._maybe_done(flow)
 
