@@ -249,3 +249,12 @@ def test_topology_path_relative_to_the_case_file(tmp_path):
     path = write(tmp_path, "name: n\ntopology: topo.yaml\nsteps: [{description: d}]\n")
     case = load_case(path)
     assert case.load_cluster().pods.keys() == {"x/a", "x/b"}
+
+
+def test_uses_field_finds_nested_keys():
+    from harness.conformance.case import uses_field
+
+    with_range = step_case({"apply": [{**POLICY, "spec": {"podSelector": {}, "ingress": [
+        {"ports": [{"port": 80, "endPort": 81}]}]}}]})
+    assert uses_field(with_range, "endPort")
+    assert not uses_field(step_case({"apply": [POLICY]}), "endPort")

@@ -13,6 +13,7 @@ from harness.conformance.case import load_case, plan
 
 CASES_DIR = os.path.join(os.path.dirname(__file__), os.pardir, "cases", "conformance")
 CASE_FILES = sorted(glob.glob(os.path.join(CASES_DIR, "*.yaml")))
+DEVIATION_FILES = sorted(glob.glob(os.path.join(CASES_DIR, "deviations", "*.yaml")))
 
 
 def _id(path: str) -> str:
@@ -25,7 +26,7 @@ def test_enough_cases_ship():
     assert len(hand) >= 10, "several steps must carry a hand-written expect"
 
 
-@pytest.mark.parametrize("path", CASE_FILES, ids=_id)
+@pytest.mark.parametrize("path", CASE_FILES + DEVIATION_FILES, ids=_id)
 def test_case_loads_and_oracle_agrees_with_hand_tables(path):
     case = load_case(path)
     for planned in plan(case):
@@ -37,5 +38,5 @@ def test_case_loads_and_oracle_agrees_with_hand_tables(path):
 
 
 def test_case_names_are_unique():
-    names = [load_case(p, check=False).name for p in CASE_FILES]
+    names = [load_case(p, check=False).name for p in CASE_FILES + DEVIATION_FILES]
     assert len(names) == len(set(names))

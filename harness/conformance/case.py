@@ -436,3 +436,16 @@ def plan(case: Case, cluster: Cluster | None = None) -> list[PlannedStep]:
         oracle = oracle_table(step, state, pods)
         out.append(PlannedStep(step, state, hand if hand is not None else oracle, oracle, hand))
     return out
+
+
+def uses_field(case: Case, key: str) -> bool:
+    """Whether any manifest of the case sets ``key`` anywhere (e.g. ``endPort``, which profiles
+    of kube-router releases before endPort support do not render)."""
+    def walk(value: Any) -> bool:
+        if isinstance(value, dict):
+            return key in value or any(walk(v) for v in value.values())
+        if isinstance(value, list):
+            return any(walk(v) for v in value)
+        return False
+
+    return any(walk(doc) for step in case.steps for doc in step.apply)
