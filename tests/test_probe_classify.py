@@ -219,3 +219,16 @@ def test_parse_nft_generation_event() -> None:
     ev = parse_nft_gen(_nlmsg((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWGEN, body), read_ns=77)
     assert ev is not None and (ev.t_ns, ev.gen_id, ev.pid, ev.proc_name) == (77, 42, 1234, "iptables")
     assert parse_nft_gen(_nlmsg((NFNL_SUBSYS_NFTABLES << 8) | 6, body), read_ns=77) is None
+
+
+def test_analyze_leaves_out_probes_whose_send_was_preempted() -> None:
+    recs = _series("cccrcrrr")
+    # Probe 3 ("r" before a "c") spent 2 ms inside sendto: when it met the rules is unknown.
+    recs[3].send_end_ns = recs[3].send_ns + 2_000_000
+    for r in recs:
+        r.send_end_ns = r.send_end_ns or r.send_ns + 20_000
+    changes = [calibrate.RuleChange(4000, 4300, calibrate.ALLOW_TO_DENY)]
+    (t,) = calibrate.analyze(recs, changes, Outcome.CONNECTED, Outcome.REJECTED_ICMP)
+    assert (t.observed_ns, t.flaps) == (5000, 0)
+    (t,) = calibrate.analyze(recs, changes, Outcome.CONNECTED, Outcome.REJECTED_ICMP, uncertain_send_ns=10**9)
+    assert t.flaps == 1
