@@ -1,0 +1,103 @@
+"""The conformance runner itself: observed tables from probe outcomes (pure), and in the kernel
+that a wrong expectation is caught cell by cell and the CLI exits non-zero."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+
+import pytest
+
+from harness.conformance.case import load_case
+from harness.conformance.commands import expand_case_paths, summary_table
+from harness.conformance.runner import RunOptions, observed_table, run_case
+from harness.errors import EnvironmentProblem
+
+PODS = ["x/a", "x/b", "y/a"]
+
+
+def test_observed_table_from_outcomes():
+    outcomes = {("x/a", "x/b"): "connected", ("x/b", "x/a"): "refused", ("x/a", "y/a"): "timeout",
+                ("y/a", "x/a"): "error:EINVAL", ("x/b", "y/a"): "reset", ("y/a", "x/b"): "connected"}
+    t = observed_table(outcomes, PODS, ignore_self=True)
+    assert t.get("x/a", "x/b") is True
+    assert [t.get(*c) for c in [("x/b", "x/a"), ("x/a", "y/a"), ("y/a", "x/a"), ("x/b", "y/a")]] == [False] * 4
+    assert t.cell("x/a", "y/a").detail == "timeout"
+    assert t.cell("y/a", "x/a").detail == "error:EINVAL"  # unknown words are denials with the word kept
+    assert t.cell("x/a", "x/a").skipped and t.is_complete
+
+
+def test_expand_case_paths_takes_directories(tmp_path):
+    for name in ("b.yaml", "a.yaml", "notes.txt"):
+        (tmp_path / name).write_text("")
+    assert expand_case_paths([str(tmp_path), "c.yaml"]) == [
+        str(tmp_path / "a.yaml"), str(tmp_path / "b.yaml"), "c.yaml"]
+
+
+WRONG_CASE = """\
+    name: a wrong hand table must fail
+    topology: k8s-e2e
+    steps:
+      - description: x/a admits only namespace y, but the table claims z gets in too
+        apply:
+          - apiVersion: networking.k8s.io/v1
+            kind: NetworkPolicy
+            metadata: {name: only-y, namespace: x}
+            spec:
+              podSelector: {matchLabels: {pod: a}}
+              ingress:
+                - from:
+                    - namespaceSelector: {matchLabels: {ns: y}}
+        probe: {port: 80, protocol: TCP}
+        expect:
+          default: allow
+          exceptions:
+            - {from: "x/*", to: x/a, verdict: deny}
+      - description: the oracle's table on port 81 (no sync)
+        probe: {port: 81, protocol: TCP}
+    """
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("backend", ["nft", "legacy"])
+def test_wrong_expectation_is_caught(tmp_path, backend):
+    path = tmp_path / "wrong.yaml"
+    path.write_text(textwrap.dedent(WRONG_CASE))
+    case = load_case(str(path))
+    try:
+        result = run_case(case, RunOptions(backend=backend))
+    except EnvironmentProblem as e:
+        pytest.skip(str(e))
+    first, second = result.steps
+    assert sorted((m.src, m.dst) for m in first.mismatches) == [("z/a", "x/a"), ("z/b", "x/a"), ("z/c", "x/a")]
+    assert all(m.observed.detail == "refused" for m in first.mismatches)  # kube-router REJECTs
+    assert first.oracle_vs_hand is not None and first.oracle_vs_hand.count == 3
+    assert first.sync_version and len(first.syncs) == 2  # both real nodes synced
+    assert second.sync_version is None and second.ok  # a probe-only step does not sync
+    assert second.outcomes == {"connected": 67, "refused": 5}  # x/b, x/c, z/* -> x/a
+    assert not result.ok and result.mismatch_count == 3
+    assert "FAIL" in summary_table([result])
+    assert "z/a -> x/a: expected allow, observed deny (refused)" in result.failure_summary()
+
+
+@pytest.mark.kernel
+def test_cli_exit_codes(tmp_path, capsys):
+    from harness.apply import require_tools
+    from harness.cli import main
+
+    try:
+        require_tools("nft")
+    except EnvironmentProblem as e:
+        pytest.skip(str(e))
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text(textwrap.dedent(WRONG_CASE))
+    good = os.path.join(os.path.dirname(__file__), os.pardir, "cases", "conformance",
+                        "07-allow-from-namespace.yaml")
+    assert main(["conformance", "-q", good]) == 0
+    assert main(["conformance", "-q", good, str(wrong)]) == 1
+    out = capsys.readouterr().out
+    assert "1/2 cases passed" in out and "MISMATCH" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: n\ntopology: k8s-e2e\nsteps: [{description: d, probe: {port: 0}}]\n")
+    assert main(["conformance", str(bad)]) == 2
+    assert f"{bad}: steps[0].probe.port: 0 is not a port number" in capsys.readouterr().err
