@@ -29,10 +29,11 @@ SAME_LIGHT_HOST = "n/a-same-light-host"
 _UNREACH_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENONET, errno.EACCES,
                    errno.EPERM}
 PAYLOAD = b"netpol-harness-echo"
+IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 
 
 def _classify(e: OSError) -> str:
-    if isinstance(e, TimeoutError | socket.timeout):
+    if isinstance(e, TimeoutError):
         return TIMEOUT
     if e.errno == errno.ECONNREFUSED:
         return REFUSED
@@ -95,6 +96,9 @@ def _tcp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) ->
 def _udp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) -> str:
     s = make_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
     try:
+        # Without IP_RECVERR, UDP drops "soft" ICMP errors (net/host unreachable) silently and
+        # the probe would end as a timeout instead of unreachable.
+        s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         if src_ip:
             s.bind((src_ip, 0))
         s.settimeout(timeout)
