@@ -567,6 +567,10 @@ class Lab:
         """A pod key (``ns/name``) or a real node name -> its namespace."""
         return self.node_netns(target) if target in self._nodes else self.pod_netns(target)
 
+    def realized_pods(self) -> list[str]:
+        """Keys of the pods realized in the kernel (full and light), in model order."""
+        return [k for k in self.cluster.pods if k in self._pods]
+
     def is_light(self, key: str) -> bool:
         return self._pods[key].light if key in self._pods else False
 
