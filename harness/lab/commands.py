@@ -97,7 +97,13 @@ def cmd_up(args: argparse.Namespace) -> int:
             print(f"kept. `netpol-harness exec POD -- CMD`, `netpol-harness down {lab.run_id}`")
             return 0
         print("press Ctrl-C to tear down")
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+        def interrupt(*_: object) -> None:
+            raise KeyboardInterrupt
+
+        # Explicit handlers: a shell's background job starts with SIGINT ignored.
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
@@ -191,7 +197,8 @@ def cmd_bench_lab(args: argparse.Namespace) -> int:
                      f"{r.light_pods_s:.3f}", f"{r.servers_s:.3f}" if r.servers else "-", f"{r.up_s:.3f}",
                      f"{r.down_s:.3f}", "-" if r.settled_s is None else f"{r.settled_s:.3f}",
                      f"{r.add_pod_ms:.1f}"])
-    print(f"kernel {platform.release()}, {cpu_count()} CPUs, python {sys.version.split()[0]}, pid {os.getpid()}")
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    print(f"kernel {platform.release()}, {cpu_count()} CPUs, python {sys.version.split()[0]}, load average {load}")
     print(tabulate(rows, headers=["nodes", "full", "light", "infra s", "full pods s", "light pods s", "servers s",
                                   "realize s", "teardown s", "kernel freed s", "add_pod ms"]))
     return 0
