@@ -341,6 +341,20 @@ def test_lab_without_real_nodes_is_a_one_line_error():
     c = Cluster(name="only-virtual")
     c.nodes["v"] = Node("v", ipaddress.IPv4Address("172.18.0.9"), ipaddress.IPv4Network("10.244.5.0/24"),
                         NodeKind.VIRTUAL)
+    lb = Lab(c)
     with pytest.raises(HarnessError, match="no real node"):
-        Lab(c).up()
-    assert all(not s.startswith("nph-") or not s.endswith("-u") or netns.list_names(s) for s in [])
+        lb.up()
+    assert lb.run_id and netns.list_names(f"nph-{lb.run_id}-") == []  # the partial lab is gone
+    assert not os.path.exists(os.path.join(state.STATE_ROOT, lb.run_id))
+
+
+def test_a_failure_halfway_removes_the_partial_lab():
+    c = small_cluster(light=False)
+    dup = Pod("y", "dup", "node-a", kind=PodKind.LIGHT, ip=ipaddress.IPv4Address("10.244.0.77"))
+    c.pods[dup.key] = dup
+    c.pods["y/dup2"] = Pod("y", "dup2", "node-a", kind=PodKind.LIGHT, ip=ipaddress.IPv4Address("10.244.0.77"))
+    lb = Lab(c)
+    with pytest.raises(HarnessError, match=r"add address 10\.244\.0\.77/32 .*EEXIST"):
+        lb.up()
+    assert netns.list_names(f"nph-{lb.run_id}-") == [] and server_pids(lb.run_id) == []
+    assert not os.path.exists(os.path.join(state.STATE_ROOT, lb.run_id))
