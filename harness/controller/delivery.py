@@ -131,6 +131,10 @@ class Delivery:
             return cls(parse_delay(spec.get("default"), source, f"{field}.default"), per, seed)
         return cls(parse_delay(spec, source, field), {}, seed)
 
+    def __str__(self) -> str:
+        parts = [str(self.default)] + [f"{n}={m}" for n, m in sorted(self.per_node.items())]
+        return " ".join(parts) + (f" (seed {self.seed})" if self.seed else "")
+
     def model_for(self, node: str) -> DelayModel:
         return self.per_node.get(node, self.default)
 
