@@ -101,3 +101,33 @@ def test_cli_exit_codes(tmp_path, capsys):
     bad.write_text("name: n\ntopology: k8s-e2e\nsteps: [{description: d, probe: {port: 0}}]\n")
     assert main(["conformance", str(bad)]) == 2
     assert f"{bad}: steps[0].probe.port: 0 is not a port number" in capsys.readouterr().err
+
+
+def test_sctp_crc32c_and_init_packet():
+    from harness.conformance import sctp
+
+    assert sctp.crc32c(b"123456789") == 0xE3069283  # the standard CRC32c check value
+    pkt = sctp.init_packet(40000, 81, 0x01020304)
+    assert len(pkt) == 32 and pkt[12] == 1  # common header + INIT chunk
+    zeroed = pkt[:8] + bytes(4) + pkt[12:]
+    assert int.from_bytes(pkt[8:12], "little") == sctp.crc32c(zeroed)
+
+
+def _icmp_unreach(code: int, dst: str, sport: int, dport: int) -> bytes:
+    import socket
+    import struct
+
+    inner = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 52, 0, 0, 63, 132, 0, socket.inet_aton("10.244.0.2"),
+                        socket.inet_aton(dst)) + struct.pack("!HH", sport, dport) + bytes(4)
+    outer = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0, 64, 1, 0, socket.inet_aton(dst), socket.inet_aton("10.244.0.2"))
+    return outer + struct.pack("!BBHI", 3, code, 0, 0) + inner
+
+
+def test_sctp_answers_are_classified_and_matched_to_the_probe():
+    from harness.conformance.sctp import classify_icmp
+
+    assert classify_icmp(_icmp_unreach(2, "10.244.1.3", 40000, 81), "10.244.1.3", 40000, 81) == "connected"
+    assert classify_icmp(_icmp_unreach(3, "10.244.1.3", 40000, 81), "10.244.1.3", 40000, 81) == "refused"
+    assert classify_icmp(_icmp_unreach(13, "10.244.1.3", 40000, 81), "10.244.1.3", 40000, 81) == "unreachable"
+    assert classify_icmp(_icmp_unreach(2, "10.244.1.3", 40001, 81), "10.244.1.3", 40000, 81) is None
+    assert classify_icmp(_icmp_unreach(2, "10.244.1.4", 40000, 81), "10.244.1.3", 40000, 81) is None

@@ -197,7 +197,13 @@ def full_sync(cluster: Cluster, lab, options: RunOptions) -> tuple[int, list[Nod
 
 
 def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: float) -> dict[tuple[str, str], str]:
-    """Probe every ordered pair of ``pods`` (without self pairs when ``ignore_self``)."""
+    """Probe every ordered pair of ``pods`` (without self pairs when ``ignore_self``). SCTP goes
+    through ``harness.conformance.sctp`` (the lab's sockets have no SCTP); self pairs are never
+    probed for it."""
+    if probe.protocol == "SCTP":
+        from harness.conformance import sctp
+
+        return sctp.matrix(lab, pods, probe.port, timeout)
     result = lab.matrix(pods=pods, port=probe.port, protocol=probe.protocol, timeout=timeout)
     if ignore_self:
         result = {k: v for k, v in result.items() if k[0] != k[1]}
