@@ -272,3 +272,36 @@ def test_mitigations_change_the_first_attempt():
                 assert run.first.errno == "ETIMEDOUT"
                 ctl.await_programmed(run.pod_key, timeout=10)
                 assert tcp_connect(lab.pod_netns(run.pod_key), str(lab.cluster.pods[web].ip), 80).ok
+
+
+def test_external_controller_that_exits_is_reported():
+    import sys
+
+    from harness.controller import NotProgrammed
+
+    config = ControllerConfig(external={"node-a": [sys.executable, "-c", "import sys; sys.exit(3)"]})
+    with lab_with_policy() as lab:
+        ctl = Controller(lab, config)
+        with pytest.raises(NotProgrammed, match=r"on node-a exited \(3\) before reporting its first sync"):
+            ctl.start(timeout=10)
+        assert all(not t.is_alive() for nc in ctl.nodes.values() for t in nc._threads)
+
+
+def test_cli_controller_run(capsys, tmp_path):
+    import argparse
+    import json
+
+    from harness.controller import commands
+
+    parser = argparse.ArgumentParser()
+    bench = argparse.ArgumentParser().add_subparsers()
+    commands.register(parser.add_subparsers(), bench)
+    out = tmp_path / "run.json"
+    args = parser.parse_args(["controller", "default", "--pods", "2", "--interval", "0.05",
+                              "--delivery", "node-a=0.1", "--out", str(out)])
+    assert args.func(args) == 0
+    text = capsys.readouterr().out
+    assert "2 pods added on node-b" in text and "| restore" in text
+    run = json.loads(out.read_text())["runs"][0]
+    assert run["nodes"]["node-a"]["delivery_ms"]["p50"] >= 100
+    assert run["nodes"]["node-a"]["unprogrammed"] == 0 and run["nodes"]["node-a"]["lag_ms"]["p50"] >= 100

@@ -512,3 +512,12 @@ def test_mitigation_specs():
         parse_mitigations(["retry", "pray"], "s.yaml")
     with pytest.raises(ConfigError, match="unknown retry parameter"):
         parse_mitigations("retry:tries=3")
+
+
+def test_cli_delivery_option():
+    from harness.controller.commands import _delivery
+
+    d = _delivery(["uniform:0.01,0.1", "node-a=0.3"], seed=4)
+    assert str(d) == "uniform:0.01,0.1 node-a=fixed:0.3 (seed 4)"
+    with pytest.raises(ConfigError, match=r"--delivery: delivery.node-b: 'slow:1': unknown delay model 'slow'"):
+        _delivery(["node-b=slow:1"], 0)

@@ -353,11 +353,15 @@ class Controller:
     def start(self, wait: bool = True, timeout: float = 60.0) -> Controller:
         """Start every node's loops; with ``wait``, return once every initial sync finished."""
         self._started = True
-        for nc in self.nodes.values():
-            nc.start()
-        if wait and self.config.initial_sync:
+        try:
             for nc in self.nodes.values():
-                nc.wait_initial(timeout)
+                nc.start()
+            if wait and self.config.initial_sync:
+                for nc in self.nodes.values():
+                    nc.wait_initial(timeout)
+        except BaseException:
+            self.stop()  # no thread or external process outlives a failed start
+            raise
         return self
 
     def stop(self) -> None:
@@ -398,8 +402,8 @@ class Controller:
 
     def remove_pod(self, key: str) -> ev.ClusterEvent:
         """CNI DEL in the lab (if the lab has the pod), then pod-deleted."""
-        if key in getattr(self.lab, "_pods", {}):
-            self.lab.remove_pod(key)
+        if key in self.api.pods:
+            self.lab.remove_pod(key)  # also drops it from the API cluster (the lab's model)
         return self.emit(ev.pod_removed(key))
 
     def relabel_pod(self, key: str, labels: dict[str, str]) -> ev.ClusterEvent:
