@@ -40,6 +40,8 @@ def register(sub: Any, bench: Any) -> None:
     p.add_argument("--pairs", default="full,light", type=_pairs,
                    help=f"pod pairs to calibrate, comma separated from {', '.join(PAIRS)} (default full,light)")
     p.add_argument("--json", metavar="FILE", help="also write every transition as JSON")
+    p.add_argument("--no-realtime", action="store_true",
+                   help="run the prober and commit watcher at normal priority (default: SCHED_FIFO)")
     p.set_defaults(func=cmd_calibrate)
 
     p = bench.add_parser("probe", help="sustained probes/s with correct classification, CPU per 1,000 probes")
@@ -134,10 +136,11 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
             _, dip = _ep(lab, dst)
             results.append(calibrate.run_calibration(
                 node, sns, sip, dip, 80, transitions=args.transitions, rate=args.rate, action=args.action,
-                label=f"{name}: {src}->{dst}"))
+                label=f"{name}: {src}->{dst}", realtime=not args.no_realtime))
     rows = [row for r in results for row in r.summary_rows()]
     print(machine_line())
     print(f"rule: iptables {args.action} in node-a FORWARD; {args.rate:g} probes/s; "
+          f"prober priority {'normal' if args.no_realtime else 'SCHED_FIFO'}; "
           f"error = first probe with the new outcome - nf_tables commit; bound = interval + 1 ms "
           f"= {results[0].bound_ns / 1000:.0f} µs\n")
     print(tabulate(rows, headers=calibrate.HEADERS, disable_numparse=True))

@@ -42,6 +42,7 @@ import heapq
 import ipaddress
 import itertools
 import logging
+import os
 import random
 import select
 import socket
@@ -304,15 +305,33 @@ class _NsSockets:
             s.close()
 
 
+def set_realtime(priority: int = 10) -> bool:
+    """Give the calling thread SCHED_FIFO ``priority``; False (logged) where not permitted.
+
+    Why: on a shared machine a normal-priority prober thread gets descheduled for milliseconds,
+    which delays sends (and the calibration's commit stamps) by as much. The kernel's RT
+    throttling (``sched_rt_runtime_us``) still leaves 5% of each CPU to everyone else."""
+    try:
+        os.sched_setscheduler(threading.get_native_id(), os.SCHED_FIFO, os.sched_param(priority))
+    except (OSError, AttributeError) as e:
+        log.info("SCHED_FIFO not available (%s): the prober runs at normal priority", e)
+        return False
+    return True
+
+
 class PacketProber:
     """Many probe flows from one thread. ``add_flow`` (before or after ``start``), then ``stop``
     (or ``wait`` for flows with a ``count``); each ``Flow`` holds its time series.
 
     ``timeout_s``: a probe without a reply by then is ``dropped``. ``max_lag_s``: if the loop
     falls further behind a flow's schedule than this (machine busy), the flow's schedule restarts
-    from now instead of bursting to catch up (counted in ``Flow.rescheduled``)."""
+    from now instead of bursting to catch up (counted in ``Flow.rescheduled``). ``realtime``:
+    run the loop thread at SCHED_FIFO priority (see ``set_realtime``), for timing-critical runs
+    on a busy machine (calibration); the loop sleeps between sends, so it takes only the CPU its
+    probes need."""
 
-    def __init__(self, timeout_s: float = 1.0, max_lag_s: float = 0.01):
+    def __init__(self, timeout_s: float = 1.0, max_lag_s: float = 0.01, realtime: bool = False):
+        self.realtime = realtime
         self.timeout_ns = int(timeout_s * 1e9)
         self.timeout_s = timeout_s
         self.max_lag_ns = int(max_lag_s * 1e9)
@@ -400,6 +419,8 @@ class PacketProber:
     # -- the loop --------------------------------------------------------------------------------
     def _run(self) -> None:
         try:
+            if self.realtime:
+                set_realtime()
             self._loop()
         except BaseException as e:  # surfaced by stop()
             log.exception("packet prober loop failed")

@@ -245,6 +245,7 @@ class _Watcher(Generic[E]):
     events: list[E] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.realtime = False  # SCHED_FIFO reader thread (see harness.probe.packet.set_realtime)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self._stop_r, self._stop_w = os.pipe()
@@ -297,6 +298,10 @@ class _Watcher(Generic[E]):
 
     def _loop(self) -> None:
         assert self._sock is not None
+        if self.realtime:
+            from harness.probe.packet import set_realtime
+
+            set_realtime()
         buf = bytearray(1 << 17)
         while True:
             r, _, _ = select.select([self._sock, self._stop_r], [], [])
