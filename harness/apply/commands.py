@@ -153,6 +153,10 @@ def _bench(args: argparse.Namespace) -> int:
                     "ipset_ms": _ms([t.ipset_restore_time for t in resyncs]),
                     "restore_ms": _ms([t.iptables_restore_time for t in resyncs]),
                     "stale_ms": _ms([t.stale_cleanup_time for t in resyncs]),
+                    # building texts/ops and parsing saves in the controller process (Python here)
+                    "other_ms": _ms([t.total - t.top_level_time - t.iptables_save_time - t.ipset_save_time
+                                     - t.ipset_restore_time - t.iptables_restore_time - t.stale_cleanup_time
+                                     for t in resyncs]),
                     "execs": resyncs[0].execs, "netlink_req": resyncs[0].netlink_requests,
                 })
     header = {"machine": _machine(), "python": platform.python_version(), "tools": tool_versions,
@@ -162,12 +166,15 @@ def _bench(args: argparse.Namespace) -> int:
         print(json.dumps({**header, "rows": rows}, indent=2))
         return 0
     print(f"apply benchmark ({args.source}{', profile ' + args.profile if args.source == 'render' else ''}); "
-          f"medians; times in ms; phases are of the re-sync")
+          f"medians; times in ms; phases are of the re-sync (other = building texts and parsing saves "
+          f"in this Python process)")
+    load = os.getloadavg()
+    print(f"load average at the end: {load[0]:.1f} {load[1]:.1f} {load[2]:.1f} (shared machines inflate times)")
     print(f"machine: {header['machine']}")
     for b, v in tool_versions.items():
         print(f"{b}: {v['iptables']}; {v['ipset']}")
     cols = ["scale", "rules", "entries", "backend", "strategy", "runs", "first_ms", "resync_ms", "top_level_ms",
-            "save_ms", "ipset_save_ms", "ipset_ms", "restore_ms", "stale_ms", "execs", "netlink_req"]
+            "save_ms", "ipset_save_ms", "ipset_ms", "restore_ms", "stale_ms", "other_ms", "execs", "netlink_req"]
     print(tabulate([[r.get(c, "") for c in cols] for r in rows], headers=cols, tablefmt="github"))
     return 0
 

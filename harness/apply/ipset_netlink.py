@@ -14,12 +14,14 @@ What pyroute2 0.9 lacks and is done here with its own message classes and reques
   its generic encoder ~0.15 ms per message, far more than the kernel work; so the messages are
   packed by ``encode_*`` below (byte-identical to pyroute2's ``ipset_msg`` encoding, checked by a
   unit test) and written ``PIPELINE`` per ``sendmsg`` on a plain NETLINK_NETFILTER socket made
-  inside the namespace, then their acks are read. The kernel handles the messages of one datagram in order,
-  synchronously, so the semantics are those of the sequential calls; the first error aborts.
+  inside the namespace, then their acks are read. The kernel handles the messages of one
+  datagram in order, synchronously, so the semantics are those of the sequential calls without
+  NLM_F_EXCL (``ipset -exist``); the first error aborts.
   ``pipeline=False`` uses pyroute2's ``create``/``flush``/``swap``/``destroy`` calls one by one.
-The protocol version, set-type revisions and the set-name listing always go through pyroute2's
-``AsyncIPSet``. The sequence of operations is ``restore_text.ipset_ops``: the same TMP/swap (or
-flush/add) steps kube-router feeds ``ipset restore``.
+The protocol version and set-type revisions come from pyroute2's ``AsyncIPSet`` (asked once per
+process); the set-name listing is one raw dump. The sequence of operations is
+``restore_text.ipset_ops``: the same TMP/swap (or flush/add) steps kube-router feeds
+``ipset restore``.
 """
 
 from __future__ import annotations
@@ -452,8 +454,9 @@ _info_lock = threading.Lock()
 
 def _ensure_kernel_info(netns_name: str, types: Iterable[str]) -> tuple[int, dict[str, int]]:
     """(protocol version, {type: newest revision}); must run inside the namespace's thread."""
-    missing = [t for t in dict.fromkeys(types) if t not in _kernel_info]
+    types = list(dict.fromkeys(types))
     with _info_lock:
+        missing = [t for t in types if t not in _kernel_info]
         if missing or "__proto__" not in _kernel_info:
             async def query() -> None:
                 ips = AsyncIPSet()
