@@ -86,7 +86,7 @@ def test_layout_names_addresses_routes_sysctls(lab_factory):  # noqa: F811
     lb = lab_factory(small_cluster())
     rid = lb.run_id
     names = netns.list_names(f"nph-{rid}-")
-    assert f"nph-{rid}-u" in names and f"nph-{rid}-n-node-a" in names and f"nph-{rid}-l-node-b" in names
+    assert f"nph-{rid}-u" in names and f"nph-{rid}-n-node-a" in names and f"nph-{rid}-l-node-b-0" in names
     assert len(names) == 1 + 2 + 2 + 4  # underlay, nodes, light hosts, full pods; virtual: nothing
     node_ns = lb.node_netns("node-a")
     links = json.loads(lb.exec("node-a", ["ip", "-j", "-d", "link"]).stdout)
@@ -114,7 +114,7 @@ def test_layout_names_addresses_routes_sysctls(lab_factory):  # noqa: F811
     light = json.loads(lb.exec("x/light-a1", ["ip", "-j", "-4", "addr", "show", "eth0"]).stdout)
     assert {(i["local"], i["prefixlen"]) for i in light[0]["addr_info"]} == {
         (str(lb.cluster.pods["x/light-a1"].ip), 32), (str(lb.cluster.pods["y/light-a2"].ip), 32)}
-    assert lb.pod_netns("x/light-a1") == lb.pod_netns("y/light-a2") == f"nph-{rid}-l-node-a"
+    assert lb.pod_netns("x/light-a1") == lb.pod_netns("y/light-a2") == f"nph-{rid}-l-node-a-0"
     under = json.loads(netns.run(f"nph-{rid}-u", ["ip", "-j", "-4", "route"]).stdout)
     assert under == []  # the underlay has no address and no route at all
     with pytest.raises(HarnessError, match="virtual"):

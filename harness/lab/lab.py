@@ -11,10 +11,13 @@ Layout (every namespace named ``nph-<run_id>-<kind>-...``; no link lives in the 
   underlay), no default route: anything else gets ICMP net-unreachable, nothing leaves.
 - ``nph-<rid>-p-<hash>`` per full pod: ``eth0`` (peer ``veth<hash>`` on kube-bridge) with
   pod IP/prefix of the node's CIDR, default route via the gateway, ``lo`` up.
-- ``nph-<rid>-l-<node>`` per real node with light pods: ``eth0`` (peer ``vethlight`` on
-  kube-bridge) holding every light pod's IP as a /32, a link route for the node's CIDR and a
-  default route via the gateway. Two light pods of one node share a namespace: traffic between
-  them never crosses the bridge, so ``matrix`` reports it as ``n/a-same-light-host``.
+- ``nph-<rid>-l-<node>-<k>`` light-pod hosts of a real node, each holding up to
+  ``LIGHT_CHUNK`` light pods: ``eth0`` (peer ``vethlight<k>`` on kube-bridge) with each light
+  pod's IP as a /32, a link route for the node's CIDR and a default route via the gateway.
+  (The kernel inserts an address in time linear in the addresses already on the device, so
+  10,000 addresses on one device cost ~10x more than ten devices of 1,000.) Light pods in one
+  host namespace share it: traffic between them never crosses the bridge, so ``matrix``
+  reports it as ``n/a-same-light-host``.
 - virtual nodes and pods: model only.
 
 Every namespace gets IPv6 off (no DAD/router-solicitation noise on the bridges) and ICMP rate
@@ -51,13 +54,13 @@ T = TypeVar("T")
 LO = 1
 ETH0 = 2  # node: underlay port; pod and light namespaces: the pod side of the veth
 KUBE_BRIDGE = 3
-LIGHT_VETH = 4
 UNDERLAY_BRIDGE = 2
 FIRST_DYNAMIC = 16
 BUILD_THREADS = 2
 
 KUBE_BRIDGE_NAME = "kube-bridge"
 LIGHT_VETH_NAME = "vethlight"
+LIGHT_CHUNK = 1024
 UNDERLAY_BRIDGE_NAME = "underlay"
 
 _SAFE_NODE = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,38})$")
@@ -100,13 +103,19 @@ LIGHT_SYSCTLS = (
 
 
 @dataclass
+class _LightHost:
+    netns: str
+    rtnl: rtnl.Rtnl
+    pods: int = 0
+
+
+@dataclass
 class _NodeRt:
     node: Node
     number: int
     netns: str
     rtnl: rtnl.Rtnl | None = None
-    light_netns: str | None = None
-    light_rtnl: rtnl.Rtnl | None = None
+    light_hosts: list[_LightHost] = field(default_factory=list)
     next_index: int = FIRST_DYNAMIC
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -225,9 +234,10 @@ class Lab:
             self._pool.shutdown(wait=True)
             self._pool = None
         for n in self._nodes.values():
-            for r in (n.rtnl, n.light_rtnl):
-                if r is not None:
-                    r.close()
+            if n.rtnl is not None:
+                n.rtnl.close()
+            for h in n.light_hosts:
+                h.rtnl.close()
         assert self.run_id is not None
         recorded = list(self._all_netns())
         # Nodes and underlay first: their bridges go, then the pods' veths go with the pods.
@@ -261,8 +271,8 @@ class Lab:
     def _all_netns(self) -> Iterable[str]:
         for n in self._nodes.values():
             yield n.netns
-            if n.light_netns:
-                yield n.light_netns
+            for h in n.light_hosts:
+                yield h.netns
         if self._underlay:
             yield self._underlay
         for p in self._pods.values():
@@ -376,10 +386,12 @@ class Lab:
                    rtnl.route("0.0.0.0/0", gateway=n.node.gateway_ip, oif=ETH0)])
         self._pods[pod.key] = _PodRt(name, light=False, veth=veth, ready_ns=time.time_ns())
 
-    def _ensure_light_ns(self, n: _NodeRt) -> rtnl.Rtnl:
-        if n.light_rtnl is not None:
-            return n.light_rtnl
-        name = f"{self.prefix}l-{_node_label(n.node.name)}"
+    def _light_host(self, n: _NodeRt) -> _LightHost:
+        """The node's light-pod host with room left, made on demand."""
+        if n.light_hosts and n.light_hosts[-1].pods < LIGHT_CHUNK:
+            return n.light_hosts[-1]
+        k = len(n.light_hosts)
+        name = f"{self.prefix}l-{_node_label(n.node.name)}-{k}"
         holder: list[rtnl.Rtnl] = []
 
         def setup(ns: str) -> None:
@@ -388,19 +400,35 @@ class Lab:
             fd = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
             try:
                 assert n.rtnl is not None
-                n.rtnl.run([rtnl.veth(LIGHT_VETH_NAME, "eth0", peer_netns_fd=fd, master=KUBE_BRIDGE,
-                                      index=LIGHT_VETH, peer_index=ETH0)])
+                with n.lock:
+                    n.rtnl.run([rtnl.veth(f"{LIGHT_VETH_NAME}{k}", "eth0", peer_netns_fd=fd, master=KUBE_BRIDGE,
+                                          index=n.alloc_index(), peer_index=ETH0)])
             finally:
                 os.close(fd)
 
         netns.create_many([name], setup=setup)
-        n.light_netns = name
-        n.light_rtnl = holder[0]
+        host = _LightHost(name, holder[0])
+        n.light_hosts.append(host)
         node = n.node
-        n.light_rtnl.run([rtnl.link_up(LO, "lo"), rtnl.link_up(ETH0, "eth0"),
-                          rtnl.route(node.pod_cidr, oif=ETH0),
-                          rtnl.route("0.0.0.0/0", gateway=node.gateway_ip, oif=ETH0)])
-        return n.light_rtnl
+        host.rtnl.run([rtnl.link_up(LO, "lo"), rtnl.link_up(ETH0, "eth0"),
+                       rtnl.route(node.pod_cidr, oif=ETH0),
+                       rtnl.route("0.0.0.0/0", gateway=node.gateway_ip, oif=ETH0)])
+        return host
+
+    def _add_light(self, n: _NodeRt, pods: list[Pod]) -> int:
+        """Put light pods on the node's hosts; returns CLOCK_REALTIME ns after the last ack."""
+        now = time.time_ns()
+        i = 0
+        while i < len(pods):
+            host = self._light_host(n)
+            chunk = pods[i:i + LIGHT_CHUNK - host.pods]
+            host.rtnl.run([rtnl.address(ETH0, self._ensure_ip(p), 32) for p in chunk])
+            now = time.time_ns()
+            host.pods += len(chunk)
+            for p in chunk:
+                self._pods[p.key] = _PodRt(host.netns, light=True, ready_ns=now)
+            i += len(chunk)
+        return now
 
     def _build_light_pods(self) -> None:
         by_node: dict[str, list[Pod]] = {}
@@ -408,13 +436,7 @@ class Lab:
             if self._kind(p) is PodKind.LIGHT:
                 by_node.setdefault(p.node, []).append(p)
         for node, pods in by_node.items():
-            n = self._nodes[node]
-            r = self._ensure_light_ns(n)
-            r.run([rtnl.address(ETH0, self._ensure_ip(p), 32) for p in pods])
-            now = time.time_ns()
-            assert n.light_netns is not None
-            for p in pods:
-                self._pods[p.key] = _PodRt(n.light_netns, light=True, ready_ns=now)
+            self._add_light(self._nodes[node], pods)
 
     # -- echo servers ----------------------------------------------------------------------------
     def _listeners(self, pod: Pod) -> list[list[Any]]:
@@ -457,11 +479,12 @@ class Lab:
         if st is None:
             return
         st.namespaces = list(self._all_netns())
-        st.nodes = {n.node.name: {"netns": n.netns, "light_netns": n.light_netns, "node_ip": str(n.node.node_ip),
+        st.nodes = {n.node.name: {"netns": n.netns, "light_netns": [h.netns for h in n.light_hosts],
+                                  "node_ip": str(n.node.node_ip),
                                   "pod_cidr": str(n.node.pod_cidr), "kind": str(n.node.kind)}
                     for n in self._nodes.values()}
         for node in self.cluster.nodes.values():
-            st.nodes.setdefault(node.name, {"netns": None, "light_netns": None, "node_ip": str(node.node_ip),
+            st.nodes.setdefault(node.name, {"netns": None, "light_netns": [], "node_ip": str(node.node_ip),
                                             "pod_cidr": str(node.pod_cidr), "kind": str(node.kind)})
         st.pods = {p.key: self._pod_record(p) for p in self.cluster.pods.values()}
         st.save()
@@ -484,12 +507,7 @@ class Lab:
                     self._build_full_pods([pod])
                     ready = self._pods[pod.key].ready_ns
                 elif kind is PodKind.LIGHT:
-                    n = self._nodes[pod.node]
-                    r = self._ensure_light_ns(n)
-                    r.run([rtnl.address(ETH0, self._ensure_ip(pod), 32)])
-                    ready = time.time_ns()
-                    assert n.light_netns is not None
-                    self._pods[pod.key] = _PodRt(n.light_netns, light=True, ready_ns=ready)
+                    ready = self._add_light(self._nodes[pod.node], [pod])
                 else:
                     ready = time.time_ns()
                 if self._servers is not None and pod.key in self._pods:
@@ -531,8 +549,9 @@ class Lab:
             return time.time_ns()
         n = self._nodes[pod.node]
         if rt.light:
-            assert n.light_rtnl is not None
-            n.light_rtnl.run([rtnl.address(ETH0, str(pod.ip), 32, delete=True)])
+            host = next(h for h in n.light_hosts if h.netns == rt.netns)
+            host.rtnl.run([rtnl.address(ETH0, str(pod.ip), 32, delete=True)])
+            host.pods -= 1
             return time.time_ns()
         assert n.rtnl is not None and rt.veth is not None
         # Delete the veth explicitly (like CNI DEL): the pod is cut off now, not whenever the
@@ -571,6 +590,11 @@ class Lab:
         """Keys of the pods realized in the kernel (full and light), in model order."""
         return [k for k in self.cluster.pods if k in self._pods]
 
+    def same_light_host(self, a: str, b: str) -> bool:
+        """True for two different light pods in one host namespace (their traffic stays local)."""
+        ra, rb = self._pods.get(a), self._pods.get(b)
+        return a != b and ra is not None and rb is not None and ra.light and rb.light and ra.netns == rb.netns
+
     def is_light(self, key: str) -> bool:
         return self._pods[key].light if key in self._pods else False
 
@@ -597,8 +621,7 @@ class Lab:
         src_ip = str(self.cluster.pods[src].ip) if self._pods[src].light else None
         if isinstance(dst, str) and dst in self.cluster.pods:
             dpod = self.cluster.pods[dst]
-            if dst != src and self._pods[src].light and self._pods.get(dst) is not None and \
-                    self._pods[dst].light and dpod.node == self.cluster.pods[src].node:
+            if self.same_light_host(src, dst):
                 return reach.SAME_LIGHT_HOST
             dst_ip = str(dpod.ip)
         else:

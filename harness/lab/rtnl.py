@@ -70,6 +70,7 @@ _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _ERR = struct.Struct("=i")
+_ADDR_BODY = struct.Struct("=BBBBIHH4sHH4s")  # ifaddrmsg + IFA_LOCAL + IFA_ADDRESS (the hot path)
 
 # Below the default socket buffers (212992) with room for the kernel's skb overhead.
 _MAX_DATAGRAM = 32768
@@ -89,7 +90,8 @@ def _u32(kind: int, value: int) -> bytes:
 
 
 def _ip(kind: int, ip: ipaddress.IPv4Address | str) -> bytes:
-    return _attr(kind, ipaddress.IPv4Address(ip).packed)
+    packed = ip.packed if isinstance(ip, ipaddress.IPv4Address) else ipaddress.IPv4Address(ip).packed
+    return struct.pack("=HH", 8, kind) + packed
 
 
 @dataclass
@@ -148,8 +150,9 @@ def link_delete(name: str) -> Request:
 
 def address(index: int, ip: ipaddress.IPv4Address | str, prefixlen: int, *, delete: bool = False) -> Request:
     """Add (or delete) ``ip/prefixlen`` on link ``index``."""
-    body = _IFADDR.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index) + _ip(IFA_LOCAL, ip) + _ip(
-        IFA_ADDRESS, ip)
+    packed = ip.packed if isinstance(ip, ipaddress.IPv4Address) else ipaddress.IPv4Address(ip).packed
+    body = _ADDR_BODY.pack(socket.AF_INET, prefixlen, 0, RT_SCOPE_UNIVERSE, index, 8, IFA_LOCAL, packed, 8,
+                           IFA_ADDRESS, packed)
     if delete:
         return Request(RTM_DELADDR, 0, body, f"delete address {ip}/{prefixlen}")
     return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"add address {ip}/{prefixlen}")
