@@ -162,3 +162,13 @@ def test_netlink_without_pipelining_uses_pyroute2_requests(node_ns):
     assert state["sets"] == {s.name: sorted(map(entry_key, s.entries)) for s in rs.sets}
     assert t.netlink_requests >= 4 * len(rs.sets)  # add + create + swap + flush per set, one ack each
     assert _root_state() == before
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_reapplying_the_same_sync_version_is_idempotent(node_ns, strategy):
+    rs = kube_router_ruleset(sync_version=5, local_pods=2, policies=2, peers=3)
+    apply(rs, node_ns, "nft", strategy)
+    once = inspect(node_ns, "nft")
+    t = apply(rs, node_ns, "nft", strategy)
+    assert inspect(node_ns, "nft") == once
+    assert t.stale_chains == [] and t.stale_sets == []
