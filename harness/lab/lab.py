@@ -143,7 +143,6 @@ class LabTimings:
     servers: float = 0.0
     up: float = 0.0
     down: float = 0.0
-    extra: dict[str, float] = field(default_factory=dict)
 
 
 class Lab:

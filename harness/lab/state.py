@@ -218,9 +218,10 @@ def stop_server(pid: int | None, start: int | None, run_id: str, timeout: float 
 def delete_namespaces(run_id: str, recorded: list[str] | None = None) -> int:
     """Delete every namespace of the run (the recorded ones and any with its prefix); return
     how many were deleted."""
-    names = set(recorded or []) | set(netns.list_names(netns_prefix(run_id)))
-    names = {n for n in names if n.startswith(netns_prefix(run_id))}  # never anyone else's
-    for n in names:
+    prefix = netns_prefix(run_id)
+    names = [n for n in dict.fromkeys(recorded or []) if n.startswith(prefix)]  # never anyone else's
+    names += [n for n in netns.list_names(prefix) if n not in set(names)]
+    for n in names:  # in the recorded order: nodes and underlay first, then the pods
         netns.delete(n)
     return len(names)
 
