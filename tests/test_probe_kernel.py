@@ -220,14 +220,15 @@ def test_calibration_observed_transitions_follow_the_rule(clean: Net, src: str) 
 
     Timing: the spec bound is one probe interval + 1 ms (2 ms here). This machine has 2 cores
     shared with other jobs; a descheduled prober thread (late sends) or commit-watcher thread
-    (late commit stamp) moves single transitions by milliseconds: measured 97-100 of 100 within
-    the bound at normal load, 66-85 with two extra busy loops on the two cores (load ~6). So the
-    test asks for >= 60 of 100 within the bound and, in each direction, a median |error| within
-    it (at normal load the median is ~0.2-0.4 ms: a uniform phase gives about half an interval,
-    less the commit stamp's own delay), and tolerates up to 5 transitions with no probe at
-    all between two changes (prober starved for a whole 20-40 ms dwell). Probes whose sendto was
-    preempted (send time uncertain by > 0.5 ms) are left out by ``analyze``. A prober that
-    misclassifies, misses or smears transitions, or is off by an interval on typical ones, fails.
+    (late commit stamp) moves single transitions by milliseconds. ``run_calibration`` runs them
+    at SCHED_FIFO priority; measured within the bound: 94-100 of 100 at load 6.5-9 (other jobs
+    plus two extra busy loops), against 66-89 at normal priority. So the test asks for >= 80 of
+    100 within the bound and, in each direction, a median |error| of at most one interval (a
+    uniform phase gives about half of one: measured 0.25-0.5 ms), and tolerates up to 5
+    transitions with no probe at all between two changes (prober starved for a whole 20-40 ms
+    dwell). Probes whose sendto was preempted (send time uncertain by > 0.5 ms) are left out by
+    ``analyze``. A prober that misclassifies, misses or smears transitions, or is off by an
+    interval on typical ones, fails.
     The full distribution is printed by ``netpol-harness calibrate``."""
     net = clean
     sns, sip = net.ep(src)
@@ -246,8 +247,8 @@ def test_calibration_observed_transitions_follow_the_rule(clean: Net, src: str) 
         assert t.last_old_ns is None or t.last_old_ns <= t.change_ns + slack, t  # old only before commit
     for d in (calibrate.ALLOW_TO_DENY, calibrate.DENY_TO_ALLOW):
         errs = sorted(abs(e) for e in res.errors_us(d))
-        assert errs[len(errs) // 2] <= res.bound_ns / 1000, (d, errs)
-    assert res.within_bound() >= 60, res.summary_rows()
+        assert errs[len(errs) // 2] <= res.interval_ns / 1000, (d, errs)
+    assert res.within_bound() >= 80, res.summary_rows()
 
 
 # -- matrix -------------------------------------------------------------------------------------
