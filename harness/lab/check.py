@@ -20,6 +20,9 @@ from dataclasses import dataclass
 from harness.errors import EnvironmentProblem, HarnessError
 
 CAP_NET_ADMIN = 12
+# Checks that never block: br_netfilter is loaded by the lab itself; the neighbour-table size
+# only matters for big sweeps.
+NOTES = ("br_netfilter", "neighbour table")
 CAP_SYS_ADMIN = 21
 
 APT_FOR = {
@@ -103,11 +106,27 @@ def checks() -> list[Check]:
         pkg = APT_FOR.get(b, "iptables")
         out.append(Check(f"binary {b}", p is not None, p or "not found",
                          None if p else f"apt-get install -y {pkg}"))
+    out.append(_neighbour_note())
     if not (root and caps & (1 << CAP_NET_ADMIN) and caps & (1 << CAP_SYS_ADMIN)):
         out.append(Check("kernel features", False, "not probed: needs root", "run as root"))
         return out
     out.extend(_kernel_checks())
     return out
+
+
+def _neighbour_note() -> Check:
+    """The ARP table limit is one host-wide table shared by every namespace (only the root
+    namespace may set it, which the harness never does)."""
+    try:
+        with open("/proc/sys/net/ipv4/neigh/default/gc_thresh3") as f:
+            thresh = int(f.read())
+    except (OSError, ValueError):
+        return Check("neighbour table", True, "gc_thresh3 unknown")
+    if thresh >= 8192:
+        return Check("neighbour table", True, f"gc_thresh3 {thresh} (host-wide)")
+    return Check("neighbour table", False,
+                 f"gc_thresh3 {thresh} is host-wide: traffic to more than ~{thresh} pod IPs at once can overflow it",
+                 "only for big probe sweeps: sysctl -w net.ipv4.neigh.default.gc_thresh3=65536 (host-wide)")
 
 
 def _kernel_checks() -> list[Check]:
@@ -185,7 +204,7 @@ def _netfilter_checks(ns: str) -> list[Check]:
 @functools.lru_cache(maxsize=1)
 def _cached_problems() -> tuple[EnvironmentProblem, ...]:
     return tuple(EnvironmentProblem(f"{c.name}: {c.detail}", c.hint) for c in checks()
-                 if not c.ok and c.name != "br_netfilter")
+                 if not c.ok and c.name not in NOTES)
 
 
 def environment_problems(*, cached: bool = True) -> list[EnvironmentProblem]:

@@ -54,13 +54,13 @@ def register(sub: Any, bench: Any) -> None:
 
 # -- check ---------------------------------------------------------------------------------------
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness.lab.check import checks
+    from harness.lab.check import NOTES, checks
 
     rows = []
     bad = 0
     for c in checks():
         # br_netfilter missing is loaded by the lab itself: a note, not a failure.
-        fatal = not c.ok and c.name != "br_netfilter"
+        fatal = not c.ok and c.name not in NOTES
         bad += fatal
         rows.append([c.name, "ok" if c.ok else ("MISSING" if fatal else "note"), c.detail, c.hint or ""])
     print(tabulate(rows, headers=["check", "status", "detail", "fix"]))
@@ -176,7 +176,8 @@ def cmd_gc(args: argparse.Namespace) -> int:
     from harness.lab import state
 
     rep = state.gc(include_kept=args.all, orphans=args.orphans)
-    print(f"removed {len(rep.removed)} run(s) {' '.join(rep.removed)}; {rep.namespaces} namespaces")
+    runs = f" ({' '.join(rep.removed)})" if rep.removed else ""
+    print(f"removed {len(rep.removed)} run(s){runs}, {rep.namespaces} namespaces")
     if rep.orphans:
         print(f"removed {len(rep.orphans)} orphan namespaces: {' '.join(rep.orphans)}")
     if rep.live:
