@@ -119,21 +119,27 @@ def test_cross_node_client_refused_until_server_node_synced(backend):
 def test_injected_delivery_delay_shows_up_in_measured_lag():
     delivery = {"default": "uniform:0.1,0.3", "node-b": 0.0}
     with lab_with_policy() as lab, Controller(lab, ControllerConfig(delivery=delivery, seed=5)) as ctl:
-        events = [ctl.add_pod(client(f"job-{i}")).event for i in range(3)]
+        events = [ctl.add_pod(client(f"job-{i}"), announce_pending=(i == 0)).event for i in range(3)]
+        pending = ctl.timeline.event(events[0].seq - 1)  # pod-added without IP: ignored by kube-router
+        assert (pending.kind, events[0].kind.value) == ("pod-added", "pod-updated")
         ctl.await_event(events[-1].seq, timeout=10)
         # the same seeded model replays the planned delivery times exactly
         replay = Delivery.parse(delivery, seed=5)
         sched = {n: replay.schedule(n) for n in ("node-a", "node-b")}
-        for e in events:
-            rec = ctl.timeline.event(e.seq)
+        for seq in sorted(ctl.timeline.events):  # every event took a draw, the pending one too
+            rec = ctl.timeline.event(seq)
             for node in ("node-a", "node-b"):
                 planned = sched[node].deliver_at(rec.emitted_ns)
                 assert rec.delivered_ns[node] >= planned
+        for e in events:
+            rec = ctl.timeline.event(e.seq)
+            for node in ("node-a", "node-b"):
                 lag = ctl.timeline.lag_ns(e.seq, node)
-                assert lag is not None and lag >= planned - rec.emitted_ns
+                assert lag is not None and lag >= rec.delivered_ns[node] - rec.emitted_ns
             assert rec.delivered_ns["node-a"] - rec.emitted_ns >= 100_000_000
             assert ctl.timeline.delivery_lag_ns(e.seq, "node-b") < ctl.timeline.delivery_lag_ns(e.seq, "node-a")
             assert ctl.timeline.lag_ns(e.seq, "node-a") >= 100_000_000
+        assert pending.requested_sync == {"node-a": False, "node-b": False}
 
 
 def test_burst_of_100_pod_events_during_one_sync_gives_at_most_two_syncs_per_node():
@@ -199,6 +205,10 @@ def test_incremental_keeps_version_and_matches_a_full_render(backend):
             assert got_sets == {s.name: sorted(s.entries) for s in want.sets}
         assert connect(lab, ok.pod.key).ok
         assert connect(lab, "batch/temp").errno == "ECONNREFUSED"
+        forced = ctl.force_sync()  # a manual request is a full restore, still with the stable version
+        assert [r.node for r in forced] == ["node-a", "node-b"]
+        assert all(r.ok and r.timings["strategy"] == "restore" for r in forced)
+        assert {r.sync_version for r in forced} == {s.sync_version for s in ctl.timeline.syncs}
 
 
 @pytest.mark.parametrize("strategy, profile", [("per-rule", "v1.2"), ("netlink", "v1.3"), ("restore", "v2.6")])

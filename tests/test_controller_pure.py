@@ -366,6 +366,8 @@ def test_timeline_queries():
     s1 = tl.sync_started("n", 2500, 2500, e2.seq, ["event#2"], "restore")
     tl.sync_finished(s1, end_ns=2900)
     assert tl.first_sync_started_after("n", 1650) is s1
+    assert tl.first_sync_after_delivery("n", e1.seq) is s0 and tl.first_sync_after_delivery("n", e2.seq) is s1
+    assert tl.first_sync_after_delivery("m", e1.seq) is None
     assert tl.sync_including("n", e1.seq) is s0 and tl.programmed_ns("n", e1.seq) == 1800
     assert tl.programmed_ns("n", e2.seq) == 2900  # no rules_ns reported: end of sync
     assert tl.lag_ns(e1.seq, "n") == 800 and tl.delivery_lag_ns(e2.seq, "n") == -300

@@ -255,7 +255,9 @@ class NodeController:
                     next_periodic += period
                 self.sync_once(["periodic"], full=True)
                 continue
-            self.sync_once([f"{r.reason}#{r.seq}" if r.seq else r.reason for r in reqs])
+            # a manual request forces a full apply (the incremental strategy otherwise diffs)
+            self.sync_once([f"{r.reason}#{r.seq}" if r.seq else r.reason for r in reqs],
+                           full=any(r.reason == "manual" for r in reqs))
 
     def sync_once(self, reasons: Iterable[str], *, full: bool = False) -> SyncRecord:
         """One full sync now, in the calling thread (the sync loop's normally)."""
@@ -388,11 +390,18 @@ class Controller:
         log.debug("emitted %s", event.describe())
         return event
 
-    def add_pod(self, pod: Pod) -> AddedPod:
+    def add_pod(self, pod: Pod, *, announce_pending: bool = False) -> AddedPod:
         """CNI ADD in the lab (the pod gets its IP and network), then its pod-added event (with
-        the IP) is emitted, as kubelet reports the pod's IP to the API server."""
+        the IP) is emitted, as kubelet reports the pod's IP to the API server. With
+        ``announce_pending``, a pod-added event without IP goes first (the API server's view of
+        a scheduled pod; kube-router ignores it) and the IP arrives as a pod-updated event."""
+        if announce_pending:
+            pending = ev.pod_added(pod)
+            pending.pod.ip = None  # type: ignore[union-attr]
+            self.emit(pending, apply_to_api=False)  # the lab's add_pod puts it in the API cluster
         ready = self.lab.add_pod(pod)
-        event = self.emit(ev.pod_added(self.api.pods[pod.key]), apply_to_api=False)
+        make = ev.pod_updated if announce_pending else ev.pod_added
+        event = self.emit(make(self.api.pods[pod.key]), apply_to_api=False)
         return AddedPod(self.api.pods[pod.key], ready, event)
 
     def announce_pod(self, pod: Pod) -> ev.ClusterEvent:
@@ -475,6 +484,28 @@ class Controller:
         """Ask one node (or all) for a full sync, as a manual trigger."""
         for name in self._targets(node, list(self.nodes)):
             self.nodes[name].request_sync("manual")
+
+    def force_sync(self, nodes: str | Iterable[str] | None = "all", timeout: float = 60.0) -> list[SyncRecord]:
+        """Request a full sync on ``nodes`` and wait until, on each, a sync that started after the
+        request finished; returns those syncs (what "100 full syncs" scenarios loop over)."""
+        targets = self._targets(nodes, list(self.nodes))
+        t0 = time.time_ns()
+        for name in targets:
+            self.nodes[name].request_sync("manual")
+
+        def query() -> list[SyncRecord] | None:
+            got = []
+            for name in targets:
+                rec = next((s for s in self.timeline.syncs_after(name, t0) if s.done), None)
+                if rec is None:
+                    return None
+                got.append(rec)
+            return got
+
+        out = self.timeline.wait_for(query, timeout)
+        if out is None:
+            raise NotProgrammed(f"no full sync finished on {', '.join(targets)} within {timeout:g} s")
+        return out
 
     # -- results ---------------------------------------------------------------------------------
     def metrics(self):  # -> ControllerMetrics

@@ -170,6 +170,12 @@ class Timeline:
         after = self.syncs_after(node, t_ns)
         return after[0] if after else None
 
+    def first_sync_after_delivery(self, node: str, seq: int) -> SyncRecord | None:
+        """The first sync of ``node`` that started after event ``seq`` was delivered there
+        (its ``end_ns`` is 0 while it runs); None if not delivered or no such sync yet."""
+        t = self.events[seq].delivered_ns.get(node)
+        return None if t is None else self.first_sync_started_after(node, t)
+
     def sync_including(self, node: str, seq: int) -> SyncRecord | None:
         """The first successfully finished sync of ``node`` whose view included event ``seq``."""
         for s in self.node_syncs(node, done_only=True):
