@@ -112,6 +112,9 @@ def test_channel_first_request_queues_the_rest_collapse():
     assert [ch.request(r) for r in reqs] == [True, False, False, False, False]
     assert [r.queued for r in reqs] == [True, False, False, False, False]
     assert ch.take(0) == reqs
+    assert ch.pending  # taken, not answered yet
+    ch.done()
+    assert not ch.pending
     assert ch.take(0.01) is None
     assert ch.request(SyncRequest("n", "event", 0, seq=9)) is True
 

@@ -37,6 +37,7 @@ class SyncChannel:
         self._cond = threading.Condition()
         self._slot: list[SyncRequest] | None = None
         self._closed = False
+        self._busy = False  # requests taken and not yet answered (``done``)
 
     def request(self, req: SyncRequest) -> bool:
         """Offer a request; True if it filled the empty slot, False if one was already pending
@@ -65,12 +66,19 @@ class SyncChannel:
             if self._closed:
                 return None
             out, self._slot = self._slot, None
+            self._busy = True
             return out
+
+    def done(self) -> None:
+        """The requests last taken have been answered (the sync finished)."""
+        with self._cond:
+            self._busy = False
 
     @property
     def pending(self) -> bool:
+        """A request waits in the slot, or the last taken ones are still being answered."""
         with self._cond:
-            return self._slot is not None
+            return self._slot is not None or self._busy
 
     def close(self) -> None:
         """Wake every waiter; ``take`` returns None from now on."""

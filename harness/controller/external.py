@@ -140,8 +140,7 @@ class ExternalNodeController(NodeController):
 
     def idle(self) -> bool:
         with self._queue_cond:
-            queued = bool(self._queue)
-        return not queued
+            return not self._queue and self._in_flight == 0
 
     def request_sync(self, reason: str = "manual", seq: int = 0) -> bool:
         self._write(json.dumps({"type": "resync", "reason": reason}))

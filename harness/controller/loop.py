@@ -150,6 +150,7 @@ class NodeController:
         self._view_lock = threading.Lock()
         self._queue: list[tuple[int, int, ev.ClusterEvent]] = []
         self._queue_cond = threading.Condition()
+        self._in_flight = 0  # events popped from the queue and not yet fully delivered
         self._stop = threading.Event()
         self._syncing = False
         self._threads: list[threading.Thread] = []
@@ -190,7 +191,7 @@ class NodeController:
     def idle(self) -> bool:
         """No event waiting for delivery, no request pending, no sync running."""
         with self._queue_cond:
-            queued = bool(self._queue)
+            queued = bool(self._queue) or self._in_flight > 0
         return not queued and not self.channel.pending and not self._syncing
 
     # -- delivery -------------------------------------------------------------------------------
@@ -216,7 +217,12 @@ class NodeController:
                 if self._stop.is_set():
                     return
                 _, _, event = heapq.heappop(self._queue)
-            self._deliver(event)
+                self._in_flight += 1
+            try:
+                self._deliver(event)
+            finally:
+                with self._queue_cond:
+                    self._in_flight -= 1
 
     def _deliver(self, event: ev.ClusterEvent) -> None:
         with self._view_lock:
@@ -256,8 +262,11 @@ class NodeController:
                 self.sync_once(["periodic"], full=True)
                 continue
             # a manual request forces a full apply (the incremental strategy otherwise diffs)
-            self.sync_once([f"{r.reason}#{r.seq}" if r.seq else r.reason for r in reqs],
-                           full=any(r.reason == "manual" for r in reqs))
+            try:
+                self.sync_once([f"{r.reason}#{r.seq}" if r.seq else r.reason for r in reqs],
+                               full=any(r.reason == "manual" for r in reqs))
+            finally:
+                self.channel.done()
 
     def sync_once(self, reasons: Iterable[str], *, full: bool = False) -> SyncRecord:
         """One full sync now, in the calling thread (the sync loop's normally)."""
