@@ -17,6 +17,7 @@ from harness.apply import inspect
 from harness.apply.backends import require_tools
 from harness.controller import Controller, ControllerConfig
 from harness.controller.delivery import Delivery
+from harness.controller.fixtures import controller_factory  # noqa: F401  (until the plugin re-exports it)
 from harness.controller.mitigations import Sleep, parse_mitigations, start_pod, tcp_client
 from harness.errors import EnvironmentProblem
 from harness.model.cluster import Pod
@@ -315,3 +316,14 @@ def test_cli_controller_run(capsys, tmp_path):
     run = json.loads(out.read_text())["runs"][0]
     assert run["nodes"]["node-a"]["delivery_ms"]["p50"] >= 100
     assert run["nodes"]["node-a"]["unprogrammed"] == 0 and run["nodes"]["node-a"]["lag_ms"]["p50"] >= 100
+
+
+def test_controller_factory_fixture(controller_factory):  # noqa: F811
+    with lab_with_policy() as lab:
+        ctl = controller_factory(lab, strategy="netlink")
+        assert ctl.config.backend == "nft" and ctl.config.profile == "v2.10"  # the plugin's option defaults
+        assert [s.reasons for s in ctl.timeline.syncs] == [["initial"], ["initial"]]
+        threads = [t for nc in ctl.nodes.values() for t in nc._threads]
+        assert all(t.is_alive() for t in threads)
+        ctl.stop()  # what the fixture does at teardown (twice is harmless)
+        assert not any(t.is_alive() for t in threads)
