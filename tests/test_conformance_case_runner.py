@@ -131,3 +131,56 @@ def test_sctp_answers_are_classified_and_matched_to_the_probe():
     assert classify_icmp(_icmp_unreach(13, "10.244.1.3", 40000, 81), "10.244.1.3", 40000, 81) == "unreachable"
     assert classify_icmp(_icmp_unreach(2, "10.244.1.3", 40001, 81), "10.244.1.3", 40000, 81) is None
     assert classify_icmp(_icmp_unreach(2, "10.244.1.4", 40000, 81), "10.244.1.3", 40000, 81) is None
+
+
+class _StubLab:
+    """Answers ``connect`` from a script: only the retry bookkeeping is under test here."""
+
+    def __init__(self, answers: dict[tuple[str, str], str]):
+        self.answers = answers
+        self.calls: list[tuple[str, str, int, str, float]] = []
+
+    def connect(self, src, dst, port, protocol, timeout):
+        self.calls.append((src, dst, port, protocol, timeout))
+        return self.answers[(src, dst)]
+
+
+def test_timeouts_are_retried_once_with_a_longer_timeout():
+    from harness.conformance.case import Probe
+    from harness.conformance.runner import retry_timeouts
+
+    outcomes = {("x/a", "x/b"): "timeout", ("x/b", "x/a"): "refused", ("y/a", "x/a"): "timeout"}
+    lab = _StubLab({("x/a", "x/b"): "connected", ("y/a", "x/a"): "timeout"})
+    assert retry_timeouts(lab, outcomes, Probe(80, "TCP"), 0.4) == (2, 1)
+    assert outcomes == {("x/a", "x/b"): "connected", ("x/b", "x/a"): "refused", ("y/a", "x/a"): "timeout"}
+    assert sorted(c[:2] for c in lab.calls) == [("x/a", "x/b"), ("y/a", "x/a")]
+    assert all(c[4] >= 1.0 for c in lab.calls)
+    assert retry_timeouts(lab, {("x/b", "x/a"): "refused"}, Probe(80, "TCP"), 0.4) == (0, 0)
+
+
+@pytest.mark.kernel
+def test_a_real_drop_survives_the_retry():
+    """A silently dropped probe (not kube-router's REJECT) stays a timeout after the retry."""
+    from harness.apply import require_tools
+    from harness.conformance.case import Probe
+    from harness.conformance.runner import full_sync, probe_all, retry_timeouts
+    from harness.lab import Lab, netns
+    from harness.model.topology import load_topology
+
+    try:
+        require_tools("nft")
+    except EnvironmentProblem as e:
+        pytest.skip(str(e))
+    cluster = load_topology("k8s-e2e")
+    src, dst = cluster.pods["x/a"], cluster.pods["x/b"]
+    with Lab(cluster, topology="k8s-e2e") as lab:
+        full_sync(cluster, lab, RunOptions())
+        for node in cluster.real_nodes():
+            netns.run(lab.node_netns(node.name), ["iptables-nft", "-I", "FORWARD", "1", "-s", str(src.ip),
+                                                   "-d", str(dst.ip), "-p", "tcp", "-j", "DROP"])
+        outcomes = probe_all(lab, ["x/a", "x/b", "x/c"], Probe(80, "TCP"), True, 0.3)
+        # The rule also drops x/a's SYN-ACKs to x/b, so both directions time out.
+        assert outcomes[("x/a", "x/b")] == outcomes[("x/b", "x/a")] == "timeout"
+        assert retry_timeouts(lab, outcomes, Probe(80, "TCP"), 0.3) == (2, 0)
+        assert outcomes[("x/a", "x/b")] == outcomes[("x/b", "x/a")] == "timeout"
+        assert outcomes[("x/a", "x/c")] == outcomes[("x/c", "x/b")] == "connected"

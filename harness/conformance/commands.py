@@ -92,11 +92,13 @@ def summary_table(results: list[CaseResult]) -> str:
     for r in results:
         syncs = [s for s in r.steps if s.sync_version]
         checked = sum(s.diff.correct + s.diff.count for s in r.steps)
-        denied_by_timeout = sum(s.outcomes.get("timeout", 0) for s in r.steps)
+        timeouts = sum(s.outcomes.get("timeout", 0) for s in r.steps)
+        retried = sum(s.retried for s in r.steps)
         rows.append([
             os.path.basename(r.source), r.options.backend, len(r.steps), len(syncs), checked,
             r.mismatch_count, r.oracle_disagreements or "",
-            f"{max((s.sync_ms for s in syncs), default=0):.1f}", denied_by_timeout or "",
+            f"{max((s.sync_ms for s in syncs), default=0):.1f}",
+            f"{timeouts} (retried {retried})" if retried else (timeouts or ""),
             f"{r.total_ns / 1e9:.2f}", "ok" if r.ok else ("ERROR" if r.error else "FAIL"),
         ])
     return tabulate(rows, headers=["case", "backend", "steps", "syncs", "cells", "mismatches", "oracle≠hand",

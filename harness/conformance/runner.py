@@ -18,6 +18,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from harness.analysis.truthtable import OUTCOMES, Mismatch, TableDiff, TruthTable, diff, verdict_word
@@ -75,6 +76,8 @@ class StepResult:
     syncs: list[NodeSync] = field(default_factory=list)
     outcomes: Counter = field(default_factory=Counter)  # probe outcome word -> count
     probe_time_ns: int = 0
+    retried: int = 0  # cells that timed out and were probed once more
+    recovered: int = 0  # of those, cells whose second attempt got an answer
 
     @property
     def mismatches(self) -> list[Mismatch]:
@@ -99,7 +102,8 @@ class StepResult:
         lines += [f"  {c}" for c in self.changes]
         lines.append(self.diff.report())
         outcome_words = ", ".join(f"{k}:{v}" for k, v in sorted(self.outcomes.items()))
-        lines.append(f"probe outcomes: {outcome_words}")
+        lines.append(f"probe outcomes: {outcome_words}"
+                     + (f" (retried {self.retried} timeouts, {self.recovered} answered)" if self.retried else ""))
         if self.oracle_vs_hand is not None and not self.oracle_vs_hand.ok:
             lines.append(render_oracle_vs_hand(self.oracle_vs_hand))
         return "\n".join(lines)
@@ -210,6 +214,34 @@ def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: fl
     return result
 
 
+def retry_timeouts(lab, outcomes: dict[tuple[str, str], str], probe: Probe,
+                   timeout: float) -> tuple[int, int]:
+    """Probe every cell that timed out once more, with a longer timeout, and keep the second
+    answer. kube-router never drops a denied packet silently (it REJECTs), so a timeout means a
+    lost or starved probe (an echo server descheduled on a loaded runner) or a real drop; a
+    real drop times out again and stays visible. Returns (retried, answered)."""
+    cells = [c for c, o in outcomes.items() if o == "timeout"]
+    if not cells:
+        return 0, 0
+    retry_timeout = max(1.0, 2 * timeout)
+    if probe.protocol == "SCTP":
+        from harness.conformance import sctp
+
+        def one(cell: tuple[str, str]) -> str:
+            s, d = cell
+            return lab.call(s, sctp.probe, lab.pod_netns(s), str(lab.cluster.pods[s].ip),
+                            str(lab.cluster.pods[d].ip), probe.port, retry_timeout)
+    else:
+        def one(cell: tuple[str, str]) -> str:
+            return lab.connect(cell[0], cell[1], probe.port, probe.protocol, timeout=retry_timeout)
+
+    with ThreadPoolExecutor(max_workers=min(16, len(cells))) as ex:
+        second = dict(zip(cells, ex.map(one, cells), strict=True))
+    log.warning("%d probe(s) timed out; retried: %s", len(cells), dict(Counter(second.values())))
+    outcomes.update(second)
+    return len(cells), sum(1 for o in second.values() if o != "timeout")
+
+
 @contextlib.contextmanager
 def _lab_for(cluster: Cluster, topology: str) -> Iterator[object]:
     from harness.lab import Lab
@@ -269,6 +301,7 @@ def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], opti
         sync_version, syncs = full_sync(model, lab, options)
     t0 = time.perf_counter_ns()
     outcomes = probe_all(lab, pods, step.probe, step.ignore_self, options.timeout)
+    retried, recovered = retry_timeouts(lab, outcomes, step.probe, options.timeout)
     probe_ns = time.perf_counter_ns() - t0
     observed = observed_table(outcomes, pods, step.ignore_self)
     return StepResult(
@@ -276,6 +309,7 @@ def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], opti
         expected=expected, expected_from="hand" if hand is not None else "oracle", observed=observed,
         diff=diff(expected, observed), oracle_vs_hand=diff(hand, oracle) if hand is not None else None,
         sync_version=sync_version, syncs=syncs, outcomes=Counter(outcomes.values()), probe_time_ns=probe_ns,
+        retried=retried, recovered=recovered,
     )
 
 
