@@ -115,6 +115,13 @@ def test_layout_names_addresses_routes_sysctls(lab_factory):  # noqa: F811
     assert {(i["local"], i["prefixlen"]) for i in light[0]["addr_info"]} == {
         (str(lb.cluster.pods["x/light-a1"].ip), 32), (str(lb.cluster.pods["y/light-a2"].ip), 32)}
     assert lb.pod_netns("x/light-a1") == lb.pod_netns("y/light-a2") == f"nph-{rid}-l-node-a-0"
+    # Permanent ARP entries: node -> each local pod (pod MAC 0a:58 + IP), pod -> gateway.
+    neigh = {(e["dst"], e["lladdr"]) for e in json.loads(lb.exec("node-a", ["ip", "-j", "-4", "neigh"]).stdout)
+             if "PERMANENT" in e.get("state", [])}
+    assert ("10.244.0.2", "0a:58:0a:f4:00:02") in neigh and len(neigh) == 4  # 2 full + 2 light pods
+    pod_neigh = json.loads(lb.exec("x/full-a1", ["ip", "-j", "-4", "neigh"]).stdout)
+    assert [(e["dst"], e["lladdr"], e["state"]) for e in pod_neigh] == [("10.244.0.1", "0a:58:0a:f4:00:01",
+                                                                          ["PERMANENT"])]
     under = json.loads(netns.run(f"nph-{rid}-u", ["ip", "-j", "-4", "route"]).stdout)
     assert under == []  # the underlay has no address and no route at all
     with pytest.raises(HarnessError, match="virtual"):
@@ -358,3 +365,16 @@ def test_a_failure_halfway_removes_the_partial_lab():
         lb.up()
     assert netns.list_names(f"nph-{lb.run_id}-") == [] and server_pids(lb.run_id) == []
     assert not os.path.exists(os.path.join(state.STATE_ROOT, lb.run_id))
+
+
+def test_cross_node_probing_is_not_capped_by_the_host_neighbour_table(lab_factory):  # noqa: F811
+    # More destinations than the default host-wide gc_thresh3 (1,024): without permanent
+    # entries on the node, the 1,025th ARP entry fails with ENOBUFS.
+    from harness.lab.bench import bench_cluster
+
+    lb = lab_factory(bench_cluster(1, 2 * 1300, nodes=2))
+    dsts = [k for k, p in lb.cluster.pods.items() if p.kind is PodKind.LIGHT and p.node == "node-1"]
+    assert len(dsts) == 1300
+    with ThreadPoolExecutor(64) as ex:
+        outcomes = list(ex.map(lambda d: lb.connect("bench/full-0", d, 80, "UDP", timeout=2.0), dsts))
+    assert {o: outcomes.count(o) for o in set(outcomes)} == {"connected": 1300}

@@ -174,3 +174,14 @@ def test_state_file_is_json_with_the_fields_other_processes_need(state_root):
     st = state.new_run()
     data = json.loads((state_root / st.run_id / "state.json").read_text())
     assert {"run_id", "owner_pid", "owner_start", "kept", "namespaces", "servers", "pods", "nodes"} <= set(data)
+
+
+def test_permanent_neighbour_request_decodes():
+    from pyroute2.netlink.rtnl.ndmsg import ndmsg
+
+    n = decode(ndmsg, rtnl.neighbour(3, ipaddress.IPv4Address("10.244.0.9"), bytes.fromhex("0a580af40009")))
+    assert n["header"]["type"] == rtnl.RTM_NEWNEIGH and n["header"]["flags"] & rtnl.NLM_F_REPLACE
+    assert (n["ifindex"], n["state"], n.get_attr("NDA_DST"), n.get_attr("NDA_LLADDR")) == (
+        3, rtnl.NUD_PERMANENT, "10.244.0.9", "0a:58:0a:f4:00:09")
+    d = decode(ndmsg, rtnl.neighbour(3, "10.244.0.9", delete=True))
+    assert d["header"]["type"] == rtnl.RTM_DELNEIGH and d.get_attr("NDA_LLADDR") is None

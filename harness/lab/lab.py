@@ -20,6 +20,12 @@ Layout (every namespace named ``nph-<run_id>-<kind>-...``; no link lives in the 
   reports it as ``n/a-same-light-host``.
 - virtual nodes and pods: model only.
 
+Permanent ARP entries (node -> each local pod IP, pod -> gateway; MACs fixed as 0a:58 + IP)
+keep the host-wide neighbour table limit (gc_thresh3, 1,024 by default, shared by every
+namespace) from capping probes that cross a node; pod-to-pod traffic within a node still
+learns entries by ARP, so probing more than ~1,000 distinct same-node pairs within 5 s can
+overflow it (the probe then fails with ENOBUFS).
+
 Every namespace gets IPv6 off (no DAD/router-solicitation noise on the bridges) and ICMP rate
 limits off (so REJECT/unreachable answers are not dropped when many probes run).
 """
@@ -33,6 +39,7 @@ import logging
 import os
 import re
 import shutil
+import struct
 import subprocess
 import threading
 import time
@@ -74,6 +81,12 @@ def _node_label(name: str) -> str:
     return name if _SAFE_NODE.match(name) else _hash(name)
 
 
+def pod_mac(ip: ipaddress.IPv4Address) -> bytes:
+    """A pod's eth0 MAC, 0a:58 + its IPv4 address (as the CNI bridge plugin does); kube-bridge
+    gets the same from its gateway IP."""
+    return b"\x0a\x58" + ip.packed
+
+
 def _write_sysctl(key: str, value: str | int) -> None:
     """Write a sysctl of the calling thread's current namespace."""
     with open("/proc/sys/" + key.replace(".", "/"), "w") as f:
@@ -106,6 +119,7 @@ LIGHT_SYSCTLS = (
 class _LightHost:
     netns: str
     rtnl: rtnl.Rtnl
+    mac: bytes
     pods: int = 0
 
 
@@ -376,12 +390,14 @@ class Lab:
             assert n.rtnl is not None
             with n.lock:  # one node socket shared by the build threads: acks must not interleave
                 n.rtnl.run([rtnl.veth(veth, "eth0", peer_netns_fd=here, master=KUBE_BRIDGE,
-                                      index=n.alloc_index(), peer_index=ETH0)])
+                                      index=n.alloc_index(), peer_index=ETH0, peer_mac=pod_mac(ip)),
+                            rtnl.neighbour(KUBE_BRIDGE, ip, pod_mac(ip))])
         finally:
             os.close(here)
         with rtnl.Rtnl.here(name) as r:
             r.run([rtnl.link_up(LO, "lo"), rtnl.link_up(ETH0, "eth0"),
                    rtnl.address(ETH0, ip, n.node.pod_cidr.prefixlen),
+                   rtnl.neighbour(ETH0, n.node.gateway_ip, pod_mac(n.node.gateway_ip)),
                    rtnl.route("0.0.0.0/0", gateway=n.node.gateway_ip, oif=ETH0)])
         self._pods[pod.key] = _PodRt(name, light=False, veth=veth, ready_ns=time.time_ns())
 
@@ -391,6 +407,7 @@ class Lab:
             return n.light_hosts[-1]
         k = len(n.light_hosts)
         name = f"{self.prefix}l-{_node_label(n.node.name)}-{k}"
+        mac = b"\x0a\x5a" + struct.pack("!HH", n.number, k)
         holder: list[rtnl.Rtnl] = []
 
         def setup(ns: str) -> None:
@@ -401,16 +418,17 @@ class Lab:
                 assert n.rtnl is not None
                 with n.lock:
                     n.rtnl.run([rtnl.veth(f"{LIGHT_VETH_NAME}{k}", "eth0", peer_netns_fd=fd, master=KUBE_BRIDGE,
-                                          index=n.alloc_index(), peer_index=ETH0)])
+                                          index=n.alloc_index(), peer_index=ETH0, peer_mac=mac)])
             finally:
                 os.close(fd)
 
         netns.create_many([name], setup=setup)
-        host = _LightHost(name, holder[0])
+        host = _LightHost(name, holder[0], mac)
         n.light_hosts.append(host)
         node = n.node
         host.rtnl.run([rtnl.link_up(LO, "lo"), rtnl.link_up(ETH0, "eth0"),
                        rtnl.route(node.pod_cidr, oif=ETH0),
+                       rtnl.neighbour(ETH0, node.gateway_ip, pod_mac(node.gateway_ip)),
                        rtnl.route("0.0.0.0/0", gateway=node.gateway_ip, oif=ETH0)])
         return host
 
@@ -422,6 +440,9 @@ class Lab:
             host = self._light_host(n)
             chunk = pods[i:i + LIGHT_CHUNK - host.pods]
             host.rtnl.run([rtnl.address(ETH0, self._ensure_ip(p), 32) for p in chunk])
+            assert n.rtnl is not None
+            with n.lock:
+                n.rtnl.run([rtnl.neighbour(KUBE_BRIDGE, p.ip, host.mac) for p in chunk])  # type: ignore[arg-type]
             now = time.time_ns()
             host.pods += len(chunk)
             for p in chunk:
@@ -550,13 +571,18 @@ class Lab:
         if rt.light:
             host = next(h for h in n.light_hosts if h.netns == rt.netns)
             host.rtnl.run([rtnl.address(ETH0, str(pod.ip), 32, delete=True)])
+            t = time.time_ns()
             host.pods -= 1
-            return time.time_ns()
+            with n.lock:
+                n.rtnl.run([rtnl.neighbour(KUBE_BRIDGE, str(pod.ip), delete=True)])  # type: ignore[union-attr]
+            return t
         assert n.rtnl is not None and rt.veth is not None
         # Delete the veth explicitly (like CNI DEL): the pod is cut off now, not whenever the
         # kernel gets round to freeing its namespace.
-        n.rtnl.run([rtnl.link_delete(rt.veth)])
-        t = time.time_ns()
+        with n.lock:
+            n.rtnl.run([rtnl.link_delete(rt.veth)])
+            t = time.time_ns()
+            n.rtnl.run([rtnl.neighbour(KUBE_BRIDGE, str(pod.ip), delete=True)])
         netns.delete(rt.netns)
         return t
 

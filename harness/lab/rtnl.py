@@ -39,6 +39,11 @@ RTM_SETLINK = 19
 RTM_NEWADDR = 20
 RTM_DELADDR = 21
 RTM_NEWROUTE = 24
+RTM_NEWNEIGH = 28
+RTM_DELNEIGH = 29
+NDA_DST = 1
+NDA_LLADDR = 2
+NUD_PERMANENT = 0x80
 
 IFLA_ADDRESS = 1
 IFLA_IFNAME = 3
@@ -70,6 +75,7 @@ _IFINFO = struct.Struct("=BxHiII")
 _IFADDR = struct.Struct("=BBBBI")
 _RTMSG = struct.Struct("=BBBBBBBBI")
 _ERR = struct.Struct("=i")
+_NDMSG = struct.Struct("=BxxxiHBB")
 _ADDR_BODY = struct.Struct("=BBBBIHH4sHH4s")  # ifaddrmsg + IFA_LOCAL + IFA_ADDRESS (the hot path)
 
 # Below the default socket buffers (212992) with room for the kernel's skb overhead.
@@ -106,18 +112,21 @@ class Request:
 
 # -- request builders ------------------------------------------------------------------------------
 def veth(name: str, peer: str, *, peer_netns_fd: int | None = None, master: int | None = None,
-         index: int = 0, peer_index: int = 0, up: bool = True) -> Request:
+         index: int = 0, peer_index: int = 0, peer_mac: bytes | None = None, up: bool = True) -> Request:
     """Create veth ``name`` (optionally enslaved to bridge ifindex ``master``, and up) with its
     peer ``peer`` placed directly into the namespace behind ``peer_netns_fd``. The peer stays
     down: the kernel opens it before the pair is linked (veth_open: ENOTCONN), so bring it up
     from its own namespace.
 
     ``index``/``peer_index`` pin the ifindexes (the kernel honours the peer's only when the
-    first is pinned too), so later requests can name the links without a lookup."""
+    first is pinned too), so later requests can name the links without a lookup. ``peer_mac``
+    fixes the peer's MAC (for permanent neighbour entries made before it ever speaks)."""
     flags = IFF_UP if up else 0
     peer_attrs = _name(IFLA_IFNAME, peer)
     if peer_netns_fd is not None:
         peer_attrs += _u32(IFLA_NET_NS_FD, peer_netns_fd)
+    if peer_mac is not None:
+        peer_attrs += _attr(IFLA_ADDRESS, peer_mac)
     peer_body = _IFINFO.pack(socket.AF_UNSPEC, 0, peer_index, 0, 0) + peer_attrs
     info = _name(IFLA_INFO_KIND, "veth") + _attr(IFLA_INFO_DATA, _attr(VETH_INFO_PEER, peer_body))
     attrs = _name(IFLA_IFNAME, name) + _attr(IFLA_LINKINFO, info)
@@ -156,6 +165,22 @@ def address(index: int, ip: ipaddress.IPv4Address | str, prefixlen: int, *, dele
     if delete:
         return Request(RTM_DELADDR, 0, body, f"delete address {ip}/{prefixlen}")
     return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"add address {ip}/{prefixlen}")
+
+
+def neighbour(index: int, ip: ipaddress.IPv4Address | str, mac: bytes | None = None, *,
+              delete: bool = False) -> Request:
+    """Add (replace) a permanent ARP entry ``ip -> mac`` on link ``index``, or delete it.
+
+    Permanent entries do not count against the neighbour table's gc_thresh3, which is one
+    host-wide limit (1,024 by default) shared by every namespace."""
+    packed = ip.packed if isinstance(ip, ipaddress.IPv4Address) else ipaddress.IPv4Address(ip).packed
+    body = _NDMSG.pack(socket.AF_INET, index, NUD_PERMANENT, 0, 0) + struct.pack("=HH", 8, NDA_DST) + packed
+    if delete:
+        return Request(RTM_DELNEIGH, 0, body, f"delete neighbour {ipaddress.IPv4Address(packed)}")
+    assert mac is not None
+    body += _attr(NDA_LLADDR, mac)
+    return Request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body,
+                   f"add neighbour {ipaddress.IPv4Address(packed)}")
 
 
 def route(dst: ipaddress.IPv4Network | str, *, gateway: ipaddress.IPv4Address | str | None = None,
