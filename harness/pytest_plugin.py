@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import pytest
 
+from harness.controller.fixtures import controller_factory
+from harness.lab.fixtures import lab, lab_factory, netpol_kernel_guard
+from harness.probe.fixtures import long_lived_flows, prober
+
+__all__ = ["controller_factory", "lab", "lab_factory", "long_lived_flows", "netpol_kernel_guard", "prober"]
+
 MARKERS = {
     "kernel": "needs root, CAP_NET_ADMIN and the ipset/iptables binaries (skipped with the reason otherwise)",
     "scale": "slow scale sweep; deselected by default, run with -m scale",
     "slow": "takes more than a few seconds",
+    "topology": "topology(name_or_path_or_Cluster): the topology the lab fixture builds for this test",
 }
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("netpol-harness")
     group.addoption("--topology", default=None,
-                    help="topology for the lab fixture: a shipped name (default, k8s-e2e) or a path")
+                    help="topology for the lab fixture: a shipped name (default, k8s-e2e, scale-100) or a path")
     group.addoption("--keep-lab", action="store_true", help="leave the lab in the kernel after the run")
     group.addoption("--backend", default="nft", choices=("nft", "legacy"), help="iptables backend")
     group.addoption("--profile", default="v2.10", help="kube-router version profile")
