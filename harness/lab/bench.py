@@ -6,6 +6,7 @@ import ipaddress
 import math
 import os
 import platform
+import resource
 import time
 from dataclasses import dataclass
 
@@ -56,6 +57,7 @@ class LabBenchResult:
     down_s: float
     add_pod_ms: float  # one more full pod at run time, like CNI ADD
     settled_s: float | None  # down() until the kernel had freed the namespaces (None: not observable)
+    up_cpu_s: float  # CPU time (user + system, all threads) this process spent in up(): wall - cpu = waiting
 
 
 def net_namespace_objects() -> int | None:
@@ -98,7 +100,9 @@ def run_lab_bench(full: int, light: int, nodes: int = 2, servers: bool = True) -
     c = bench_cluster(full, light, nodes)
     wait_kernel_settled()
     lab = Lab(c, servers=servers)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
     lab.up()
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
     try:
         extra = Pod("bench", "added", "node-0", ports=[ContainerPort(80)])
         t0 = time.perf_counter()
@@ -111,7 +115,8 @@ def run_lab_bench(full: int, light: int, nodes: int = 2, servers: bool = True) -
     return LabBenchResult(kernel=platform.release(), nodes=nodes, full=full, light=light, servers=servers,
                           infrastructure_s=t.infrastructure, full_pods_s=t.full_pods, light_pods_s=t.light_pods,
                           servers_s=t.servers, up_s=t.up, down_s=t.down, add_pod_ms=add_ms,
-                          settled_s=None if settled is None else t.down + settled)
+                          settled_s=None if settled is None else t.down + settled,
+                          up_cpu_s=(r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime))
 
 
 def cpu_count() -> int:

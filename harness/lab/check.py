@@ -74,6 +74,16 @@ def _capabilities() -> int:
     return 0
 
 
+def require_privileges() -> None:
+    """Raise EnvironmentProblem (one line, with the fix) unless this process may build a lab."""
+    caps = _capabilities()
+    missing = [n for bit, n in ((CAP_NET_ADMIN, "CAP_NET_ADMIN"), (CAP_SYS_ADMIN, "CAP_SYS_ADMIN"))
+               if not caps & (1 << bit)]
+    if missing:
+        raise EnvironmentProblem(f"the lab needs {' and '.join(missing)} (euid {os.geteuid()})",
+                                 "run as root; in a container, --privileged")
+
+
 def br_netfilter_loaded() -> bool:
     return os.path.isdir("/proc/sys/net/bridge")
 

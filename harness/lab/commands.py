@@ -196,10 +196,11 @@ def cmd_bench_lab(args: argparse.Namespace) -> int:
         r = run_lab_bench(args.full, args.light, args.nodes, servers=not args.no_servers)
         rows.append([r.nodes, r.full, r.light, f"{r.infrastructure_s:.3f}", f"{r.full_pods_s:.3f}",
                      f"{r.light_pods_s:.3f}", f"{r.servers_s:.3f}" if r.servers else "-", f"{r.up_s:.3f}",
+                     f"{r.up_cpu_s:.3f}",
                      f"{r.down_s:.3f}", "-" if r.settled_s is None else f"{r.settled_s:.3f}",
                      f"{r.add_pod_ms:.1f}"])
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     print(f"kernel {platform.release()}, {cpu_count()} CPUs, python {sys.version.split()[0]}, load average {load}")
     print(tabulate(rows, headers=["nodes", "full", "light", "infra s", "full pods s", "light pods s", "servers s",
-                                  "realize s", "teardown s", "kernel freed s", "add_pod ms"]))
+                                  "realize s", "cpu s", "teardown s", "kernel freed s", "add_pod ms"]))
     return 0

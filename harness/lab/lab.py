@@ -50,7 +50,7 @@ from typing import Any, TypeVar
 
 from harness.errors import HarnessError
 from harness.lab import netns, reach, rtnl, state
-from harness.lab.check import ensure_br_netfilter
+from harness.lab.check import ensure_br_netfilter, require_privileges
 from harness.lab.servers import EchoServers
 from harness.model.cluster import Cluster, Node, Pod, PodKind
 
@@ -206,6 +206,7 @@ class Lab:
         the partial lab is removed before the error propagates."""
         if self._up:
             raise HarnessError(f"lab {self.run_id} is already up")
+        require_privileges()
         ensure_br_netfilter()
         self.state = state.new_run(run_id=self.run_id)
         self.run_id = self.state.run_id
@@ -638,7 +639,7 @@ class Lab:
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix=f"lab-{self.run_id}")
+            self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"lab-{self.run_id}")
         return self._pool
 
     def _probe_args(self, src: str, dst: str | ipaddress.IPv4Address) -> tuple[str, str | None, str] | str:
