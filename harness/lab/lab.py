@@ -256,7 +256,14 @@ class Lab:
         recorded = list(self._all_netns())
         # Nodes and underlay first: their bridges go, then the pods' veths go with the pods.
         state.delete_namespaces(self.run_id, recorded)
-        if self.state is not None:
+        # A build interrupted by Ctrl-C may still have a worker thread creating namespaces:
+        # sweep the prefix until it stays empty, and keep the record (for gc) if it does not.
+        for _ in range(40):
+            if not netns.list_names(self.prefix):
+                break
+            time.sleep(0.05)
+            state.delete_namespaces(self.run_id)
+        if self.state is not None and not netns.list_names(self.prefix):
             shutil.rmtree(self.state.dir, ignore_errors=True)
         self._nodes.clear()
         self._pods.clear()
