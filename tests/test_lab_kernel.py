@@ -16,9 +16,6 @@ import pytest
 
 from harness.errors import ConfigError, HarnessError
 from harness.lab import netns, state
-
-# Until harness.pytest_plugin re-exports them: the lab fixtures, imported to register them here.
-from harness.lab.fixtures import lab, lab_factory, netpol_kernel_guard  # noqa: F401
 from harness.lab.lab import Lab
 from harness.model.cluster import Cluster, ContainerPort, Node, NodeKind, Pod, PodKind
 
@@ -82,7 +79,7 @@ def server_pids(run_id: str) -> list[int]:
 
 
 # -- layout ------------------------------------------------------------------------------------------
-def test_layout_names_addresses_routes_sysctls(lab_factory):  # noqa: F811
+def test_layout_names_addresses_routes_sysctls(lab_factory):
     lb = lab_factory(small_cluster())
     rid = lb.run_id
     names = netns.list_names(f"nph-{rid}-")
@@ -130,7 +127,7 @@ def test_layout_names_addresses_routes_sysctls(lab_factory):  # noqa: F811
 
 # -- reachability -------------------------------------------------------------------------------------
 @pytest.mark.parametrize("protocol", ["TCP", "UDP", "ICMP"])
-def test_matrix_all_pods_reach_each_other(lab_factory, protocol):  # noqa: F811
+def test_matrix_all_pods_reach_each_other(lab_factory, protocol):
     lb = lab_factory(small_cluster())
     m = lb.matrix(protocol=protocol, port=81)
     realized = [k for k in lb.cluster.pods if k != "z/virtual"]
@@ -143,7 +140,7 @@ def test_matrix_all_pods_reach_each_other(lab_factory, protocol):  # noqa: F811
         assert outcome == ("n/a-same-light-host" if cell in same_host else "connected"), (cell, outcome)
 
 
-def test_outcomes_refused_unreachable_timeout(lab_factory):  # noqa: F811
+def test_outcomes_refused_unreachable_timeout(lab_factory):
     lb = lab_factory(small_cluster())
     assert lb.connect("x/full-a1", "x/full-b1", 83, "TCP") == "refused"  # nobody listens: RST
     assert lb.connect("x/light-a1", "x/full-b1", 83, "UDP") == "refused"  # ICMP port unreachable
@@ -153,7 +150,7 @@ def test_outcomes_refused_unreachable_timeout(lab_factory):  # noqa: F811
     assert lb.connect("x/full-a1", "z/virtual", 80, "TCP", timeout=0.3) == "timeout"
 
 
-def test_nothing_routes_out_of_the_lab(lab_factory):  # noqa: F811
+def test_nothing_routes_out_of_the_lab(lab_factory):
     lb = lab_factory(small_cluster(light=True))
     host_addrs = [i["local"] for a in json.loads(sh("ip", "-j", "-4", "addr")) for i in a["addr_info"]
                   if not i["local"].startswith("127.")]
@@ -174,7 +171,7 @@ def test_nothing_routes_out_of_the_lab(lab_factory):  # noqa: F811
 
 
 # -- runtime changes ----------------------------------------------------------------------------------------
-def test_add_and_remove_pods_at_runtime(lab_factory):  # noqa: F811
+def test_add_and_remove_pods_at_runtime(lab_factory):
     lb = lab_factory(small_cluster())
     before = time.time_ns()
     ready = lb.add_pod(Pod("x", "new-full", "node-b", {"pod": "new"}, ports=[ContainerPort(80)]))
@@ -207,7 +204,7 @@ def test_add_and_remove_pods_at_runtime(lab_factory):  # noqa: F811
     assert "x/new-full" not in st.pods and "z/virtual-2" in st.pods
 
 
-def test_exec_and_call_run_inside(lab_factory):  # noqa: F811
+def test_exec_and_call_run_inside(lab_factory):
     lb = lab_factory(small_cluster(light=False))
     out = lb.exec("y/full-b2", ["ip", "-4", "-o", "addr", "show", "eth0"])
     assert out.returncode == 0 and str(lb.cluster.pods["y/full-b2"].ip) in out.stdout
@@ -238,7 +235,7 @@ def root_snapshot() -> dict:
     return snap
 
 
-def test_root_namespace_unchanged_and_nothing_left(lab_factory):  # noqa: F811
+def test_root_namespace_unchanged_and_nothing_left(lab_factory):
     before = root_snapshot()
     lb = lab_factory(small_cluster())
     assert lb.matrix(pods=["x/full-a1", "x/light-b1"])[("x/full-a1", "x/light-b1")] == "connected"
@@ -339,7 +336,7 @@ def test_two_labs_built_at_once_do_not_collide():
 
 # -- fixtures and errors ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("lab", [small_cluster(light=False)], indirect=True)
-def test_lab_fixture_from_a_cluster_object(lab):  # noqa: F811
+def test_lab_fixture_from_a_cluster_object(lab):
     assert lab.connect("x/full-a1", "y/full-b2", 80, "TCP") == "connected"
     assert lab.cluster is not None and "x/full-a1" in lab.cluster.pods
 
@@ -367,7 +364,7 @@ def test_a_failure_halfway_removes_the_partial_lab():
     assert not os.path.exists(os.path.join(state.STATE_ROOT, lb.run_id))
 
 
-def test_cross_node_probing_is_not_capped_by_the_host_neighbour_table(lab_factory):  # noqa: F811
+def test_cross_node_probing_is_not_capped_by_the_host_neighbour_table(lab_factory):
     # More destinations than the default host-wide gc_thresh3 (1,024): without permanent
     # entries on the node, the 1,025th ARP entry fails with ENOBUFS.
     from harness.lab.bench import bench_cluster

@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-# Until harness.pytest_plugin re-exports them: the lab fixtures, imported to register them here.
-from harness.lab.fixtures import lab, netpol_kernel_guard  # noqa: F401
-
 pytestmark = pytest.mark.kernel
 
 
@@ -16,7 +13,7 @@ def served(pod, protocol):
 
 
 @pytest.mark.topology("default")
-def test_default_topology_all_pairs_reach(lab):  # noqa: F811
+def test_default_topology_all_pairs_reach(lab):
     pods = lab.cluster.pods
     realized = [k for k in pods if k in lab.realized_pods()]
     kinds = {lab.cluster.pods[k].kind.value for k in realized}
@@ -40,7 +37,7 @@ def test_default_topology_all_pairs_reach(lab):  # noqa: F811
 
 
 @pytest.mark.topology("k8s-e2e")
-def test_k8s_e2e_topology_is_a_full_9x9_truth_table_without_policies(lab):  # noqa: F811
+def test_k8s_e2e_topology_is_a_full_9x9_truth_table_without_policies(lab):
     keys = sorted(lab.cluster.pods)
     assert keys == [f"{ns}/{p}" for ns in "xyz" for p in "abc"]
     for port in (80, 81):
