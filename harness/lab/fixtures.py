@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 from collections.abc import Callable, Iterator
@@ -62,10 +63,16 @@ def _requested_topology(request: pytest.FixtureRequest) -> Any:
     return opt or DEFAULT_TOPOLOGY
 
 
-def _finish(lab: Any, keep: bool) -> None:
-    if keep:
+def _finish(lab: Any, config: pytest.Config) -> None:
+    if config.getoption("--keep-lab", default=False):
         rid = lab.detach()
-        log.warning("lab %s kept (--keep-lab): `netpol-harness down %s` removes it", rid, rid)
+        msg = f"lab {rid} kept (--keep-lab): `netpol-harness exec --run {rid} POD -- CMD`, `netpol-harness down {rid}`"
+        log.warning(msg)
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        capture = config.pluginmanager.get_plugin("capturemanager")
+        if reporter is not None:
+            with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+                reporter.write_line(msg)
     else:
         lab.down()
 
@@ -89,7 +96,7 @@ def lab(request: pytest.FixtureRequest) -> Iterator[Any]:
     try:
         yield the_lab
     finally:
-        _finish(the_lab, bool(request.config.getoption("--keep-lab", default=False)))
+        _finish(the_lab, request.config)
 
 
 @pytest.fixture
@@ -111,11 +118,10 @@ def lab_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Any]]:
     try:
         yield make
     finally:
-        keep = bool(request.config.getoption("--keep-lab", default=False))
         errors = []
         for one in reversed(labs):
             try:
-                _finish(one, keep)
+                _finish(one, request.config)
             except Exception as e:  # tear down the others anyway
                 errors.append(e)
         if errors:
