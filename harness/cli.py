@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "harness.render.commands",  # render, bench render
     "harness.apply.commands",  # bench apply
     "harness.conformance.commands",  # conformance
+    "harness.controller.commands",  # controller, bench controller
     "harness.probe.commands",  # calibrate, bench probe
     "harness.suite",  # suite (the main job)
     "harness.report.commands",  # report

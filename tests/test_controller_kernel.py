@@ -17,7 +17,6 @@ from harness.apply import inspect
 from harness.apply.backends import require_tools
 from harness.controller import Controller, ControllerConfig
 from harness.controller.delivery import Delivery
-from harness.controller.fixtures import controller_factory  # noqa: F401  (until the plugin re-exports it)
 from harness.controller.mitigations import Sleep, parse_mitigations, start_pod, tcp_client
 from harness.errors import EnvironmentProblem
 from harness.model.cluster import Pod
