@@ -1,0 +1,206 @@
+"""job-to-mysql (kube-router #1652, k0s #2261): job pods that talk to a protected MariaDB right
+after they start.
+
+Setting (on the default topology): ``db/mariadb-0`` on node-a runs a real ``mariadbd`` on
+3306, selected by ``allow-backup`` (ingress from ``app=backup`` pods of namespace ``batch`` on
+TCP 3306). Each run creates ``batch/job-<i>`` (``app=backup``) on the job node through the
+controller (CNI ADD + pod-added event), and at once
+
+- a SYN prober from the job pod to 3306 (``probe_rate``/s, kernel timestamps): the datapath's
+  view, what clusterloader2 measures with curl at 1 s resolution;
+- the job's real client (PyMySQL: connect + ``SELECT 1``), after the configuration's
+  mitigations (sleep, retry, cni-wait, ...): what the customer's CronJob sees.
+
+After the client is done, a success poller runs (every 20 ms) so every run also has its time
+until success. Then the pod is deleted and the controller drained before the next run.
+
+    with JobScenario(lab, JobConfig("none", delivery={"node-a": 0.3})) as sc:
+        obs = [sc.run_once(i) for i in range(3)]
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from harness.controller import Controller, ControllerConfig
+from harness.controller.mitigations import PodContext, parse_mitigations
+from harness.model.cluster import Pod
+from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
+from harness.scenarios.mysql import PORT, MariaDB, mysql_attempt
+
+log = logging.getLogger(__name__)
+
+SERVER = "db/mariadb-0"
+SERVER_NODE = "node-a"
+# Lab artefact (see tests/test_controller_kernel.py): the very first packet towards a brand-new
+# full pod is sometimes dropped at its host-side veth within ~1 ms of CNI ADD, and TCP would
+# retransmit only after 1 s. The job's processes start this much after network ready (a real
+# container start takes longer than this anyway); it is recorded with every run.
+SETTLE_S = 0.05
+
+
+def allow_backup(port: int = PORT) -> NetworkPolicy:
+    """db/allow-backup: pods app=mariadb accept TCP ``port`` from app=backup pods of ns batch."""
+    return NetworkPolicy(
+        "db", "allow-backup", LabelSelector.of({"app": "mariadb"}), ("Ingress",),
+        ingress=(PolicyRule(peers=(PolicyPeer(
+            pod_selector=LabelSelector.of({"app": "backup"}),
+            namespace_selector=LabelSelector.of({"kubernetes.io/metadata.name": "batch"})),),
+            ports=(PolicyPort("TCP", port),)),))
+
+
+@dataclass
+class JobConfig:
+    """One configuration of the scenario. ``delivery``: the controller's per-node delivery delay
+    (node-a learning late is what makes the cross-node race); ``mitigation``: a
+    ``parse_mitigations`` spec; ``reject_with``: None (kube-router's REJECT = ICMP
+    port-unreachable) or ``tcp-reset``."""
+
+    name: str
+    mitigation: str = "none"
+    profile: str = "v2.10"
+    strategy: str = "restore"
+    backend: str = "nft"
+    reject_with: str | None = None
+    delivery: Any = field(default_factory=lambda: {"node-a": 0.3, "node-b": 0.0})
+    job_node: str = "node-b"
+    probe_rate: float = 200.0
+    probe_s: float = 1.5
+    client_timeout_s: float = 1.0
+    until_success_s: float = 5.0
+    seed: int = 0
+
+    def describe(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["delivery"] = self.delivery if isinstance(self.delivery, dict | str | float | int) else str(self.delivery)
+        return d
+
+
+def _attempt_json(a: Any) -> dict[str, Any]:
+    return {"ok": a.ok, "start_ns": a.start_ns, "end_ns": a.end_ns, "code": getattr(a, "code", None),
+            "errno": a.errno, "message": getattr(a, "message", ""), "outcome": a.outcome}
+
+
+class JobScenario:
+    """The MariaDB server, the controller and a prober for one configuration (context manager)."""
+
+    def __init__(self, lab: Any, config: JobConfig):
+        self.lab = lab
+        self.config = config
+        self.mits = parse_mitigations(config.mitigation, field_name="mitigation")
+        self.db: MariaDB | None = None
+        self.ctl: Controller | None = None
+        self.prober: Any = None
+
+    def __enter__(self) -> JobScenario:
+        from harness.probe.packet import PacketProber
+
+        cfg = self.config
+        lab = self.lab
+        if SERVER not in lab.cluster.pods:
+            lab.add_pod(Pod("db", "mariadb-0", SERVER_NODE, {"app": "mariadb"}))
+        pol = allow_backup()
+        lab.cluster.policies[pol.key] = pol
+        self.db = MariaDB(lab, SERVER).start()
+        try:
+            ccfg = self.mits.configure(ControllerConfig(
+                profile=cfg.profile, strategy=cfg.strategy, backend=cfg.backend, reject_with=cfg.reject_with,
+                delivery=cfg.delivery, seed=cfg.seed))
+            self.ctl = Controller(lab, ccfg).start()
+            self.prober = PacketProber(timeout_s=0.5)
+            self.prober.start()
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.prober is not None:
+            self.prober.stop()
+        if self.ctl is not None:
+            self.ctl.stop()
+        if self.db is not None:
+            self.db.stop()
+
+    def run_once(self, index: int) -> dict[str, Any]:
+        """One job pod start; returns the observation (every time CLOCK_REALTIME ns)."""
+        from harness.probe.packet import FlowSpec
+
+        cfg, ctl, lab, db = self.config, self.ctl, self.lab, self.db
+        assert ctl is not None and db is not None
+        key = f"batch/job-{index}"
+        added = ctl.add_pod(Pod("batch", f"job-{index}", cfg.job_node, {"app": "backup"}))
+        ready = added.ready_ns
+        ns = lab.pod_netns(key)
+        src = str(added.pod.ip)
+        time.sleep(SETTLE_S)
+        flow = self.prober.add_flow(FlowSpec(ns, src, db.ip, PORT, "TCP", rate=cfg.probe_rate,
+                                             count=int(cfg.probe_rate * cfg.probe_s), flow_id=key))
+        ctx = PodContext(ctl, key, ready, added.event.seq)
+        for m in self.mits:
+            m.network_ready(ctx)
+        released = time.time_ns()
+
+        def attempt():
+            return mysql_attempt(ns, db.ip, timeout_s=cfg.client_timeout_s)
+
+        for m in self.mits:
+            m.before_client(ctx, attempt)
+        client_start = time.time_ns()
+        attempts = None
+        for m in self.mits:
+            attempts = m.run_client(attempt)
+            if attempts is not None:
+                break
+        if attempts is None:
+            attempts = [attempt()]
+        client_ok = next((a.end_ns for a in attempts if a.ok), None)
+        # time until success for every run, whatever the client did
+        polls = 0
+        success = client_ok
+        deadline = time.monotonic() + cfg.until_success_s
+        while success is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+            r = attempt()
+            polls += 1
+            if r.ok:
+                # its completion: the attempt's start is no bound on when its SYN left (a busy
+                # interpreter can hold this thread for ms while the controller forks its tools)
+                success = r.end_ns
+        self.prober.wait([flow], timeout=cfg.probe_s + 5)
+        try:
+            programmed = ctl.await_event(added.event.seq, timeout=30, nodes=SERVER_NODE)
+        except Exception:  # noqa: BLE001 - recorded, the run still reports what it saw
+            programmed = None
+        series = flow.series()
+        first_conn = next((r.send_ns for r in series if r.outcome.value == "connected"), None)
+        sync_a = ctl.timeline.sync_including(SERVER_NODE, added.event.seq)
+        ev = ctl.timeline.event(added.event.seq)
+        obs = {
+            "run": index, "pod": key, "node": cfg.job_node, "ip": src,
+            "ready_ns": ready, "released_ns": released, "client_start_ns": client_start,
+            "settle_s": SETTLE_S,
+            "event": {"seq": ev.seq, "emitted_ns": ev.emitted_ns, "delivered_ns": dict(ev.delivered_ns)},
+            "server_sync": None if sync_a is None else {
+                "node": sync_a.node, "start_ns": sync_a.start_ns, "in_force_ns": sync_a.in_force_ns,
+                "reasons": sync_a.reasons,
+                "phases": [[p.name, p.start_ns, p.end_ns] for p in sync_a.phases]},
+            "programmed_ns": programmed,
+            "attempts": [_attempt_json(a) for a in attempts],
+            "first": _attempt_json(attempts[0]),
+            "client_ok_ns": client_ok,
+            "success_ns": success, "success_polls": polls,
+            "probe": {"rate": cfg.probe_rate, "counts": flow.counts(),
+                      "first_connected_ns": first_conn,
+                      "series": [[r.send_ns, r.outcome.value] for r in series]},
+            "notes": {k: v for k, v in ctx.notes.items() if isinstance(v, int | float | str | bool)},
+        }
+        obs["reachability_latency_ms"] = None if first_conn is None else (first_conn - ready) / 1e6
+        obs["client_success_ms"] = None if success is None else (success - ready) / 1e6
+        obs["first_failed"] = not attempts[0].ok
+        ctl.remove_pod(key)
+        ctl.wait_idle(30)
+        return obs
