@@ -409,6 +409,31 @@ class Lab:
                    rtnl.route("0.0.0.0/0", gateway=n.node.gateway_ip, oif=ETH0)])
         self._pods[pod.key] = _PodRt(name, light=False, veth=veth, ready_ns=time.time_ns())
 
+    def _await_link_active(self, pod: Pod, timeout_s: float = 2.0) -> int:
+        """Wait until the pod's host-side veth is really forwarding and return that time (ns).
+
+        Bringing eth0 up turns the host end's carrier on, but the kernel activates its qdisc
+        and enables the bridge port later, in linkwatch work. A packet in between is dropped
+        (tx_dropped on the veth): measured here, 14 of 100 connects started right after the
+        netlink acks timed out. So: poll the host end's operstate (set by that work item), then
+        send one RTNL-locked no-op request, which cannot run before the work item finished."""
+        rt = self._pods[pod.key]
+        n = self._nodes[pod.node]
+        assert rt.veth is not None and n.rtnl is not None
+        deadline = time.monotonic() + timeout_s
+        with netns.ipr(n.netns) as ipr:
+            while True:
+                link = ipr.link("get", ifname=rt.veth)[0]
+                if link.get_attr("IFLA_OPERSTATE") == "UP":
+                    break
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"pod {pod.key}: veth {rt.veth} not up after {timeout_s} s")
+                time.sleep(0.0002)
+        with n.lock:
+            n.rtnl.run([rtnl.link_up(link["index"], rt.veth)])
+        rt.ready_ns = time.time_ns()
+        return rt.ready_ns
+
     def _light_host(self, n: _NodeRt) -> _LightHost:
         """The node's light-pod host with room left, made on demand."""
         if n.light_hosts and n.light_hosts[-1].pods < LIGHT_CHUNK:
@@ -533,7 +558,7 @@ class Lab:
                 kind = self._kind(pod)
                 if kind is PodKind.FULL:
                     self._build_full_pods([pod])
-                    ready = self._pods[pod.key].ready_ns
+                    ready = self._await_link_active(pod)
                 elif kind is PodKind.LIGHT:
                     ready = self._add_light(self._nodes[pod.node], [pod])
                 else:
