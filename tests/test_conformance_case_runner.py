@@ -184,3 +184,19 @@ def test_a_real_drop_survives_the_retry():
         assert retry_timeouts(lab, outcomes, Probe(80, "TCP"), 0.3) == (2, 0)
         assert outcomes[("x/a", "x/b")] == outcomes[("x/b", "x/a")] == "timeout"
         assert outcomes[("x/a", "x/c")] == outcomes[("x/c", "x/b")] == "connected"
+
+
+def test_unprobeable_cells_are_ignored_not_failed():
+    from harness.analysis.truthtable import build_expectation
+    from harness.conformance.runner import judge
+
+    outcomes = {("x/a", "x/b"): "n/a-same-light-host", ("x/b", "x/a"): "connected",
+                ("x/a", "y/a"): "refused", ("y/a", "x/a"): "connected", ("x/b", "y/a"): "connected",
+                ("y/a", "x/b"): "connected"}
+    expected = build_expectation(PODS, "allow", [("x/a", "y/a", "deny")])
+    observed = observed_table(outcomes, PODS, ignore_self=True)
+    assert observed.get("x/a", "x/b") is None
+    d = judge(expected, observed, outcomes)
+    assert d.ok and d.correct == 5 and d.ignored == 3 + 1
+    outcomes[("x/b", "x/a")] = "refused"
+    assert judge(expected, observed_table(outcomes, PODS, ignore_self=True), outcomes).count == 1

@@ -170,6 +170,8 @@ def observed_table(outcomes: dict[tuple[str, str], str], pods: list[str], ignore
         if src not in pods or dst not in pods:
             continue
         word = str(outcome)
+        if word.startswith("n/a"):
+            continue  # not probeable (two light pods sharing a namespace): left unknown, not judged
         if word.lower() in OUTCOMES:
             table.set(src, dst, word)
         else:
@@ -212,6 +214,17 @@ def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: fl
     if ignore_self:
         result = {k: v for k, v in result.items() if k[0] != k[1]}
     return result
+
+
+def judge(expected: TruthTable, observed: TruthTable, outcomes: dict[tuple[str, str], str]) -> TableDiff:
+    """``diff(expected, observed)``, with cells the lab cannot probe (``n/a-...`` outcomes)
+    counted as ignored instead of as missing observations."""
+    d = diff(expected, observed)
+    skip = {cell for cell, o in outcomes.items() if str(o).startswith("n/a")}
+    if not skip:
+        return d
+    kept = [m for m in d.mismatches if (m.src, m.dst) not in skip]
+    return TableDiff(d.expected, d.observed, kept, d.correct, d.ignored + len(d.mismatches) - len(kept))
 
 
 def retry_timeouts(lab, outcomes: dict[tuple[str, str], str], probe: Probe,
@@ -307,7 +320,7 @@ def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], opti
     return StepResult(
         index=step.index, description=step.description, probe=step.probe, changes=changes,
         expected=expected, expected_from="hand" if hand is not None else "oracle", observed=observed,
-        diff=diff(expected, observed), oracle_vs_hand=diff(hand, oracle) if hand is not None else None,
+        diff=judge(expected, observed, outcomes), oracle_vs_hand=diff(hand, oracle) if hand is not None else None,
         sync_version=sync_version, syncs=syncs, outcomes=Counter(outcomes.values()), probe_time_ns=probe_ns,
         retried=retried, recovered=recovered,
     )
