@@ -258,7 +258,7 @@ def _mounts_under(d: str) -> list[str]:
     return out
 
 
-def _cgroup_dirs(parent: str) -> list[str]:
+def cgroup_dirs(parent: str) -> list[str]:
     """Every cgroup v1/v2 directory named ``parent`` (one per mounted hierarchy)."""
     out = []
     root = "/sys/fs/cgroup"
@@ -274,7 +274,7 @@ def _cgroup_dirs(parent: str) -> list[str]:
 def _kill_cgroup(parent: str) -> None:
     """SIGKILL every process left in the engine's cgroup subtree (containers of a crashed
     engine), then remove the (now empty) cgroups, deepest first."""
-    for top in _cgroup_dirs(parent):
+    for top in cgroup_dirs(parent):
         for dirpath, _dirs, files in os.walk(top):
             if "cgroup.procs" in files:
                 with contextlib.suppress(OSError), open(os.path.join(dirpath, "cgroup.procs")) as f:
@@ -282,7 +282,7 @@ def _kill_cgroup(parent: str) -> None:
                         with contextlib.suppress(ProcessLookupError, ValueError):
                             os.kill(int(pid), signal.SIGKILL)
     time.sleep(0.05)
-    for top in _cgroup_dirs(parent):
+    for top in cgroup_dirs(parent):
         for dirpath, _dirs, _files in sorted(os.walk(top), key=lambda w: -w[0].count("/")):
             for _ in range(20):
                 try:
@@ -294,7 +294,7 @@ def _kill_cgroup(parent: str) -> None:
                     time.sleep(0.05)
 
 
-def _procs_referencing(d: str) -> list[int]:
+def procs_referencing(d: str) -> list[int]:
     """Processes whose command line names the engine directory (dockerd, containerd, shims)."""
     out = []
     for p in os.listdir("/proc"):
@@ -310,7 +310,7 @@ def _procs_referencing(d: str) -> list[int]:
 def _stop_engine(d: str, eid: str, proc: subprocess.Popen | None) -> None:
     """Stop a private engine and remove every trace: dockerd (SIGTERM: it stops its containers
     and its containerd), leftovers (SIGKILL), cgroups, mounts, the directory."""
-    pids = _procs_referencing(d)
+    pids = procs_referencing(d)
     dockerd_pid = proc.pid if proc is not None else None
     if dockerd_pid is None:
         with contextlib.suppress(OSError, ValueError), open(os.path.join(d, "docker.pid")) as f:
@@ -328,7 +328,7 @@ def _stop_engine(d: str, eid: str, proc: subprocess.Popen | None) -> None:
             elif not os.path.exists(f"/proc/{dockerd_pid}") or state._is_zombie(dockerd_pid):
                 break
             time.sleep(0.02)
-    for pid in _procs_referencing(d):  # containerd / shims that outlived dockerd
+    for pid in procs_referencing(d):  # containerd / shims that outlived dockerd
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     if proc is not None:
