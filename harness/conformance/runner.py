@@ -28,6 +28,7 @@ from harness.model.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
+NOT_SERVED = "n/a-port-not-served"
 DEFAULT_TIMEOUT = 0.4  # s per probe; kube-router REJECTs, so only a dropped packet costs this
 
 
@@ -213,7 +214,12 @@ def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: fl
     result = lab.matrix(pods=pods, port=probe.port, protocol=probe.protocol, timeout=timeout)
     if ignore_self:
         result = {k: v for k, v in result.items() if k[0] != k[1]}
-    return result
+    # A destination without a listener on the port answers like a REJECT (RST / port-unreachable),
+    # so its cells say nothing about policy: mark them unprobeable (the e2e model serves every
+    # port on every pod, so this only matters for other topologies).
+    served = {k for k in pods if any(cp.port == probe.port and cp.protocol == probe.protocol
+                                     for cp in lab.cluster.pods[k].ports)}
+    return {k: (v if k[1] in served else NOT_SERVED) for k, v in result.items()}
 
 
 def judge(expected: TruthTable, observed: TruthTable, outcomes: dict[tuple[str, str], str]) -> TableDiff:
