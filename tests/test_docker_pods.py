@@ -192,6 +192,25 @@ def test_controller_events_for_a_container_job_pod(lab, docker_engine):
             assert "batch/job-1" not in lab.cluster.pods
 
 
+def test_mariadb_client_job_container_against_a_real_server(lab, docker_pods):
+    """The job-to-mysql scenario's docker configuration in one run: the real ``mariadb`` client
+    as the container's command, started right after network ready, against a real MariaDB."""
+    try:
+        from harness.scenarios.mysql import MARIADBD, MariaDB
+    except ImportError as e:
+        pytest.skip(f"job-to-mysql scenario module not importable: {e}")
+    if not os.path.exists(MARIADBD):
+        pytest.skip(f"{MARIADBD} missing (apt-get install mariadb-server)")
+    from harness.lab.docker_pods import mariadb_job_argv
+
+    lab.add_pod(Pod("db", "mariadb-0", "node-a", {"app": "mariadb"}))
+    with MariaDB(lab, "db/mariadb-0") as db:
+        res = run_job_container(lab, Pod("batch", "job-1", "node-b", {"app": "backup"}),
+                                mariadb_job_argv(db.ip, db.port, query="SELECT 40 + 2"), pods=docker_pods)
+    assert (res.exit_code, res.output.strip()) == (0, "42"), res.output
+    assert res.sandbox_ns < res.network_ready_ns <= res.app_started_ns < (res.finished_ns or 0)
+
+
 # -- the engine itself -------------------------------------------------------------------------
 def test_private_engine_leaves_root_namespace_and_host_unchanged(lab):
     _skip_without_docker()

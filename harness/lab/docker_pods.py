@@ -449,6 +449,14 @@ def gc() -> dict[str, list[str]]:
     return out
 
 
+def mariadb_job_argv(host: str, port: int = 3306, *, timeout_s: int = 2, query: str = "SELECT 1",
+                     user: str = "root") -> list[str]:
+    """The job command of the job-to-mysql scenario: the ``mariadb`` command-line client, one
+    query, no config files (what a CronJob's container runs)."""
+    return ["mariadb", "--no-defaults", "-h", host, "-P", str(port), "-u", user,
+            f"--connect-timeout={timeout_s}", "--batch", "--skip-column-names", "-e", query]
+
+
 def command_line(argv: Sequence[str]) -> str:
     """For logs and reports."""
     return shlex.join(argv)
