@@ -415,8 +415,9 @@ def run_job_container(lab: Any, pod: Any, argv: Sequence[str], *, pods: DockerPo
 
 
 def gc_containers(engine: Engine) -> list[str]:
-    """On a reused engine: remove harness containers whose run has no live owner; returns
-    their names. (A private engine's containers go with the engine: see ``gc``.)"""
+    """On a reused engine: remove harness containers whose run has no live owner, then the
+    harness's pod images if no harness container is left; returns what was removed. (A private
+    engine's containers and images go with the engine: see ``gc``.)"""
     removed = []
     for c in engine.client.containers.list(all=True, filters={"label": RUN_LABEL}):
         rid = c.labels.get(RUN_LABEL, "")
@@ -428,6 +429,12 @@ def gc_containers(engine: Engine) -> list[str]:
             with contextlib.suppress(Exception):
                 c.remove(force=True, v=True)
                 removed.append(c.name)
+    # Pod images no container uses any more (a crashed run could not remove the one it imported).
+    if not engine.client.containers.list(all=True, filters={"label": RUN_LABEL}):
+        for img in engine.client.images.list(filters={"label": f"{LABEL}=pod-image"}):
+            with contextlib.suppress(Exception):
+                engine.client.images.remove(img.id, force=True)
+                removed.append(img.id[:19])
     return removed
 
 
