@@ -215,8 +215,6 @@ def _parse_step(index: int, data: Any, source: str, path: str) -> Step:
     raw_expect = f.opt("expect", dict, None)
     expect = _parse_expect(raw_expect, source, f.field("expect")) if raw_expect is not None else None
     f.done()
-    if index == 0 and not (apply or delete or relabel) and expect is None:
-        log.debug("%s: %s changes nothing: probes the bare topology", source, path)
     return Step(index=index, description=description, apply=apply, delete=delete, relabel=relabel,
                 probe=probe, ignore_self=ignore_self, expect=expect, field=path)
 
