@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 
 from harness.apply.backends import IPSET, get_backend
 from harness.bench.baseline import Baseline
-from harness.bench.common import fresh_ns, progress, timed_run
+from harness.bench.common import fresh_ns, progress, timed_output, timed_run
+from harness.errors import KernelError
 from harness.lab import netns
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,9 @@ def _iptables_calls(backend: str, n: int) -> dict[str, float]:
     for i in range(n):
         total += timed_run(b.iptables_argv("-A", "CANARY", "-s", f"{_ip(i)}/32", "-p", "tcp", "--dport", "80",
                                            "-j", "ACCEPT"))
+    got = sum(1 for ln in timed_output(b.save_argv())[1].splitlines() if ln.startswith("-A CANARY "))
+    if got != n:
+        raise KernelError(f"{b.save} shows {got} rules in CANARY after {n} iptables calls")
     return {"total_ms": total / 1e6, "per_op_ms": total / 1e6 / n}
 
 
@@ -62,6 +66,11 @@ def _ipset_swap(n: int) -> dict[str, float]:
         + "".join(f"add canary-{s} {_ip(i, '10.1.0.0' if s == 'a' else '10.2.0.0')}\n" for i in range(16))
         for s in ("a", "b")))
     total = timed_run([IPSET, "restore"], "swap canary-a canary-b\n" * n)
+    # an odd number of swaps leaves canary-a holding b's members: proof every swap happened
+    listing = timed_output([IPSET, "list", "canary-a"])[1]
+    expect = "10.2.0.0" if n % 2 else "10.1.0.0"
+    if expect not in listing.split("Members:")[-1]:
+        raise KernelError(f"after {n} ipset swaps canary-a does not hold {expect}")
     return {"total_ms": total / 1e6, "per_op_us": total / 1e3 / n}
 
 
@@ -76,7 +85,10 @@ def restore_text(n: int) -> str:
 def _iptables_restore(backend: str, n: int) -> dict[str, float]:
     b = get_backend(backend)
     restore = timed_run(b.restore_argv(), restore_text(n))
-    save = timed_run(b.save_argv())
+    save, text = timed_output(b.save_argv())
+    got = sum(1 for ln in text.splitlines() if ln.startswith("-A CANARY "))
+    if got != n:  # the canary measures what it claims only if the kernel holds every rule
+        raise KernelError(f"{b.save} shows {got} rules in CANARY, {n} were restored")
     return {"restore_ms": restore / 1e6, "restore_per_1k_ms": restore / 1e6 / (n / 1000),
             "save_ms": save / 1e6, "save_per_1k_ms": save / 1e6 / (n / 1000)}
 
@@ -86,6 +98,10 @@ def _ipset_restore(n: int) -> dict[str, float]:
     text = f"create canary hash:ip family inet hashsize 1024 maxelem {maxelem}\n" + "".join(
         f"add canary {_ip(i, '10.128.0.0')}\n" for i in range(n))
     total = timed_run([IPSET, "restore"], text)
+    listing = timed_output([IPSET, "list", "-t", "canary"])[1]
+    got = next((int(ln.split(":")[1]) for ln in listing.splitlines() if ln.startswith("Number of entries:")), -1)
+    if got != n:
+        raise KernelError(f"ipset canary holds {got} entries, {n} were restored")
     return {"total_ms": total / 1e6, "per_1k_ms": total / 1e6 / (n / 1000)}
 
 

@@ -40,6 +40,12 @@ def fresh_ns(name: str) -> Iterator[str]:
 
 def timed_run(argv: Sequence[str], input: str | None = None) -> int:
     """Run one tool to completion and return its wall time in ns; KernelError on failure.
+    See ``timed_output``."""
+    return timed_output(argv, input)[0]
+
+
+def timed_output(argv: Sequence[str], input: str | None = None) -> tuple[int, str]:
+    """Run one tool to completion: (wall time in ns, stdout); KernelError on failure.
 
     Call from a thread inside the target namespace (``netns.call_in``): the child inherits the
     thread's namespace and Python can vfork, so the time is the tool's, not a pre-exec setns."""
@@ -49,7 +55,7 @@ def timed_run(argv: Sequence[str], input: str | None = None) -> int:
     if proc.returncode != 0:
         first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
         raise KernelError(f"{argv[0]}: {first}")
-    return dt
+    return dt, proc.stdout
 
 
 def progress(msg: str, enabled: bool = True) -> None:

@@ -70,7 +70,7 @@ while True:
 
 
 @dataclass
-class Testbed:
+class PodPair:
     client: str
     node: str
     server: str
@@ -82,9 +82,9 @@ def _ip(n: int) -> str:
 
 
 @contextmanager
-def testbed(run: str, tag: str) -> Iterator[Testbed]:
+def pod_pair(run: str, tag: str) -> Iterator[PodPair]:
     """Client, node and server namespaces wired by veths, the echo server started; all removed on exit."""
-    tb = Testbed(f"nph-{run}-dp{tag}-c", f"nph-{run}-dp{tag}-n", f"nph-{run}-dp{tag}-s")
+    tb = PodPair(f"nph-{run}-dp{tag}-c", f"nph-{run}-dp{tag}-n", f"nph-{run}-dp{tag}-s")
     made: list[str] = []
     try:
         for name in (tb.node, tb.client, tb.server):
@@ -132,7 +132,7 @@ def ruleset_text(mode: str, n: int) -> tuple[str, str]:
     return sets, "\n".join(lines) + "\n"
 
 
-def _load(tb: Testbed, backend: str, mode: str, n: int) -> float:
+def _load(tb: PodPair, backend: str, mode: str, n: int) -> float:
     b = get_backend(backend)
     sets, table = ruleset_text(mode, n)
 
@@ -182,7 +182,7 @@ def _rx_packets(ns: str) -> int:
         return ipr.get_links(link)[0].get_attr("IFLA_STATS64")["rx_packets"]
 
 
-def throughput_window(tb: Testbed, sock: socket.socket, window_s: float) -> float:
+def throughput_window(tb: PodPair, sock: socket.socket, window_s: float) -> float:
     """Datagrams per second forwarded to the server pod while one thread sends for ``window_s``."""
     before = _rx_packets(tb.server)
     payload = b"x" * 64
@@ -246,7 +246,7 @@ def run_datapath(run: str, cfg: DatapathConfig) -> Baseline:
     for bi, backend in enumerate(cfg.backends):
         if stop:
             break
-        with testbed(run, str(bi)) as tb:  # one namespace set per backend: never mix backends
+        with pod_pair(run, str(bi)) as tb:  # one namespace set per backend: never mix backends
             sock = _udp_socket(tb.client)
             tsock = _udp_socket(tb.client)
             try:

@@ -25,7 +25,7 @@ def plot_sweep(b: Baseline, path: str | Path, limit_ms: float = 2000.0) -> Path:
     (solid legacy, dashed nft); hollow markers are extrapolated per-rule points; the 2 s line."""
     plt = _pyplot()
     cells = b.extra.get("cells", [])
-    fig, ax = plt.subplots(figsize=(9, 5.5))
+    fig, ax = plt.subplots(figsize=(11, 5.5))
     keys = list(dict.fromkeys((c["backend"], c["strategy"]) for c in cells))
     for backend, strategy in keys:
         pts = [c for c in cells if c["backend"] == backend and c["strategy"] == strategy and c["median_ms"]]
@@ -34,7 +34,7 @@ def plot_sweep(b: Baseline, path: str | Path, limit_ms: float = 2000.0) -> Path:
         style = "-" if backend == "legacy" else "--"
         color = COLORS.get(strategy, "black")
         measured = [c for c in pts if not c["extrapolated"]]
-        label = f"{strategy} / {backend}" + (" (incremental: one pod added)" if strategy == "incremental" else "")
+        label = ("incremental (1 pod)" if strategy == "incremental" else strategy) + f" / {backend}"
         ax.plot([c["pods"] for c in pts], [c["median_ms"] for c in pts], style, color=color, label=label)
         ax.plot([c["pods"] for c in measured], [c["median_ms"] for c in measured], "o", color=color)
         extra = [c for c in pts if c["extrapolated"]]
@@ -52,7 +52,7 @@ def plot_sweep(b: Baseline, path: str | Path, limit_ms: float = 2000.0) -> Path:
     ax.set_ylabel("sync time, median (ms)")
     ax.set_title(f"Full re-sync cost vs scale\n{machine_label(b.machine)}; hollow = extrapolated", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
