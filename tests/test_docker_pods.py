@@ -278,3 +278,30 @@ def test_gc_removes_the_engine_of_a_killed_owner():
     assert not procs_referencing(d)
     assert not cgroup_dirs(f"nph-docker-{eid}")  # its container was killed with it
     assert eid not in os.listdir(ENGINE_ROOT)
+
+
+def test_gc_on_a_reused_engine_removes_dead_runs_containers_and_images():
+    """A user's engine (here: a private one seen as reused) keeps nothing of a dead run."""
+    _skip_without_docker()
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    from harness.lab.docker_pods import gc_containers
+
+    eng = Engine.start_private()
+    try:
+        user = Engine(eng.client, eng.base_url, private=False)
+        img = user.pod_image()
+        dead = eng.client.containers.create(img, command=["true"], network_mode="none",
+                                            labels={RUN_LABEL: "dead00"}, cgroup_parent=eng.cgroup_parent)
+        other = eng.client.containers.create(img, command=["true"], network_mode="none",
+                                             labels={"someone": "else"}, cgroup_parent=eng.cgroup_parent)
+        removed = gc_containers(user)
+        names = [c.name for c in eng.client.containers.list(all=True)]
+        assert dead.name in removed and dead.name not in names
+        assert other.name in names  # not ours: never touched, nor the image it uses
+        assert eng.client.images.list(filters={"label": "netpol-harness=pod-image"})
+        other.remove()
+        gc_containers(user)
+        assert not eng.client.images.list(filters={"label": "netpol-harness=pod-image"})
+    finally:
+        eng.close()

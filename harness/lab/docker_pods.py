@@ -433,7 +433,7 @@ def gc_containers(engine: Engine) -> list[str]:
     if not engine.client.containers.list(all=True, filters={"label": RUN_LABEL}):
         for img in engine.client.images.list(filters={"label": f"{LABEL}=pod-image"}):
             with contextlib.suppress(Exception):
-                engine.client.images.remove(img.id, force=True)
+                engine.client.images.remove(img.id)  # not forced: fails if anyone's container uses it
                 removed.append(img.id[:19])
     return removed
 
