@@ -14,6 +14,7 @@ import time
 import pytest
 
 from harness.controller import Controller, ControllerConfig
+from harness.errors import HarnessError
 from harness.lab import docker_fixtures, netns, state
 from harness.lab.docker_engine import (
     ENGINE_ROOT,
@@ -305,3 +306,23 @@ def test_gc_on_a_reused_engine_removes_dead_runs_containers_and_images():
         assert not eng.client.images.list(filters={"label": "netpol-harness=pod-image"})
     finally:
         eng.close()
+
+
+def test_up_docker_turns_selected_pods_into_containers_with_the_same_address(lab, docker_engine):
+    from harness.lab.docker_pods import select_pods, up_docker
+
+    assert select_pods(lab, "app=web") == ["frontend/web-0", "frontend/web-1"]
+    ip = lab.cluster.pods["frontend/web-1"].ip
+    pods = up_docker(lab, "frontend/web-1", docker_engine)
+    try:
+        assert pods.is_container("frontend/web-1") and lab.cluster.pods["frontend/web-1"].ip == ip
+        assert lab.pod_netns("frontend/web-1").startswith(lab.prefix + "d-")
+        rows = {r[0]: r[2] for r in pods.describe()[1]}
+        assert rows["frontend/web-1"] == "container" and rows["frontend/web-0"] == "full"
+        time.sleep(SETTLE_S)
+        assert _connect(lab, "frontend/web-0", "frontend/web-1", 80) == "connected"  # its echo server came back
+        with pytest.raises(HarnessError, match="expected all, ns/name or label=value"):
+            select_pods(lab, "web")
+    finally:
+        pods.close()
+    assert "frontend/web-1" not in lab.cluster.pods

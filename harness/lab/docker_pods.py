@@ -396,6 +396,50 @@ class DockerLab:
         return self.pods.describe()
 
 
+def select_pods(lab: Any, spec: str) -> list[str]:
+    """Realized full pods named by ``spec``: ``all``, comma-separated ``ns/name`` keys, or
+    comma-separated ``label=value`` (a pod matching any). Light pods share a namespace and
+    cannot become containers; they are never selected."""
+    full = [k for k in lab.realized_pods() if not lab.is_light(k)]
+    if spec.strip() == "all":
+        return full
+    out = []
+    for item in (x.strip() for x in spec.split(",") if x.strip()):
+        if "/" in item:
+            if item not in full:
+                raise HarnessError(f"--docker: {item}: no full pod of that name in the lab")
+            out.append(item)
+        elif "=" in item:
+            k, _, v = item.partition("=")
+            out += [p for p in full if lab.cluster.pods[p].labels.get(k) == v]
+        else:
+            raise HarnessError(f"--docker: {item!r}: expected all, ns/name or label=value")
+    return list(dict.fromkeys(out))
+
+
+def containerize(pods: DockerPods, keys: Sequence[str]) -> list[ContainerPod]:
+    """Turn realized full pods into container pods with the same name, node, labels, IP and
+    ports: CNI DEL of the netns pod, then the container's sandbox + CNI ADD + ``sleep``."""
+    out = []
+    for key in keys:
+        pod = pods.lab.cluster.pods[key]
+        pods.lab.remove_pod(key)
+        out.append(pods.add(pod))  # pod.ip is kept: the same address comes back
+    return out
+
+
+def up_docker(lab: Any, spec: str, engine: Engine | None = None) -> DockerPods:
+    """For ``netpol-harness up --docker SPEC``: a manager with the selected pods as containers;
+    ``describe()`` gives the lab's tables with their kind shown as ``container``."""
+    pods = DockerPods(lab, engine)
+    try:
+        containerize(pods, select_pods(lab, spec))
+    except BaseException:
+        pods.close()
+        raise
+    return pods
+
+
 def run_job_container(lab: Any, pod: Any, argv: Sequence[str], *, pods: DockerPods | None = None,
                       timeout: float = 60.0, remove: bool = True) -> JobResult:
     """Run a job as a container pod: sandbox, CNI ADD, ``argv`` started right after network
