@@ -204,3 +204,20 @@ class JobScenario:
         ctl.remove_pod(key)
         ctl.wait_idle(30)
         return obs
+
+
+def cli_denied(scenario: JobScenario, name: str = "intruder") -> str:
+    """The ``mariadb`` CLI's own error line from a pod the policy denies (app=other in batch),
+    once node-a has programmed it: what a CronJob's log shows for this configuration's reject."""
+    from harness.scenarios.mysql import cli_attempt
+
+    ctl, db = scenario.ctl, scenario.db
+    assert ctl is not None and db is not None
+    added = ctl.add_pod(Pod("batch", name, scenario.config.job_node, {"app": "other"}))
+    try:
+        ctl.await_event(added.event.seq, timeout=30, nodes="all")
+        code, line = cli_attempt(scenario.lab.pod_netns(added.pod.key), db.ip)
+        return line or f"exit code {code}"
+    finally:
+        ctl.remove_pod(added.pod.key)
+        ctl.wait_idle(30)

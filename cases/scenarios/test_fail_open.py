@@ -1,0 +1,49 @@
+"""fail-open (kube-router #873): a new pod selected by an ingress policy is reachable by pods the
+policy denies until node-a's sync includes it; a connection opened in that window survives
+enforcement (conntrack ESTABLISHED is accepted before the pod chain's REJECT). With
+``--netpol-default-deny`` (v2.10) the window closes: unprogrammed local pods are refused."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from harness.scenarios.options import scenario_size
+from harness.scenarios.windows import FailOpen, WindowConfig
+
+pytestmark = [pytest.mark.kernel, pytest.mark.topology("default")]
+
+DELAY = {"node-a": 0.3, "node-b": 0.0}
+CONFIGS = [
+    ("v2.10", {}, "denied traffic let through in every run, the connection opened in the window survives",
+     lambda s: s["failures"] == s["runs"] and s["survived_enforcement"] == s["runs"]),
+    ("v2.10-default-deny", {"default_deny": True}, "no denied probe ever connected (fail-closed)",
+     lambda s: s["failures"] == 0),
+]
+RUNS = {"smoke": 2, "full": 30}
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "fo_config" in metafunc.fixturenames:
+        metafunc.parametrize("fo_config", CONFIGS, ids=[c[0] for c in CONFIGS])
+
+
+def test_fail_open(lab, fo_config, scenario_recorder, record_property, pytestconfig):
+    name, fields, expectation, check = fo_config
+    cfg = WindowConfig(name, delivery=DELAY, **fields)
+    t0 = time.monotonic()
+    with FailOpen(lab, cfg) as sc:
+        obs = [sc.run_once(i) for i in range(RUNS[scenario_size(pytestconfig)])]
+    entry = scenario_recorder.record("fail-open", name, cfg.describe(), obs, expectation=expectation, check=check,
+                                     runtime_s=time.monotonic() - t0)
+    s = entry["summary"]
+    record_property("fail_open_window_max_ms", s["stats"]["max"])
+    record_property("let_through", f"{s['failures']}/{s['runs']}")
+    assert entry["verdict"] == "pass", f"{name}: expected {expectation}; got {s}"
+    for o in obs:
+        # once enforced, a new connection from the denied pod is refused
+        assert o["new_connection_after"] == {"ok": False, "errno": "ECONNREFUSED"}
+        if not fields.get("default_deny"):
+            assert o["long_lived"]["conntrack_established"], "no ESTABLISHED conntrack entry for the flow"
+            assert o["fail_open_ms"] > 0 and not o["long_lived"]["reset"]

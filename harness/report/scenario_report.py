@@ -1,0 +1,252 @@
+"""The run report: ``results.json`` (every observation and summary) -> ``report.md`` (tables a
+person reads) and PNG plots, rendered from the JSON alone so ``netpol-harness report RUN``
+re-renders any past run. Pure apart from writing the files.
+
+results.json layout::
+
+    {"run_id", "started", "wall_s", "mode": "smoke" | "full", "machine": {...},
+     "scenarios": [{"scenario", "config", "params", "expectation", "verdict": pass|fail|info,
+                    "summary": {"metric", "stats": {n, p50, p90, p99, max, ...}, "failures",
+                                "runs", "failure_label", ...}, "observations": [...],
+                    "runtime_s"}, ...],
+     "scenario_run": {"exit_code", "wall_s", "tests": {...}},
+     "conformance": {... the conformance section, see harness.report.suite_report ...} | absent,
+     "summary": {"verdict", ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from harness.report.machine import machine_lines
+
+log = logging.getLogger(__name__)
+
+SCENARIO_ORDER = ("job-to-mysql", "fail-open", "ipset-update-window", "established-survives-sync",
+                  "policy-creation-latency")
+
+WHAT = {
+    "job-to-mysql": (
+        "kube-router #1652 / k0s #2261. A job pod (app=backup, namespace batch) is created and at "
+        "once runs a real MySQL client (PyMySQL: connect + SELECT 1) against a real MariaDB in db on "
+        "node-a, protected by an ingress policy that allows exactly these pods. Metric: "
+        "pod_creation_reachability_latency = first SYN probe (200/s from the job pod, kernel "
+        "timestamps) the server answered - the pod's network ready time. Failure: the job's first "
+        "client attempt failed."),
+    "fail-open": (
+        "kube-router #873. A new pod selected by the policy is created on node-a; a pod the policy "
+        "denies (frontend/web-1) probes it from the start (1,000 SYN/s). Metric: fail_open_window = "
+        "last denied-but-connected probe - network ready. A long-lived connection opened inside the "
+        "window is checked after enforcement (conntrack ESTABLISHED, data still flowing)."),
+    "ipset-update-window": (
+        "An allowed client probes continuously (2,000 SYN/s) while the policy's source set is "
+        "updated repeatedly (a new backup pod per update, each a full sync on node-a). kube-router "
+        "v1.2 flushes and refills the set in place; v1.3+ restores into a TMP set and swaps. "
+        "Failure: an allowed probe refused; metric: the refused window's duration (bounded by the "
+        "neighbouring connected probes)."),
+    "established-survives-sync": (
+        "Long-lived allowed connections (an echo every 20 ms) across forced full syncs of node-a "
+        "(every sync renames every chain). Failure: a connection reset or closed. Metric: the "
+        "sync's total time."),
+    "policy-creation-latency": (
+        "A deny-all ingress policy is in force in db; an allow policy is created at t0 while the "
+        "allowed client probes at 1,000 SYN/s. Metric: policy_enforcement_latency = first probe "
+        "from which every probe is connected - t0 (controller delivery delay 0)."),
+}
+
+
+def _f(v: Any, digits: int = 1) -> str:
+    return "" if v is None else f"{v:.{digits}f}"
+
+
+def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
+    """One row per (scenario, configuration): the table the README's main job prints."""
+    rows = []
+    for e in ordered(results.get("scenarios", [])):
+        s = e["summary"]
+        st = s["stats"]
+        rows.append([e["scenario"], e["config"], e["verdict"].upper(), s["metric"], st.get("n", 0) - st.get("missing", 0),
+                     _f(st.get("p50")), _f(st.get("p90")), _f(st.get("p99")), _f(st.get("max")),
+                     f"{s['failures']}/{s['runs']} {s['failure_label']}"])
+    return rows
+
+
+def ordered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rank = {name: i for i, name in enumerate(SCENARIO_ORDER)}
+    return sorted(entries, key=lambda e: rank.get(e["scenario"], 99))
+
+
+def summary_table(results: dict[str, Any], fmt: str = "github") -> str:
+    return tabulate(summary_rows(results), headers=["scenario", "configuration", "verdict", "metric (ms)", "samples",
+                                                   "p50", "p90", "p99", "max", "failures"], tablefmt=fmt)
+
+
+def _by(results: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
+    return [e for e in results.get("scenarios", []) if e["scenario"] == scenario]
+
+
+def _job_section(entries: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for e in entries:
+        s, p = e["summary"], e["params"]
+        errs = "; ".join(f"{k} x{v}" for k, v in s["first_errors"].items()) or "-"
+        rows.append([e["config"], p.get("mitigation"), p.get("profile"), p.get("reject_with") or "REJECT (icmp)",
+                     p.get("job_node"), f"{s['failures']}/{s['runs']}", errs,
+                     _f(s["client_success"].get("p50")), _f(s["client_success"].get("max")),
+                     _f(s["server_lag"].get("p50")),
+                     ", ".join(f"{k} {v}" for k, v in sorted(s["probe_outcomes"].items()))])
+    out = [tabulate(rows, headers=["configuration", "mitigation", "profile", "reject", "job node", "first failed",
+                                   "first error (MySQL code, errno)", "client ok p50", "client ok max",
+                                   "node-a programmed p50", "SYN probe outcomes"], tablefmt="github"), ""]
+    msgs = {}
+    for e in entries:
+        for m, c in e["summary"]["first_messages"].items():
+            msgs.setdefault(m, []).append(f"{e['config']} x{c}")
+    if msgs:
+        out += ["Exact first-attempt errors (PyMySQL's message, verbatim):", ""]
+        out += [f"- `{m}` — {', '.join(v)}" for m, v in msgs.items()]
+        out.append("")
+    cli = [e for e in entries if e.get("cli")]
+    for e in cli:
+        out.append(f"- the `mariadb` CLI in a denied pod ({e['config']}): `{e['cli']}`")
+    out += ["", "All times in ms from the job pod's network ready (CNI ADD done). `client ok`: the first "
+            "client connection that completed (the job's own attempts, else a 20 ms poller). `node-a programmed`: "
+            "node-a's sync that included the job pod was in force.", ""]
+    return out
+
+
+def _fail_open_section(entries: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for e in entries:
+        s = e["summary"]
+        rows.append([e["config"], f"{s['failures']}/{s['runs']}", _f(s["stats"].get("p50")), _f(s["stats"].get("max")),
+                     s["established_in_window"], s["survived_enforcement"], s["conntrack_established"],
+                     ", ".join(f"{k} x{v}" for k, v in s["new_connection_after"].items())])
+    return [tabulate(rows, headers=["configuration", "runs let through", "window p50", "window max",
+                                    "conn. opened in window", "survived enforcement", "conntrack ESTABLISHED",
+                                    "new connection after"], tablefmt="github"), ""]
+
+
+def _set_section(entries: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for e in entries:
+        s = e["summary"]
+        rows.append([e["config"], s["set_mode"], s["updates"], s["runs"], s["failures"], s["windows"],
+                     _f(s["stats"].get("max"), 3), _f(s["ipset_restore"].get("p50"), 2)])
+    return [tabulate(rows, headers=["configuration", "set update", "updates", "probes", "refused", "windows",
+                                    "longest window ms (bound)", "ipset restore p50 ms"], tablefmt="github"), "",
+            "A window's bound is the gap between the connected probes around it, so it is at most one probe "
+            "interval (0.5 ms) coarser than the truth.", ""]
+
+
+def _established_section(entries: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for e in entries:
+        s = e["summary"]
+        rows.append([e["config"], s["syncs"], s["versions"], s["flows"], s["exchanges"], s["resets"], s["closed"],
+                     s["stalls"], _f(s["stats"].get("p50"))])
+    return [tabulate(rows, headers=["configuration", "full syncs", "sync versions", "connections", "echoes",
+                                    "resets", "closed", "stalls", "sync p50 ms"], tablefmt="github"), ""]
+
+
+def _policy_section(entries: list[dict[str, Any]]) -> list[str]:
+    rows = []
+    for e in entries:
+        s = e["summary"]
+        rows.append([e["config"], e["params"].get("strategy"), s["runs"], _f(s["stats"].get("p50")),
+                     _f(s["stats"].get("p99")), _f(s["controller_lag"].get("p50")), _f(s["sync_total"].get("p50"))])
+    return [tabulate(rows, headers=["configuration", "strategy", "runs", "enforcement p50 ms", "p99 ms",
+                                    "controller in force p50 ms", "sync total p50 ms"], tablefmt="github"), ""]
+
+
+SECTIONS = {"job-to-mysql": _job_section, "fail-open": _fail_open_section, "ipset-update-window": _set_section,
+            "established-survives-sync": _established_section, "policy-creation-latency": _policy_section}
+
+
+def render_markdown(results: dict[str, Any]) -> str:
+    """``report.md`` from a results.json document (scenarios, and the conformance section if any)."""
+    s = results.get("summary", {})
+    out = [f"# netpol-harness run {results.get('run_id')}", "",
+           f"- started {results.get('started')}, wall time {_f(results.get('wall_s'))} s, "
+           f"mode **{results.get('mode', '?')}**",
+           f"- verdict: **{s.get('verdict', '?')}** — {s.get('scenario_configs_passed', 0)}/"
+           f"{s.get('scenario_configs', 0)} scenario configurations as expected"
+           + (f"; conformance {s['conformance_passed']}/{s['conformance_cases']} cases passed"
+              if "conformance_cases" in s else ""), ""]
+    sr = results.get("scenario_run")
+    if sr:
+        out.append(f"- scenario tests: exit code {sr.get('exit_code')}, {_f(sr.get('wall_s'))} s, "
+                   + ", ".join(f"{k} {v}" for k, v in sorted(sr.get("tests", {}).items())))
+        out.append("")
+    out += ["## Machine", "", *[f"- {ln}" for ln in machine_lines(results.get("machine", {}))]]
+    if results.get("mariadb"):
+        out.append(f"- MariaDB server: {results['mariadb']}")
+    out += ["", "## Summary", "",
+            "Verdict: PASS = the configuration behaved as its expectation says, FAIL = it did not, INFO = "
+            "measured, no expectation. Latencies in ms (samples = runs with a value).", "",
+            summary_table(results), ""]
+    for name in SCENARIO_ORDER:
+        entries = _by(results, name)
+        if not entries:
+            continue
+        out += [f"## {name}", "", WHAT.get(name, ""), ""]
+        out += [f"- **{e['config']}**: expected {e['expectation']} — **{e['verdict'].upper()}** "
+                f"({e['runtime_s']:.1f} s)" for e in entries]
+        out.append("")
+        out += SECTIONS[name](entries)
+        for plot in results.get("plots", {}).get(name, []):
+            out += [f"![{plot}]({plot})", ""]
+    for plot in results.get("plots", {}).get("timeline", []):
+        out += ["## Timeline of one job-to-mysql run", "", f"![{plot}]({plot})", ""]
+    conf = results.get("conformance")
+    if conf:
+        from harness.report.suite_report import render_markdown as conformance_md
+
+        text = conformance_md(conf)
+        out += ["## Conformance cases", ""] + ["#" + ln if ln.startswith("#") else ln
+                                                for ln in text.splitlines()[1:]]
+    return "\n".join(out) + "\n"
+
+
+def write_run(results: dict[str, Any], folder: Path, *, plots: bool = True) -> Path:
+    """Write results.json, the PNG plots and report.md into ``folder``; return report.md's path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if plots:
+        try:
+            from harness.report.plots import render_plots
+
+            results["plots"] = render_plots(results, folder)
+        except Exception as e:  # noqa: BLE001 - a plot problem must not lose the measurements
+            log.warning("plots failed: %s", e, exc_info=True)
+            results["plots_error"] = str(e)
+    tmp = folder / "results.json.tmp"
+    tmp.write_text(json.dumps(results, default=str) + "\n")
+    os.replace(tmp, folder / "results.json")
+    report = folder / "report.md"
+    report.write_text(render_markdown(results))
+    return report
+
+
+def overall(results: dict[str, Any]) -> dict[str, Any]:
+    """The run's summary block from its scenario entries and conformance section."""
+    entries = results.get("scenarios", [])
+    judged = [e for e in entries if e["verdict"] != "info"]
+    passed = sum(1 for e in judged if e["verdict"] == "pass")
+    out: dict[str, Any] = {"scenario_configs": len(judged), "scenario_configs_passed": passed}
+    ok = passed == len(judged) and bool(entries)
+    sr = results.get("scenario_run")
+    if sr and sr.get("exit_code") not in (0, None):
+        ok = False
+    conf = results.get("conformance")
+    if conf:
+        cs = conf["summary"]
+        out["conformance_cases"], out["conformance_passed"] = cs["cases"], cs["cases_passed"]
+        ok = ok and cs["verdict"] == "PASS"
+    out["verdict"] = "PASS" if ok else "FAIL"
+    return out
