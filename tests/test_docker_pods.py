@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -64,9 +65,11 @@ def root_snapshot() -> dict[str, object]:
         "routes": sorted(run(["ip", "route", "show", "table", "all"]).splitlines()),
         "iptables": rules(run(["iptables-save"])),
         "ip6tables": rules(run(["ip6tables-save"])),
+        "nft": run(["nft", "list", "ruleset"]) if shutil.which("nft") else "",
     }
-    with open("/proc/sys/net/ipv4/ip_forward") as f:
-        snap["ip_forward"] = f.read().strip()
+    for key in ("net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/ipv4/conf/all/route_localnet"):
+        with open("/proc/sys/" + key) as f:
+            snap[key] = f.read().strip()
     return snap
 
 
