@@ -1,16 +1,20 @@
-"""The main job: run the scenario suite and write a report under ``reports/<run-id>/``.
+"""The main job: run the scenario suite on the default topology, write one report under
+``reports/<run-id>/`` and print the summary table.
 
-The suite is a list of case files (``cases/suite/`` on the default topology, then the
-conformance cases on the e2e model); each runs in its own lab through the conformance runner.
-The result is ``results.json`` plus ``report.md`` rendered from it (``harness.report``).
+1. the scenarios: ``pytest.main`` on ``cases/scenarios`` with ``--scenario-size full`` (the same
+   pytest modules CI runs at smoke size), their JUnit XML next to the report;
+2. the conformance cases (``cases/suite``, ``cases/conformance``; cheap) through the
+   conformance runner, as one section;
+3. ``results.json`` (every observation and summary), ``report.md`` and the PNG plots
+   (``harness.report.scenario_report``); ``netpol-harness report RUN`` re-renders them.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
-import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +23,11 @@ from typing import Any
 from harness.conformance.case import load_case
 from harness.conformance.runner import CaseResult, RunOptions, StepResult, run_case
 from harness.report.machine import machine_info
-from harness.report.suite_report import render_markdown
+from harness.report.recorder import new_run_id
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_CASES = (REPO / "cases" / "suite", REPO / "cases" / "conformance")
+SCENARIO_DIR = REPO / "cases" / "scenarios"
 
 
 @dataclass
@@ -30,6 +35,10 @@ class SuiteOptions:
     case_paths: list[Path] = field(default_factory=lambda: list(DEFAULT_CASES))
     run: RunOptions = field(default_factory=RunOptions)
     out_dir: Path = REPO / "reports"
+    size: str = "full"  # scenario size: full (main job) or smoke (CI)
+    scenarios: bool = True
+    conformance: bool = True
+    select: str | None = None  # pytest -k expression for the scenario tests
 
 
 def case_files(paths: list[Path]) -> list[Path]:
@@ -76,16 +85,14 @@ def case_json(path: Path, topology: str, result: CaseResult) -> dict[str, Any]:
     }
 
 
-def run_suite(options: SuiteOptions, *, progress=None) -> tuple[Path, dict[str, Any]]:
-    """Run every case, write ``results.json`` and ``report.md`` into a new run folder and
-    return (folder, results). ``progress(text)`` is called after each case."""
+def run_conformance(options: SuiteOptions, *, progress=None) -> dict[str, Any]:
+    """Run every conformance case; the ``conformance`` section of results.json."""
     files = case_files(options.case_paths)
     cases = [load_case(str(f)) for f in files]  # validate every file before any kernel work
-    run_id = dt.datetime.now().strftime("%Y%m%d-%H%M%S-") + secrets.token_hex(2)
-    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
-    results: dict[str, Any] = {
-        "run_id": run_id, "started": started, "machine": machine_info(),
+    section: dict[str, Any] = {
+        "run_id": "conformance", "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {},
         "options": {"backend": options.run.backend, "profile": options.run.profile,
                     "strategy": options.run.strategy, "timeout": options.run.timeout,
                     "cases": [str(f) for f in files]},
@@ -94,47 +101,112 @@ def run_suite(options: SuiteOptions, *, progress=None) -> tuple[Path, dict[str, 
     for path, case in zip(files, cases, strict=True):
         result = run_case(case, options.run)
         entry = case_json(path, str(case.topology), result)
-        results["cases"].append(entry)
+        section["cases"].append(entry)
         if progress:
             progress(f"{entry['verdict']:>5}  {entry['file']}  ({result.total_ns / 1e9:.1f} s, "
                      f"{entry['mismatches']} mismatches)")
-    cases_json = results["cases"]
+    cases_json = section["cases"]
     passed = sum(1 for c in cases_json if c["verdict"] == "pass")
-    results["wall_s"] = time.monotonic() - t0
-    results["summary"] = {
+    section["wall_s"] = time.monotonic() - t0
+    section["summary"] = {
         "cases": len(cases_json), "cases_passed": passed,
         "cells_checked": sum(s["cells_checked"] for c in cases_json for s in c["steps"]),
         "mismatches": sum(c["mismatches"] for c in cases_json),
         "verdict": "PASS" if passed == len(cases_json) else "FAIL",
     }
-    folder = write_report(results, options.out_dir)
+    return section
+
+
+class _Outcomes:
+    """A pytest plugin counting test outcomes (passed / failed / skipped / error)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+        self.failed: list[str] = []
+
+    def pytest_runtest_logreport(self, report) -> None:
+        if report.when == "call" or (report.when == "setup" and report.outcome != "passed"):
+            word = report.outcome if report.when == "call" else ("error" if report.failed else report.outcome)
+            self.counts[word] = self.counts.get(word, 0) + 1
+            if report.failed:
+                self.failed.append(report.nodeid)
+
+
+def run_scenarios(size: str, folder: Path, *, select: str | None = None,
+                  extra_args: list[str] | None = None) -> dict[str, Any]:
+    """Run the scenario pytest modules in this process (its main thread: the MariaDB server
+    dies with the thread that started it) and return their entries plus the test run's facts."""
+    import pytest
+
+    folder.mkdir(parents=True, exist_ok=True)
+    dump = folder / "scenarios.json"
+    args = [str(SCENARIO_DIR), "-p", "no:cacheprovider", "-q", "--scenario-size", size,
+            "--scenario-json", str(dump), f"--junitxml={folder / 'junit.xml'}", "-o", "junit_family=xunit1"]
+    if select:
+        args += ["-k", select]
+    args += extra_args or []
+    outcomes = _Outcomes()
+    t0 = time.monotonic()
+    code = pytest.main(args, plugins=[outcomes])
+    wall = time.monotonic() - t0
+    data = json.loads(dump.read_text()) if dump.exists() else {"scenarios": []}
+    with contextlib.suppress(FileNotFoundError):
+        dump.unlink()
+    return {"entries": data["scenarios"],
+            "run": {"exit_code": int(code), "wall_s": wall, "tests": outcomes.counts, "failed": outcomes.failed,
+                    "size": size, "args": args}}
+
+
+def run_suite(options: SuiteOptions, *, progress=None) -> tuple[Path, dict[str, Any]]:
+    """The main job: scenarios, then conformance; writes the run folder; returns (folder, results)."""
+    from harness.report.scenario_report import overall, write_run
+    from harness.scenarios.mysql import server_version
+
+    run_id = new_run_id()
+    folder = options.out_dir / run_id
+    started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    t0 = time.monotonic()
+    results: dict[str, Any] = {"run_id": run_id, "started": started, "mode": options.size,
+                               "machine": machine_info(), "mariadb": server_version()}
+    if options.scenarios:
+        sc = run_scenarios(options.size, folder, select=options.select)
+        results["scenarios"] = sc["entries"]
+        results["scenario_run"] = sc["run"]
+    if options.conformance:
+        results["conformance"] = run_conformance(options, progress=progress)
+        results["conformance"]["machine"] = results["machine"]
+    results["wall_s"] = time.monotonic() - t0
+    results["summary"] = overall(results)
+    write_run(results, folder)
+    _link_latest(options.out_dir, folder)
     return folder, results
 
 
-def write_report(results: dict[str, Any], out_dir: Path) -> Path:
-    """Write ``results.json`` and ``report.md`` into ``out_dir/<run_id>/``; return the folder."""
-    folder = out_dir / results["run_id"]
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "results.json").write_text(json.dumps(results, indent=1, default=str) + "\n")
-    (folder / "report.md").write_text(render_markdown(results))
+def _link_latest(out_dir: Path, folder: Path) -> None:
     latest = out_dir / "latest"
-    if latest.is_symlink() or not latest.exists():
-        if latest.is_symlink():
-            latest.unlink()
+    if latest.is_symlink():
+        latest.unlink()
+    if not latest.exists():
         os.symlink(folder.name, latest)
-    return folder
 
 
 # -- CLI ----------------------------------------------------------------------------------------
 def register(sub, bench) -> None:
     """``netpol-harness suite``: the README's main job."""
-    p = sub.add_parser("suite", help="run the scenario suite and write a report under reports/<run-id>/")
+    p = sub.add_parser("suite", help="run the scenario suite (and the conformance cases), write a report "
+                                     "under reports/<run-id>/ and print the summary table")
     p.add_argument("cases", nargs="*", type=Path,
-                   help="case files or directories (default: cases/suite and cases/conformance)")
-    p.add_argument("--backend", choices=("nft", "legacy"), default="nft", help="iptables backend (default nft)")
-    p.add_argument("--profile", default="v2.10", help="kube-router version profile (default v2.10)")
+                   help="conformance case files or directories (default: cases/suite and cases/conformance)")
+    p.add_argument("--size", choices=("smoke", "full"), default="full",
+                   help="scenario size: full (default; >= 30 runs per configuration) or smoke (the CI size)")
+    p.add_argument("-k", dest="select", default=None, help="only scenario tests matching this pytest -k expression")
+    p.add_argument("--no-scenarios", dest="scenarios", action="store_false", help="skip the scenarios")
+    p.add_argument("--no-conformance", dest="conformance", action="store_false", help="skip the conformance cases")
+    p.add_argument("--backend", choices=("nft", "legacy"), default="nft",
+                   help="iptables backend of the conformance cases (default nft)")
+    p.add_argument("--profile", default="v2.10", help="kube-router profile of the conformance cases (default v2.10)")
     p.add_argument("--strategy", choices=("restore", "per-rule", "netlink"), default="restore",
-                   help="apply strategy (default restore: kube-router's full sync)")
+                   help="apply strategy of the conformance cases (default restore: kube-router's full sync)")
     p.add_argument("--out", type=Path, default=REPO / "reports", help="report folder (default reports/)")
     p.set_defaults(func=cmd_suite)
 
@@ -142,15 +214,29 @@ def register(sub, bench) -> None:
 def cmd_suite(args) -> int:
     from harness.errors import EnvironmentProblem
     from harness.lab.check import environment_problems
+    from harness.report.scenario_report import summary_table
+    from harness.scenarios.mysql import require_mariadb
 
     problems = environment_problems()
     if problems:  # e.g. not root, or ipset missing: one line each, with the fix
         raise EnvironmentProblem("; ".join(str(p) for p in problems))
+    if args.scenarios:
+        require_mariadb()
     options = SuiteOptions(case_paths=args.cases or list(DEFAULT_CASES),
                            run=RunOptions(backend=args.backend, profile=args.profile, strategy=args.strategy),
-                           out_dir=args.out)
+                           out_dir=args.out, size=args.size, scenarios=args.scenarios,
+                           conformance=args.conformance, select=args.select)
     folder, results = run_suite(options, progress=lambda line: print(line, flush=True))
+    s = results["summary"]
     print()
-    print((folder / "report.md").read_text())
+    if results.get("scenarios"):
+        print(summary_table(results, fmt="simple"))
+        sr = results["scenario_run"]
+        print(f"\nscenario tests: {sr['wall_s']:.0f} s, " + ", ".join(f"{k} {v}" for k, v in sorted(sr["tests"].items())))
+    if results.get("conformance"):
+        cs = results["conformance"]["summary"]
+        print(f"conformance: {cs['cases_passed']}/{cs['cases']} cases passed, {cs['cells_checked']} cells, "
+              f"{cs['mismatches']} mismatches ({results['conformance']['wall_s']:.0f} s)")
+    print(f"\nverdict: {s['verdict']}  (wall time {results['wall_s']:.0f} s)")
     print(f"report: {folder / 'report.md'}\nresults: {folder / 'results.json'}")
-    return 0 if results["summary"]["verdict"] == "PASS" else 1
+    return 0 if s["verdict"] == "PASS" else 1

@@ -1,4 +1,5 @@
-"""``netpol-harness report RUN``: re-render ``report.md`` of a past run from its results.json."""
+"""``netpol-harness report RUN``: re-render ``report.md`` (and the plots) of a past run from its
+results.json alone."""
 
 from __future__ import annotations
 
@@ -6,12 +7,12 @@ import json
 from pathlib import Path
 
 from harness.errors import ConfigError
-from harness.report.suite_report import render_markdown
 
 
 def register(sub, bench) -> None:
-    p = sub.add_parser("report", help="re-render a run's report.md from its results.json")
+    p = sub.add_parser("report", help="re-render a run's report.md and plots from its results.json")
     p.add_argument("run", type=Path, help="a run folder (reports/<run-id>) or its results.json")
+    p.add_argument("--no-plots", dest="plots", action="store_false", help="only report.md")
     p.set_defaults(func=cmd_report)
 
 
@@ -24,9 +25,17 @@ def cmd_report(args) -> int:
     except json.JSONDecodeError as e:
         raise ConfigError(str(path), f"line {e.lineno}", f"not valid JSON: {e.msg}") from None
     try:
-        text = render_markdown(results)
+        if "scenarios" in results or "conformance" in results:
+            from harness.report.scenario_report import write_run
+
+            report = write_run(results, path.parent, plots=args.plots)
+            text = report.read_text()
+        else:  # a conformance-only run of the earlier suite
+            from harness.report.suite_report import render_markdown
+
+            text = render_markdown(results)
+            (path.parent / "report.md").write_text(text)
     except (KeyError, TypeError) as e:
         raise ConfigError(str(path), str(e), "not a netpol-harness results file (missing field)") from None
-    (path.parent / "report.md").write_text(text)
     print(text)
     return 0

@@ -115,6 +115,16 @@ def _job_section(entries: list[dict[str, Any]]) -> list[str]:
     cli = [e for e in entries if e.get("cli")]
     for e in cli:
         out.append(f"- the `mariadb` CLI in a denied pod ({e['config']}): `{e['cli']}`")
+    out += ["", "Why the client says *refused* and not *reset*: kube-router's REJECT answers the job's SYN. "
+            "An ICMP port-unreachable reaching a socket in SYN-SENT aborts the connect with ECONNREFUSED, and so "
+            "does a TCP RST answering a SYN (`--reject-with tcp-reset`): in both configurations the real client "
+            "reports *Connection refused* (PyMySQL error 2003, errno 111; the `mariadb` CLI prints ERROR 2002 with "
+            "errno 115, EINPROGRESS, the state of its non-blocking connect). Only the SYN probes tell the two "
+            "apart (rejected_icmp vs refused_rst). *Connection reset by peer* (ECONNRESET, MySQL 2013 Lost "
+            "connection) needs an RST *after* the handshake: the first packets must pass and a later one be "
+            "rejected, which kube-router's pod chain (ESTABLISHED accepted first) does not do to a connection "
+            "it let through (see established-survives-sync). The resets the seed's users reported are not "
+            "reproduced by this rule layout.", ""]
     out += ["", "All times in ms from the job pod's network ready (CNI ADD done). `client ok`: the first "
             "client connection that completed (the job's own attempts, else a 20 ms poller). `node-a programmed`: "
             "node-a's sync that included the job pod was in force.", ""]

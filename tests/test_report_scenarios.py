@@ -1,0 +1,88 @@
+"""Pure report rendering: results.json -> report.md and plots, and `report RUN` re-rendering."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from harness.errors import ConfigError
+from harness.report.recorder import ScenarioRecorder
+from harness.report.scenario_report import overall, render_markdown, summary_rows, write_run
+
+
+def _job_obs(i, failed):
+    first = {"ok": not failed, "code": 2003 if failed else None, "errno": "ECONNREFUSED" if failed else None,
+             "message": "Can't connect ([Errno 111] Connection refused)" if failed else "",
+             "start_ns": 1_050_000_000, "end_ns": 1_060_000_000, "outcome": "refused" if failed else "connected"}
+    return {"run": i, "first_failed": failed, "first": first, "attempts": [first], "ready_ns": 1_000_000_000,
+            "reachability_latency_ms": 350.0 + i, "client_success_ms": 360.0 + i, "success_ns": 1_360_000_000,
+            "client_ok_ns": None, "programmed_ns": 1_340_000_000,
+            "event": {"emitted_ns": 1_000_100_000, "delivered_ns": {"node-a": 1_300_000_000, "node-b": 1_000_200_000}},
+            "server_sync": {"node": "node-a", "start_ns": 1_300_000_000, "in_force_ns": 1_340_000_000, "reasons": [],
+                            "phases": [["render", 1_300_000_000, 1_301_000_000],
+                                       ["iptables_restore_time", 1_310_000_000, 1_340_000_000]]},
+            "probe": {"rate": 200, "counts": {"rejected_icmp": 2, "connected": 2},
+                      "series": [[1_050_000_000, "rejected_icmp"], [1_200_000_000, "rejected_icmp"],
+                                 [1_350_000_000, "connected"], [1_400_000_000, "connected"]]}}
+
+
+def _results():
+    rec = ScenarioRecorder("smoke")
+    rec.record("job-to-mysql", "none", {"mitigation": "none", "profile": "v2.10", "job_node": "node-b"},
+               [_job_obs(i, True) for i in range(3)], expectation="every first attempt fails",
+               check=lambda s: s["failures"] == s["runs"], runtime_s=1.0, cli="ERROR 2002 (HY000): x (115)")
+    rec.record("job-to-mysql", "cni-wait-all", {"mitigation": "cni-wait:all", "profile": "v2.10"},
+               [_job_obs(i, i == 0) for i in range(3)], expectation="no first attempt fails",
+               check=lambda s: s["failures"] == 0, runtime_s=1.0)
+    results = {"run_id": "r1", "started": "2026-01-01T00:00:00+00:00", "wall_s": 2.0, "mode": "smoke",
+               "machine": {"kernel": "6.18", "tools": {}, "libraries": {}}, "scenarios": rec.entries}
+    results["summary"] = overall(results)
+    return results
+
+
+def test_rows_verdicts_and_overall():
+    results = _results()
+    rows = summary_rows(results)
+    assert [r[:3] for r in rows] == [["job-to-mysql", "none", "PASS"], ["job-to-mysql", "cni-wait-all", "FAIL"]]
+    assert rows[0][-1] == "3/3 first attempt failed" and rows[0][5] == "351.0"
+    assert results["summary"] == {"scenario_configs": 2, "scenario_configs_passed": 1, "verdict": "FAIL"}
+
+
+def test_markdown_names_errors_machine_and_expectations():
+    md = render_markdown(_results())
+    assert "| job-to-mysql | none" in md.replace("  ", " ") or "job-to-mysql" in md
+    assert "2003 ECONNREFUSED x3" in md
+    assert "ERROR 2002 (HY000)" in md
+    assert "expected no first attempt fails — **FAIL**" in md
+    assert "kernel 6.18" in md
+
+
+def test_write_run_makes_plots_and_rerender_reproduces_report(tmp_path):
+    from harness.report.commands import cmd_report
+
+    folder = tmp_path / "r1"
+    report = write_run(_results(), folder)
+    assert set(p.name for p in folder.iterdir()) >= {"results.json", "report.md", "cdf-job-to-mysql.png",
+                                                     "timeline-job-to-mysql.png"}
+    for png in folder.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+    first = report.read_text()
+    assert "![timeline-job-to-mysql.png](timeline-job-to-mysql.png)" in first
+    report.unlink()
+    assert cmd_report(argparse.Namespace(run=folder, plots=False)) == 0
+    assert report.read_text() == first
+    assert json.loads((folder / "results.json").read_text())["run_id"] == "r1"
+
+
+def test_report_of_a_broken_file_is_one_line(tmp_path):
+    from harness.report.commands import cmd_report
+
+    bad = tmp_path / "results.json"
+    bad.write_text("{not json")
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        cmd_report(argparse.Namespace(run=tmp_path, plots=True))
+    bad.write_text(json.dumps({"scenarios": [{"scenario": "job-to-mysql"}]}))
+    with pytest.raises(ConfigError, match="missing field"):
+        cmd_report(argparse.Namespace(run=tmp_path, plots=False))
