@@ -100,6 +100,7 @@ class ContainerPod:
     network_ready_ns: int = 0
     go_ns: int = 0
     app_started_ns: int = 0
+    mounted: bool = False  # its namespace has the lab name ``netns``
     wired: bool = False
 
 
@@ -246,6 +247,7 @@ class DockerPods:
             err = ctypes.get_errno()
             os.unlink(p)
             raise KernelError(f"bind-mount {src} on {p}: {os.strerror(err)}")
+        cp.mounted = True
 
     def start(self, key: str, timeout: float = 10.0) -> int:
         """Release the pod's command (the go signal); returns ``app_started_ns``."""
@@ -334,7 +336,8 @@ class DockerPods:
         lab = self.lab
         if cp.wired and _lab_is_up(lab) and key in lab.cluster.pods:
             gone = lab.remove_pod(key)  # servers, veth, ARP entry, namespace name
-        netns.delete(cp.netns)  # idempotent (unmount + unlink): covers a half-made pod
+        if cp.mounted:
+            netns.delete(cp.netns)  # idempotent (unmount + unlink): covers a half-made pod
         with contextlib.suppress(Exception):
             client.api.remove_container(cp.container_id, force=True, v=True)
         shutil.rmtree(cp.ctl_dir, ignore_errors=True)
