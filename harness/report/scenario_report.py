@@ -213,7 +213,14 @@ def render_markdown(results: dict[str, Any]) -> str:
         for plot in results.get("plots", {}).get(name, []):
             out += [f"![{plot}]({plot})", ""]
     for plot in results.get("plots", {}).get("timeline", []):
-        out += ["## Timeline of one job-to-mysql run", "", f"![{plot}]({plot})", ""]
+        out += ["## Timeline of one job-to-mysql run", "",
+                "One run without mitigation on one clock (ms from the job pod's network ready): the pod-added "
+                "event reaches node-b at once and node-a late; node-a's sync (render, then the apply's phases: "
+                "top-level chains with single iptables calls, iptables-save, ipset restore, iptables-restore, "
+                "stale cleanup); every SYN probe by outcome; the job's client attempts. Gaps in the probe lane "
+                "are the prober not sending while this process was busy (it shares the interpreter with the "
+                "client and the controllers' tool calls): the outcome of every probe sent is exact, the "
+                "transition time is known to the gap around it.", "", f"![{plot}]({plot})", ""]
     conf = results.get("conformance")
     if conf:
         from harness.report.suite_report import render_markdown as conformance_md
