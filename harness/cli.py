@@ -17,6 +17,7 @@ from harness.errors import EnvironmentProblem, HarnessError
 
 COMMAND_MODULES = (
     "harness.lab.commands",  # check, up, down, exec, gc, bench lab
+    "harness.lab.docker_commands",  # docker-gc, bench docker
     "harness.render.commands",  # render, bench render
     "harness.apply.commands",  # bench apply
     "harness.conformance.commands",  # conformance

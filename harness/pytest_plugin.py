@@ -9,10 +9,12 @@ from __future__ import annotations
 import pytest
 
 from harness.controller.fixtures import controller_factory
+from harness.lab.docker_fixtures import docker_engine, docker_pods
 from harness.lab.fixtures import lab, lab_factory, netpol_kernel_guard
 from harness.probe.fixtures import long_lived_flows, prober
 
-__all__ = ["controller_factory", "lab", "lab_factory", "long_lived_flows", "netpol_kernel_guard", "prober"]
+__all__ = ["controller_factory", "docker_engine", "docker_pods", "lab", "lab_factory", "long_lived_flows",
+           "netpol_kernel_guard", "prober"]
 
 MARKERS = {
     "kernel": "needs root, CAP_NET_ADMIN and the ipset/iptables binaries (skipped with the reason otherwise)",

@@ -10,13 +10,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 
 from harness.controller import Controller, ControllerConfig
 from harness.errors import HarnessError
-from harness.lab import docker_fixtures, netns, state
+from harness.lab import netns, state
 from harness.lab.docker_engine import (
     ENGINE_ROOT,
     RUN_LABEL,
@@ -32,20 +31,10 @@ from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, Polic
 
 pytestmark = pytest.mark.kernel
 
-# Until harness.pytest_plugin re-exports them.
-docker_engine = docker_fixtures.docker_engine
-docker_pods = docker_fixtures.docker_pods
-
-# The first packet towards a just-wired veth is sometimes dropped (see test_controller_kernel):
-# reachability checks of a brand-new pod retry once.
-SETTLE_S = 0.05
-
 
 def _connect(lab, src, dst, port=80, protocol="TCP"):
-    out = lab.connect(src, dst, port, protocol, timeout=0.5)
-    if out == "timeout":
-        out = lab.connect(src, dst, port, protocol, timeout=0.5)
-    return out
+    # No settle time and no retry: network ready means forwarding (Lab.adopt_pod waits for it).
+    return lab.connect(src, dst, port, protocol, timeout=0.5)
 
 
 def root_snapshot() -> dict[str, object]:
@@ -87,7 +76,6 @@ def test_container_pod_is_reachable_across_nodes_like_a_full_pod(lab, docker_pod
     ip = lab.cluster.pods["dock/web"].ip
     assert ip in lab.cluster.nodes["node-a"].pod_cidr
     assert lab.pod_netns("dock/web") == web.netns and netns.exists(web.netns)
-    time.sleep(SETTLE_S)
     # a netns pod on the other node -> the container (its echo listeners run in its netns)
     assert _connect(lab, "frontend/web-1", "dock/web", 80) == "connected"
     assert _connect(lab, "frontend/web-1", "dock/web", 81, "UDP") == "connected"
@@ -322,7 +310,6 @@ def test_up_docker_turns_selected_pods_into_containers_with_the_same_address(lab
         assert lab.pod_netns("frontend/web-1").startswith(lab.prefix + "d-")
         rows = {r[0]: r[2] for r in pods.describe()[1]}
         assert rows["frontend/web-1"] == "container" and rows["frontend/web-0"] == "full"
-        time.sleep(SETTLE_S)
         assert _connect(lab, "frontend/web-0", "frontend/web-1", 80) == "connected"  # its echo server came back
         with pytest.raises(HarnessError, match="expected all, ns/name or label=value"):
             select_pods(lab, "web")

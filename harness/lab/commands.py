@@ -25,6 +25,8 @@ def register(sub: Any, bench: Any) -> None:
     p.add_argument("topology", help="a shipped topology name (default, k8s-e2e, ...) or a YAML path")
     p.add_argument("--keep", action="store_true", help="leave it up and exit; remove with `netpol-harness down`")
     p.add_argument("--no-servers", action="store_true", help="do not start the TCP/UDP echo listeners")
+    p.add_argument("--docker", metavar="PODS",
+                   help="make these pods Docker containers: all, ns/name,... or label=value (not with --keep)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="remove a kept lab")
@@ -86,11 +88,18 @@ def print_lab(lab: Any) -> None:
 def cmd_up(args: argparse.Namespace) -> int:
     from harness.lab.lab import Lab
 
+    if args.docker and args.keep:  # a private engine belongs to the process that started it
+        raise HarnessError("up: --docker cannot be combined with --keep")
     cluster = _load_cluster(args.topology)
     lab = Lab(cluster, servers=not args.no_servers, topology=args.topology)
     lab.up()
+    docker = None
     try:
-        print_lab(lab)
+        if args.docker:
+            from harness.lab.docker_pods import up_docker
+
+            docker = up_docker(lab, args.docker)
+        print_lab(docker or lab)
         print(f"\nrun {lab.run_id}: up in {lab.timings.up:.3f} s")
         if args.keep:
             lab.detach()
@@ -109,6 +118,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 time.sleep(3600)
         return 0
     finally:
+        if docker is not None:
+            docker.close()
         if not lab.kept:
             lab.down()
             print(f"run {lab.run_id}: down in {lab.timings.down:.3f} s")
@@ -184,6 +195,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"left alone (owner running): {' '.join(rep.live)}")
     if rep.kept:
         print(f"left alone (kept; `gc --all` or `down RUN`): {' '.join(rep.kept)}")
+    from harness.lab.docker_pods import gc as docker_gc
+
+    d = docker_gc()  # private engines of dead runs and containers/images of removed runs
+    if d["engines"] or d["containers"]:
+        print(f"removed docker: {len(d['engines'])} private engine(s), {len(d['containers'])} container(s)/image(s)")
     return 0
 
 

@@ -27,9 +27,8 @@ Two ways in:
   container pods, so ``Controller(DockerLab(...), cfg).add_pod(pod)`` emits its events for a
   container pod exactly as for a netns pod (the command comes from ``set_command``).
 
-This module touches a few private parts of ``Lab`` (its lock, its pod table, its full-pod
-wiring and echo servers) through ``_lab_*`` functions, in one place, so that a container pod
-is wired *exactly* as a full pod; see ``LAB_HOOK`` for the lines that would make it public.
+The sandbox is wired by ``Lab.adopt_pod``: exactly the lab's own full-pod wiring (veth,
+address, routes, listeners, run journal), so a container pod is a full pod in every respect.
 """
 
 from __future__ import annotations
@@ -65,12 +64,6 @@ ENTRYPOINT = ["/bin/sh", "-c", f'read _ < {CTL_MOUNT}/go; exec "$@"', "nph-entry
 DEFAULT_COMMAND = ["sleep", "infinity"]
 EXEC_POLL_S = 0.0001
 KIND = "container"
-
-LAB_HOOK = """\
-# harness/lab/lab.py, Lab.describe(): show container pods
-#   kind = "container" if self._pods[p.key].netns[len(self.prefix)] == "d" else str(self._kind(p))
-"""
-
 
 def _hash(text: str, n: int = 10) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
@@ -123,32 +116,6 @@ class JobResult:
         return self.exit_code == 0
 
 
-# -- the few private parts of Lab used, in one place ------------------------------------------
-def _lab_wire(lab: Any, name: str, pod: Any) -> int:
-    """Wire namespace ``name`` as a full pod of ``lab`` (exactly the lab's own code); returns
-    its network-ready time. ``pod`` must already be in the lab's cluster."""
-    netns.call_in(name, lab._wire_full_pod, name, pod)
-    return lab._pods[pod.key].ready_ns
-
-
-def _lab_servers(lab: Any, pod: Any) -> None:
-    """Open the pod's echo listeners (inside its namespace) like ``Lab.add_pod`` does."""
-    srv = getattr(lab, "_servers", None)
-    if srv is None:
-        return
-    spec = lab._server_spec([pod])
-    if spec:
-        before = len(srv.procs)
-        srv.add(spec)
-        if len(srv.procs) != before and lab.state is not None:
-            lab.state.servers = srv.pids()
-            lab.state.save()
-
-
-def _lab_is_up(lab: Any) -> bool:
-    return bool(getattr(lab, "_up", False))
-
-
 class DockerPods:
     """Container-backed pods of one lab. Starts (or reuses) an engine unless given one; use as
     a context manager: ``close()`` removes every container (and a private engine it started)."""
@@ -174,7 +141,7 @@ class DockerPods:
         ``argv`` (default ``sleep infinity``). The pod joins the lab's model; its echo
         listeners (``pod.ports``) are opened in its namespace before the command starts."""
         lab = self.lab
-        if not _lab_is_up(lab):
+        if not lab.is_up:
             raise HarnessError("lab is not up")
         if pod.key in lab.cluster.pods:
             raise HarnessError(f"pod {pod.key} already exists in lab {lab.run_id}")
@@ -212,20 +179,10 @@ class DockerPods:
                                   f"{info['State'].get('Error') or info['State'].get('Status')}")
             cp.sandbox_ns = time.time_ns()
             self._mount_netns(cp)
-            with lab._lock:  # the lab's own lock: one runtime change at a time, as in add_pod
-                lab.cluster.add_pod(pod)
-                try:
-                    cp.network_ready_ns = _lab_wire(lab, name, pod)
-                    cp.wired = True
-                    _lab_servers(lab, pod)
-                except BaseException:
-                    lab._pods.pop(pod.key, None)
-                    lab.cluster.pods.pop(pod.key, None)
-                    raise
-                if lab.state is not None:
-                    rec = lab._pod_record(pod)
-                    rec.update(backend="docker", container=container.id)
-                    lab.state.journal(pod.key, rec)
+            # CNI ADD: the lab wires the sandbox exactly like a full pod of its own.
+            cp.network_ready_ns = lab.adopt_pod(pod, name, record={"backend": KIND,
+                                                                   "container": container.id})
+            cp.wired = True
             log.info("container pod %s: sandbox %s, network ready +%.1f ms", pod.key, cname,
                      (cp.network_ready_ns - cp.sandbox_ns) / 1e6)
             if start:
@@ -334,7 +291,7 @@ class DockerPods:
             client.api.kill(cp.container_id)
         gone = time.time_ns()
         lab = self.lab
-        if cp.wired and _lab_is_up(lab) and key in lab.cluster.pods:
+        if cp.wired and lab.is_up and key in lab.cluster.pods:
             gone = lab.remove_pod(key)  # servers, veth, ARP entry, namespace name
         if cp.mounted:
             netns.delete(cp.netns)  # idempotent (unmount + unlink): covers a half-made pod
@@ -358,12 +315,8 @@ class DockerPods:
 
     # -- description -------------------------------------------------------------------------
     def describe(self) -> tuple[list[list[str]], list[list[str]]]:
-        """``lab.describe()`` with the kind column of container pods set to ``container``."""
-        nodes, pods = self.lab.describe()
-        for row in pods:
-            if row[0] in self.pods:
-                row[2] = KIND
-        return nodes, pods
+        """``lab.describe()``: container pods show the kind ``container`` (their adopt record)."""
+        return self.lab.describe()
 
 
 class DockerLab:

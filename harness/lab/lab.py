@@ -145,6 +145,7 @@ class _PodRt:
     light: bool
     veth: str | None = None  # host end on kube-bridge (full pods)
     ready_ns: int = 0
+    backend: str | None = None  # who made the sandbox when not the lab (adopt_pod), e.g. "docker"
 
 
 @dataclass
@@ -547,16 +548,37 @@ class Lab:
                 "ip": str(p.ip) if p.ip else None, "node": p.node, "kind": str(self._kind(p))}
 
     # -- runtime changes (CNI ADD / DEL) ---------------------------------------------------------
+    @property
+    def is_up(self) -> bool:
+        """True between ``up()`` and ``down()``."""
+        return bool(self._up)
+
     def add_pod(self, pod: Pod) -> int:
         """Add ``pod`` to the model and wire it like a CNI ADD (its echo listeners included).
-        Returns CLOCK_REALTIME ns taken right after the last netlink ack: when the pod's network
-        became ready. Virtual pods (on virtual nodes) only enter the model."""
+        Returns CLOCK_REALTIME ns at which the pod's network became ready (forwarding).
+        Virtual pods (on virtual nodes) only enter the model."""
+        return self._add_pod(pod, None, None)
+
+    def adopt_pod(self, pod: Pod, netns_name: str, record: dict[str, Any] | None = None) -> int:
+        """Like ``add_pod`` for a full pod whose namespace already exists under /run/netns
+        (e.g. a container's sandbox): the same veth, address, routes and listeners, like a CNI
+        plugin wiring a sandbox it did not create. ``record`` adds fields to the run journal.
+        ``remove_pod`` undoes it (veth deleted, namespace name unmounted)."""
+        if self._kind(pod) is not PodKind.FULL:
+            raise HarnessError(f"pod {pod.key}: only full pods can adopt a namespace")
+        return self._add_pod(pod, netns_name, record)
+
+    def _add_pod(self, pod: Pod, adopt_netns: str | None, record: dict[str, Any] | None) -> int:
         with self._lock:
             self._require_up()
             self.cluster.add_pod(pod)
             try:
                 kind = self._kind(pod)
-                if kind is PodKind.FULL:
+                if adopt_netns is not None:
+                    netns.call_in(adopt_netns, self._wire_full_pod, adopt_netns, pod)
+                    self._pods[pod.key].backend = (record or {}).get("backend", "adopted")
+                    ready = self._await_link_active(pod)
+                elif kind is PodKind.FULL:
                     self._build_full_pods([pod])
                     ready = self._await_link_active(pod)
                 elif kind is PodKind.LIGHT:
@@ -577,7 +599,7 @@ class Lab:
                 self.cluster.pods.pop(pod.key, None)
                 raise
             if self.state is not None:
-                self.state.journal(pod.key, self._pod_record(pod))
+                self.state.journal(pod.key, {**self._pod_record(pod), **(record or {})})
             return ready
 
     def remove_pod(self, key: str) -> int:
@@ -734,5 +756,6 @@ class Lab:
         for p in self.cluster.pods.values():
             rt = self._pods.get(p.key)
             ports = ",".join(f"{c.port}/{c.protocol}" for c in p.ports)
-            pods.append([p.key, p.node, str(self._kind(p)), str(p.ip), ports, rt.netns if rt else "-"])
+            kind = (rt.backend if rt and rt.backend else None) or str(self._kind(p))
+            pods.append([p.key, p.node, kind, str(p.ip), ports, rt.netns if rt else "-"])
         return nodes, pods
