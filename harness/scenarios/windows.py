@@ -185,8 +185,13 @@ class SetUpdateWindow(_Base):
         syncs = []
         t0 = time.time_ns()
         for i in range(updates):
-            ev = ctl.announce_pod(Pod("batch", f"extra-{i}", "node-b", {"app": "backup"},
-                                      ip=ctl.api.allocate_ip("node-b")))
+            # alternately a backup pod appears and goes (model only): each is a set update, and
+            # the node's /24 never runs out of addresses however many updates are asked for
+            if i % 2 == 0:
+                ev = ctl.announce_pod(Pod("batch", f"extra-{i}", "node-b", {"app": "backup"},
+                                          ip=ctl.api.allocate_ip("node-b")))
+            else:
+                ev = ctl.remove_pod(f"batch/extra-{i - 1}")
             ctl.await_event(ev.seq, timeout=30, nodes="node-a")
             rec = ctl.timeline.sync_including("node-a", ev.seq)
             if rec is not None:
