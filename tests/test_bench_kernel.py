@@ -129,3 +129,15 @@ def test_datapath_rules_are_in_the_path(run):
             assert (rtts, lost) == ([], 2)
         finally:
             sock.close()
+
+
+def test_sweep_cell_budget_drops_slow_cells(run):
+    b = run_sweep(run, SweepConfig(points=SMOKE_POINTS, backends=("legacy",), strategies=("restore", "per-rule"),
+                                   repeat=1, cell_budget_s=1e-6, max_execs=100_000, verbose=False))
+    first, second = b.extra["cells"][:2], b.extra["cells"][2:]
+    assert all(c["runs"] == 1 and not c["skipped"] for c in first)
+    assert all("cell budget" in c["skipped"] and c["runs"] == 0 for c in second)
+    restore2, per_rule2 = second
+    assert restore2["median_ms"] is None  # not run, nothing to extrapolate from
+    assert per_rule2["extrapolated"] and per_rule2["median_ms"] > first[1]["median_ms"]
+    assert any("cell budget" in n for n in b.notes)

@@ -1,4 +1,4 @@
-"""CLI: ``netpol-harness bench sweep|datapath|canaries`` and ``netpol-harness compare BASE NEW``.
+"""CLI: ``netpol-harness bench sweep|datapath|canaries|plot`` and ``netpol-harness compare BASE NEW``.
 
 Every bench run saves its result as a baseline JSON (``--out``, default
 ``reports/bench/<suite>-<UTC time>.json``) with the machine, tool versions and load.
@@ -159,8 +159,10 @@ def format_datapath(b: Baseline) -> str:
         rtt = (f"{fmt(statistics.median(r['rtt_us']))} [{fmt(min(r['rtt_us']))}-{fmt(max(r['rtt_us']))}]"
                if r["rtt_us"] else "lost")
         pps = f"{statistics.median(r['pps']):,.0f} [{min(r['pps']):,.0f}-{max(r['pps']):,.0f}]"
-        rows.append([r["backend"], r["mode"], r["rules"], fmt(r["load_ms"]), rtt, pps, r["lost"]])
-    lines.append(tabulate(rows, headers=["backend", "mode", "N", "load_ms", "rtt_us", "pps", "lost"],
+        p10 = fmt(statistics.median(r["rtt_p10_us"])) if r.get("rtt_p10_us") else ""
+        rows.append([r["backend"], r["mode"], r["rules"], fmt(r["load_ms"]), rtt, p10, pps, r["lost"]])
+    lines.append(tabulate(rows, headers=["backend", "mode", "N", "load_ms", "rtt_us median [min-max]", "rtt_p10_us",
+                                         "pps median [min-max]", "lost"],
                           tablefmt="github"))
     lines.append("ns per rule (slope; 'ipset' = per set entry):")
     lines += [f"  {k}: {v}" for k, v in b.extra.get("ns_per_rule", {}).items()]
@@ -198,6 +200,13 @@ def format_metrics(b: Baseline, title: str) -> str:
                                                   tablefmt="github"), *[f"note: {n}" for n in b.notes]])
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from harness.bench.plots import plot_file
+
+    print(f"plot {plot_file(args.result, args.png)}")
+    return 0
+
+
 # ---- compare -------------------------------------------------------------------------------------
 
 def _compare(args: argparse.Namespace) -> int:
@@ -222,7 +231,8 @@ medians only. Exit status: 0 no regression, 1 regression, 2 bad input."""
 
 
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    """Add ``bench sweep``, ``bench datapath``, ``bench canaries`` and the top-level ``compare``."""
+    """Add ``bench sweep``, ``bench datapath``, ``bench canaries``, ``bench plot`` and the top-level
+    ``compare``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", help="baseline JSON path (default reports/bench/<suite>-<UTC time>.json)")
     common.add_argument("--repeat", type=int, default=5, help="repeats per measurement (median, min-max; default 5)")
@@ -271,6 +281,12 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     c.add_argument("--rules", type=int, help="rules in the big restore (100000)")
     c.add_argument("--entries", type=int, help="entries in the big ipset restore (100000)")
     c.set_defaults(func=_canaries)
+
+    g = bench.add_parser("plot", help="PNG of a saved sweep or datapath result",
+                         description="Plot a result JSON written by bench sweep or bench datapath.")
+    g.add_argument("result", help="result JSON")
+    g.add_argument("png", help="output PNG path")
+    g.set_defaults(func=_plot)
 
     p = sub.add_parser("compare", help="compare two bench baselines; non-zero exit on regression",
                        description=COMPARE_HELP)

@@ -40,9 +40,9 @@ def plot_sweep(b: Baseline, path: str | Path, limit_ms: float = 2000.0) -> Path:
         extra = [c for c in pts if c["extrapolated"]]
         ax.plot([c["pods"] for c in extra], [c["median_ms"] for c in extra], "o", mfc="none", color=color)
     ax.axhline(limit_ms, color="grey", lw=1, ls=":")
-    ax.text(ax.get_xlim()[0] if cells else 0, limit_ms * 1.08, f" {limit_ms / 1000:g} s", color="grey")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.text(0.01, limit_ms * 1.1, f"{limit_ms / 1000:g} s", color="grey", transform=ax.get_yaxis_transform())
     ticks = sorted({c["pods"] for c in cells})
     ax.set_xticks(ticks)
     ax.set_xticklabels([f"{c['point']}" for c in sorted({c["pods"]: c for c in cells}.values(),
@@ -77,6 +77,10 @@ def plot_datapath(b: Baseline, path: str | Path) -> Path:
         if any(r["rtt_us"] for r in pts):
             ax1.plot([x for x, r in zip(xs, pts, strict=True) if r["rtt_us"]],
                      [statistics.median(r["rtt_us"]) for r in pts if r["rtt_us"]], style, color=color, label=label)
+        if any(r.get("rtt_p10_us") for r in pts):  # faint: the fast tenth, without wake-up noise
+            ax1.plot([x for x, r in zip(xs, pts, strict=True) if r.get("rtt_p10_us")],
+                     [statistics.median(r["rtt_p10_us"]) for r in pts if r.get("rtt_p10_us")], style,
+                     color=color, alpha=0.35, lw=1, ms=4)
         ax2.plot(xs, [statistics.median(r["pps"]) for r in pts], style, color=color, label=label)
     for ax in (ax1, ax2):
         ax.set_xscale("log")
@@ -84,7 +88,7 @@ def plot_datapath(b: Baseline, path: str | Path) -> Path:
         ax.set_xlabel("N non-matching rules / set entries (N=0 drawn at 1)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-    ax1.set_ylabel("UDP round trip, median (us)")
+    ax1.set_ylabel("UDP round trip (us): median; faint = 10th percentile")
     ax2.set_ylabel("forwarded 64 B datagrams per second")
     fig.suptitle(f"Datapath cost of rules (client pod -> node FORWARD -> server pod)\n{machine_label(b.machine)}",
                  fontsize=10)
@@ -94,3 +98,16 @@ def plot_datapath(b: Baseline, path: str | Path) -> Path:
     fig.savefig(p, dpi=110)
     plt.close(fig)
     return p
+
+
+def plot_file(result: str | Path, out: str | Path) -> Path:
+    """Plot a saved sweep or datapath result (suite read from the file)."""
+    from harness.bench.baseline import load
+    from harness.errors import ConfigError
+
+    b = load(result)
+    if b.suite == "sweep":
+        return plot_sweep(b, out)
+    if b.suite == "datapath":
+        return plot_datapath(b, out)
+    raise ConfigError(str(result), "suite", f"no plot for suite {b.suite!r} (sweep or datapath)")

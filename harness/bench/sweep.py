@@ -201,6 +201,13 @@ def run_sweep(run: str, cfg: SweepConfig) -> Baseline:
                 key = (backend, strategy)
                 if key in dropped:
                     cell.skipped = dropped[key]
+                    if strategy == "per-rule" and backend in per_exec_ms:
+                        cell.execs = estimated_execs(rs2)
+                        cell.total_ms = [per_exec_ms[backend] * cell.execs]
+                        cell.extrapolated = True
+                    continue
+                if time.monotonic() - t_start > cfg.budget_s:  # a large point can take minutes: check per cell
+                    cell.skipped = f"budget {cfg.budget_s:.0f} s spent"
                     continue
                 if strategy == "per-rule" and estimated_execs(rs2) > cfg.max_execs:
                     cell.execs = estimated_execs(rs2)
@@ -240,9 +247,12 @@ def run_sweep(run: str, cfg: SweepConfig) -> Baseline:
                 if cell.median_ms / 1000 > cfg.cell_budget_s:
                     dropped[key] = f"skipped: {cell.median_ms / 1000:.1f} s at {point.label} > cell budget"
                     result.notes.append(f"{backend} {strategy}: {dropped[key]}")
+    if any(c.skipped.startswith("budget") for c in cells):
+        result.notes.append(f"budget {cfg.budget_s:.0f} s spent during a point: its remaining cells not run")
     if any(c.extrapolated for c in cells):
         result.notes.append("per-rule cells marked ~ are extrapolated: ms per exec at the largest measured point "
-                            "x the estimated execs of the re-sync")
+                            "x the estimated execs of the re-sync; a lower bound (an iptables call's cost grows "
+                            "with the table: nft reads the whole ruleset per call)")
     result.extra = {"cells": [_cell_row(c) for c in cells], "render": render_rows,
                     "over_2s": over_threshold(cells, 2000.0)}
     return result
