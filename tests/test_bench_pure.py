@@ -168,3 +168,14 @@ def test_canary_restore_text_distinct_rules():
     text = restore_text(300)
     rules = [ln for ln in text.splitlines() if ln.startswith("-A CANARY")]
     assert len(rules) == 300 == len(set(rules))
+
+
+def test_compare_floor_ignores_changes_near_zero(tmp_path):
+    base = Metric("ns", [0.01, 0.02, 0.0], floor=1.0)
+    assert compare_metric("x", base, Metric("ns", [0.5, 0.6, 0.4], floor=1.0)).verdict == "ok"
+    assert compare_metric("x", base, Metric("ns", [-0.3, -0.2, -0.4], floor=1.0)).verdict == "ok"
+    assert compare_metric("x", base, Metric("ns", [5, 6, 5.5], floor=1.0)).verdict == "regressed"
+    b = _b()
+    b.metrics["x"] = base
+    back = bl.from_dict(json.loads(json.dumps(b.as_dict())))
+    assert back.metrics["x"].floor == 1.0

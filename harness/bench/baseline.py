@@ -28,11 +28,13 @@ SCHEMA = 1
 @dataclass
 class Metric:
     """Repeated measurements of one quantity; ``better`` is ``lower`` (times) or ``higher``
-    (throughput)."""
+    (throughput); ``floor`` is an absolute difference (in ``unit``) below which a change is never
+    a regression (for quantities near zero, e.g. ns per set entry)."""
 
     unit: str
     values: list[float]
     better: str = "lower"
+    floor: float = 0.0
 
     @property
     def median(self) -> float:
@@ -51,9 +53,11 @@ class Metric:
         return len(self.values)
 
     def as_dict(self) -> dict:
-        return {"unit": self.unit, "better": self.better, "values": [round(v, 6) for v in self.values],
-                "median": round(self.median, 6), "min": round(self.min, 6), "max": round(self.max, 6),
-                "n": self.n}
+        d = {"unit": self.unit, "better": self.better, "values": [round(v, 6) for v in self.values],
+             "median": round(self.median, 6), "min": round(self.min, 6), "max": round(self.max, 6), "n": self.n}
+        if self.floor:
+            d["floor"] = self.floor
+        return d
 
     def summary(self) -> str:
         """``1.23 us (1.10-1.40, n=5)``."""
@@ -87,11 +91,11 @@ class Baseline:
     created: str = ""
     extra: dict = field(default_factory=dict)  # suite-specific tables (rows), not compared
 
-    def add(self, name: str, unit: str, values: list[float], better: str = "lower") -> Metric:
+    def add(self, name: str, unit: str, values: list[float], better: str = "lower", floor: float = 0.0) -> Metric:
         """Record a metric (replacing one of the same name) and return it."""
         if not values:
             raise ValueError(f"metric {name}: no values")
-        m = Metric(unit, [float(v) for v in values], better)
+        m = Metric(unit, [float(v) for v in values], better, floor)
         self.metrics[name] = m
         return m
 
@@ -147,7 +151,10 @@ def from_dict(data: dict, source: str | None = None) -> Baseline:
         better = m.get("better", "lower")
         if better not in ("lower", "higher"):
             raise ConfigError(source, f"{where}.better", f"must be lower or higher, not {better!r}")
-        b.metrics[name] = Metric(str(m.get("unit", "")), [float(v) for v in values], better)
+        floor = m.get("floor", 0.0)
+        if not isinstance(floor, int | float) or floor < 0:
+            raise ConfigError(source, f"{where}.floor", "must be a number >= 0")
+        b.metrics[name] = Metric(str(m.get("unit", "")), [float(v) for v in values], better, float(floor))
     return b
 
 

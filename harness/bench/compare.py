@@ -7,7 +7,9 @@ a metric has **regressed** when
     slowdown >= threshold   (default 1.5)   AND   NEW's best repeat is worse than BASE's worst
 
 i.e. the median moved past the threshold *and* the min-max ranges do not overlap, so one noisy
-repeat on a shared runner can neither cause nor hide a verdict on its own. ``improved`` is the
+repeat on a shared runner can neither cause nor hide a verdict on its own. A metric may carry an
+absolute ``floor``: a change of the medians smaller than it is ``ok`` whatever the ratio (for
+quantities near zero, such as ns per set entry). ``improved`` is the
 mirror image. ``strict`` drops the range condition (medians only). A metric present on one
 side only is ``missing`` (not a regression unless ``fail_missing``).
 """
@@ -46,9 +48,12 @@ def compare_metric(name: str, base: Metric | None, new: Metric | None, threshold
         m = base or new
         return Row(name, m.unit if m else "", base, new, None, None, "missing")
     better = base.better
-    if base.median == 0 or new.median == 0:
-        ratio = None if base.median == 0 else new.median / base.median
-        return Row(name, base.unit, base, new, ratio, None, "ok" if base.median == new.median else "noisy")
+    floor = max(base.floor, new.floor)
+    if abs(new.median - base.median) <= floor:
+        ratio = new.median / base.median if base.median > 0 and new.median > 0 else None
+        return Row(name, base.unit, base, new, ratio, None, "ok")
+    if base.median <= 0 or new.median <= 0:  # a ratio means nothing here
+        return Row(name, base.unit, base, new, None, None, "noisy")
     ratio = new.median / base.median
     slowdown = ratio if better == "lower" else 1 / ratio
     if better == "lower":

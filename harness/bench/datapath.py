@@ -18,13 +18,15 @@ Latency: UDP ping-pong to an echo server process in the server pod; the request 
 (SO_TIMESTAMPNS, same CLOCK_REALTIME), so client wake-up is not counted. One round trip crosses
 FORWARD twice: ``ns_per_rule_rtt = slope(10th-percentile RTT vs N) / 2`` (the median is reported
 too, but on a busy 2-CPU machine the echo server's wake-up makes it bimodal); from throughput,
-``ns_per_rule_pps = slope(1/pps vs N)`` (for ``ipset`` both are per set entry, expected ~0). Throughput: the client sends 64-byte
-UDP datagrams as fast as one Python thread can for a window; forwarded packets are counted as
-the server veth's rx_packets (kernel counter). Forwarding runs in the sender's softirq, so the
-rate falls as per-packet cost grows; at small N the Python sender is the limit (noted).
+``ns_per_rule_pps = slope(1/pps vs N)`` (for ``ipset`` both are per set entry, expected ~0).
+Throughput: the client sends 64-byte UDP datagrams as fast as one Python thread can for a
+window; forwarded packets are counted as the server veth's rx_packets (kernel counter).
+Forwarding runs in the sender's softirq, so the rate falls as per-packet cost grows; at small N
+the Python sender is the limit.
 
 Repeats: for each (backend, mode, N) the rules are loaded once and ``repeat`` batches of pings
-and ``repeat`` throughput windows are measured (batch medians are the repeats).
+and ``repeat`` throughput windows are measured (batch medians are the repeats); the per-rule
+slopes are computed per repeat (the i-th batch at every N), giving them a min-max too.
 """
 
 from __future__ import annotations
@@ -55,6 +57,8 @@ DEFAULT_COUNTS = (0, 100, 1000, 5000, 10_000, 50_000)
 SMOKE_COUNTS = (0, 200)
 SO_TIMESTAMPNS = 35  # == SCM_TIMESTAMPNS (Python lacks the constant); struct timespec on 64-bit
 MODES = ("rules", "ipset")
+NS_FLOOR = 1.0  # ns per rule: smaller changes are never a regression (ipset: ~0 per entry)
+RTT_FLOOR_US = 2.0  # scheduling noise of one wake-up on a busy machine
 
 # The echo server: its own process (no GIL shared with the measuring client); a sink socket
 # that is never read makes datagrams of the throughput test land on a bound port.
@@ -279,8 +283,9 @@ def run_datapath(run: str, cfg: DatapathConfig) -> Baseline:
                             row.pps.append(throughput_window(tb, tsock, cfg.window_s))
                         rows.append(row)
                         if row.rtt_us:
-                            result.add(f"{backend}.{mode}.N{n}.rtt_us", "us", row.rtt_us)
-                            result.add(f"{backend}.{mode}.N{n}.rtt_p10_us", "us", row.rtt_p10_us)
+                            result.add(f"{backend}.{mode}.N{n}.rtt_us", "us", row.rtt_us, floor=RTT_FLOOR_US)
+                            result.add(f"{backend}.{mode}.N{n}.rtt_p10_us", "us", row.rtt_p10_us,
+                                       floor=RTT_FLOOR_US)
                         result.add(f"{backend}.{mode}.N{n}.pps", "pps", row.pps, better="higher")
                         progress(f"datapath {backend} {mode:5} N={n:6}: load {row.load_ms:.0f} ms, RTT "
                                  f"{statistics.median(row.rtt_us) if row.rtt_us else float('nan'):.1f} us, "
@@ -293,20 +298,20 @@ def run_datapath(run: str, cfg: DatapathConfig) -> Baseline:
     per_rule = {}
     for backend in cfg.backends:
         for mode in cfg.modes:
-            rs = [r for r in rows if r.backend == backend and r.mode == mode and r.rtt_us]
-            # on the 10th percentile: the echo server's wake-up (another CPU or not) makes the
-            # median bimodal on a busy 2-CPU machine; the fast tenth is the datapath
-            s = slope([r.rules for r in rs], [statistics.median(r.rtt_p10_us) * 1e3 for r in rs])
-            if s is not None:
-                # a round trip crosses FORWARD twice
-                per_rule[f"{backend} {mode} (RTT)"] = round(s / 2, 3)
-                result.add(f"{backend}.{mode}.ns_per_rule_rtt", "ns", [s / 2])
-            # throughput: ns of sender+forwarding time per packet; a packet crosses FORWARD once
-            rs = [r for r in rows if r.backend == backend and r.mode == mode and r.pps]
-            s = slope([r.rules for r in rs], [1e9 / statistics.median(r.pps) for r in rs])
-            if s is not None:
-                per_rule[f"{backend} {mode} (pps)"] = round(s, 3)
-                result.add(f"{backend}.{mode}.ns_per_rule_pps", "ns", [s])
+            rs = [r for r in rows if r.backend == backend and r.mode == mode]
+            reps = min((min(len(r.rtt_p10_us), len(r.pps)) for r in rs), default=0)
+            # one slope per repeat (the i-th batch at every N) gives the metric its min-max;
+            # RTT on the 10th percentile: the echo server's wake-up (same CPU or not) makes the
+            # median bimodal on a busy 2-CPU machine; a round trip crosses FORWARD twice
+            rtt = [slope([r.rules for r in rs], [r.rtt_p10_us[i] * 1e3 for r in rs]) for i in range(reps)]
+            # throughput: ns per packet; a packet crosses FORWARD once
+            pps = [slope([r.rules for r in rs], [1e9 / r.pps[i] for r in rs]) for i in range(reps)]
+            if rtt and None not in rtt:
+                per_rule[f"{backend} {mode} (RTT)"] = round(statistics.median(rtt) / 2, 3)
+                result.add(f"{backend}.{mode}.ns_per_rule_rtt", "ns", [v / 2 for v in rtt], floor=NS_FLOOR)
+            if pps and None not in pps:
+                per_rule[f"{backend} {mode} (pps)"] = round(statistics.median(pps), 3)
+                result.add(f"{backend}.{mode}.ns_per_rule_pps", "ns", pps, floor=NS_FLOOR)
     result.extra = {"rows": [asdict(r) for r in rows], "ns_per_rule": per_rule,
                     "topology": "client pod -veth- node (FORWARD) -veth- server pod; UDP 64 B"}
     return result
