@@ -179,3 +179,12 @@ def test_compare_floor_ignores_changes_near_zero(tmp_path):
     b.metrics["x"] = base
     back = bl.from_dict(json.loads(json.dumps(b.as_dict())))
     assert back.metrics["x"].floor == 1.0
+
+
+def test_compare_ungated_metric_never_fails():
+    base, new = _b(), _b()
+    base.add("pps", "pps", [1000, 1010, 990], better="higher", gate=False)
+    new.add("pps", "pps", [300, 310, 290], better="higher", gate=False)
+    c = compare(base, new)
+    assert c.rows[0].verdict == "regressed (info)" and not c.failed
+    assert bl.from_dict(json.loads(json.dumps(new.as_dict()))).metrics["pps"].gate is False

@@ -29,12 +29,15 @@ SCHEMA = 1
 class Metric:
     """Repeated measurements of one quantity; ``better`` is ``lower`` (times) or ``higher``
     (throughput); ``floor`` is an absolute difference (in ``unit``) below which a change is never
-    a regression (for quantities near zero, e.g. ns per set entry)."""
+    a regression (for quantities near zero, e.g. ns per set entry); ``gate`` False makes the
+    metric informational: compared and shown, never a failure (for estimators known to be noisy
+    on a shared machine, e.g. a Python sender's packet rate)."""
 
     unit: str
     values: list[float]
     better: str = "lower"
     floor: float = 0.0
+    gate: bool = True
 
     @property
     def median(self) -> float:
@@ -57,6 +60,8 @@ class Metric:
              "median": round(self.median, 6), "min": round(self.min, 6), "max": round(self.max, 6), "n": self.n}
         if self.floor:
             d["floor"] = self.floor
+        if not self.gate:
+            d["gate"] = False
         return d
 
     def summary(self) -> str:
@@ -91,11 +96,12 @@ class Baseline:
     created: str = ""
     extra: dict = field(default_factory=dict)  # suite-specific tables (rows), not compared
 
-    def add(self, name: str, unit: str, values: list[float], better: str = "lower", floor: float = 0.0) -> Metric:
+    def add(self, name: str, unit: str, values: list[float], better: str = "lower", floor: float = 0.0,
+            gate: bool = True) -> Metric:
         """Record a metric (replacing one of the same name) and return it."""
         if not values:
             raise ValueError(f"metric {name}: no values")
-        m = Metric(unit, [float(v) for v in values], better, floor)
+        m = Metric(unit, [float(v) for v in values], better, floor, gate)
         self.metrics[name] = m
         return m
 
@@ -154,7 +160,10 @@ def from_dict(data: dict, source: str | None = None) -> Baseline:
         floor = m.get("floor", 0.0)
         if not isinstance(floor, int | float) or floor < 0:
             raise ConfigError(source, f"{where}.floor", "must be a number >= 0")
-        b.metrics[name] = Metric(str(m.get("unit", "")), [float(v) for v in values], better, float(floor))
+        gate = m.get("gate", True)
+        if not isinstance(gate, bool):
+            raise ConfigError(source, f"{where}.gate", "must be true or false")
+        b.metrics[name] = Metric(str(m.get("unit", "")), [float(v) for v in values], better, float(floor), gate)
     return b
 
 

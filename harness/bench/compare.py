@@ -9,7 +9,8 @@ a metric has **regressed** when
 i.e. the median moved past the threshold *and* the min-max ranges do not overlap, so one noisy
 repeat on a shared runner can neither cause nor hide a verdict on its own. A metric may carry an
 absolute ``floor``: a change of the medians smaller than it is ``ok`` whatever the ratio (for
-quantities near zero, such as ns per set entry). ``improved`` is the
+quantities near zero, such as ns per set entry). A metric saved with ``gate: false`` is
+informational: its verdict gets "(info)" and never fails the comparison. ``improved`` is the
 mirror image. ``strict`` drops the range condition (medians only). A metric present on one
 side only is ``missing`` (not a regression unless ``fail_missing``).
 """
@@ -33,7 +34,7 @@ class Row:
     new: Metric | None
     ratio: float | None
     slowdown: float | None
-    verdict: str  # ok, regressed, improved, missing, noisy
+    verdict: str  # ok, regressed, improved, missing, noisy; "(info)" appended for ungated metrics
 
 
 def _worse(better: str, a: float, b: float) -> bool:
@@ -44,6 +45,13 @@ def _worse(better: str, a: float, b: float) -> bool:
 def compare_metric(name: str, base: Metric | None, new: Metric | None, threshold: float = DEFAULT_THRESHOLD,
                    strict: bool = False) -> Row:
     """The comparison of one metric (see the module docstring for the rule)."""
+    row = _compare_metric(name, base, new, threshold, strict)
+    if base is not None and new is not None and not (base.gate and new.gate) and row.verdict != "ok":
+        row.verdict += " (info)"  # informational metric: shown, never a failure
+    return row
+
+
+def _compare_metric(name: str, base: Metric | None, new: Metric | None, threshold: float, strict: bool) -> Row:
     if base is None or new is None:
         m = base or new
         return Row(name, m.unit if m else "", base, new, None, None, "missing")
