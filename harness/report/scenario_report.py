@@ -112,9 +112,12 @@ def _job_section(entries: list[dict[str, Any]]) -> list[str]:
         out += ["Exact first-attempt errors (PyMySQL's message, verbatim):", ""]
         out += [f"- `{m}` — {', '.join(v)}" for m, v in msgs.items()]
         out.append("")
-    cli = [e for e in entries if e.get("cli")]
-    for e in cli:
-        out.append(f"- the `mariadb` CLI in a denied pod ({e['config']}): `{e['cli']}`")
+    cli: dict[str, list[str]] = {}
+    for e in entries:
+        if e.get("cli"):
+            cli.setdefault(e["cli"], []).append(e["config"])
+    for line, configs in cli.items():
+        out.append(f"- the `mariadb` CLI in a pod the policy denies: `{line}` — {', '.join(configs)}")
     out += ["", "Why the client says *refused* and not *reset*: kube-router's REJECT answers the job's SYN. "
             "An ICMP port-unreachable reaching a socket in SYN-SENT aborts the connect with ECONNREFUSED, and so "
             "does a TCP RST answering a SYN (`--reject-with tcp-reset`): in both configurations the real client "
