@@ -50,17 +50,25 @@ def render_plots(results: dict[str, Any], folder: Path) -> dict[str, list[str]]:
 
 def cdf_plot(entries: list[dict[str, Any]], xlabel: str, title: str, path: Path) -> None:
     fig, ax = plt.subplots(figsize=(9, 5))
-    for e in entries:
+    colors = plt.get_cmap("tab10").colors
+    styles = ("-", "--", ":", "-.")
+    lo = None
+    for i, e in enumerate(entries):
         samples = e["summary"]["samples"]
+        runs = e["summary"]["runs"]
         xs, ys = ecdf(samples)
-        if not xs:
+        style = {"color": colors[i % len(colors)], "linestyle": styles[(i // len(colors)) % len(styles)]}
+        if not xs:  # e.g. a fail-closed configuration: no window in any run
+            ax.plot([], [], label=f"{e['config']}: no value in {runs} runs", **style)
             continue
-        n = len(samples)
-        ax.step([0.0, *xs], [0.0, *ys], where="post", label=f"{e['config']} (n={n})")
+        lo = xs[0] if lo is None else min(lo, xs[0])
+        ax.step([xs[0], *xs], [0.0, *ys], where="post", label=f"{e['config']} (n={len(samples)})", **style)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("fraction of runs")
     ax.set_ylim(0, 1.02)
-    ax.set_xlim(left=0)
+    if lo is not None:  # zoom on the data; the axis says where it starts
+        right = ax.get_xlim()[1]
+        ax.set_xlim(max(0.0, lo - 0.1 * (right - lo) - 1), right)
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
