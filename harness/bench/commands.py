@@ -110,18 +110,43 @@ def format_sweep(b: Baseline) -> str:
             total += f" [{fmt(c['min_ms'])}-{fmt(c['max_ms'])}]"
         rows.append([c["point"], c["backend"], c["strategy"], c["runs"] or "", total,
                      _ms(ph.get("top_level_time")), _ms(ph.get("iptables_save_time")),
-                     _ms(ph.get("ipset_restore_time")), _ms(ph.get("iptables_restore_time")),
+                     _ms(ph.get("ipset_save_time")), _ms(ph.get("ipset_restore_time")), _ms(ph.get("iptables_restore_time")),
                      _ms(ph.get("stale_cleanup_time")), _ms(c["per_1k_rules_ms"]), _ms(c["per_1k_entries_ms"]),
                      c["execs"] or "", c["skipped"]])
     lines.append(tabulate(rows, headers=["cluster", "backend", "strategy", "runs", "sync_ms", "top", "save",
-                                         "sets", "rules", "stale", "ms/1k rules", "ms/1k entries", "execs", "note"],
+                                         "ipset_save", "sets", "rules", "stale", "ms/1k rules", "ms/1k entries", "execs", "note"],
                           tablefmt="github"))
+    lines.append("phases: top = individual iptables calls for top-level chains/jumps, save = iptables-save, "
+                 "ipset_save = reading existing sets, sets = programming sets, rules = iptables-restore, "
+                 "stale = destroying stale sets; the rest of sync_ms is building texts in this Python process")
     lines.append("incremental = one pod added/removed on this node (only changed sets and chains; rules/entries "
                  "columns count what changed); ms/1k rules = iptables-restore phase, ms/1k entries = set phase")
+    lines.append("summary: median sync ms per strategy / backend (~ extrapolated, - not run)")
+    lines.append(sweep_pivot(b))
     lines.append("where a full sync passes 2 s:")
     lines += [f"  {k}: {v}" for k, v in b.extra.get("over_2s", {}).items()]
     lines += [f"note: {n}" for n in b.notes]
     return "\n".join(lines)
+
+
+def sweep_pivot(b: Baseline) -> str:
+    """One row per cluster, one column per strategy/backend: the median sync time in ms."""
+    from tabulate import tabulate
+
+    cells = b.extra.get("cells", [])
+    cols = list(dict.fromkeys((c["strategy"], c["backend"]) for c in cells))
+    render = {r["point"]: r for r in b.extra.get("render", [])}
+    rows = []
+    for point in dict.fromkeys(c["point"] for c in cells):
+        r = render.get(point, {})
+        row = [point, r.get("rules", ""), r.get("entries", ""), fmt(r["render_ms"]) if r else ""]
+        for strategy, backend in cols:
+            c = next((c for c in cells if c["point"] == point and (c["strategy"], c["backend"]) == (strategy, backend)),
+                     None)
+            row.append("-" if c is None or c["median_ms"] is None else _ms(c["median_ms"], c["extrapolated"]))
+        rows.append(row)
+    return tabulate(rows, headers=["cluster", "rules", "entries", "render", *[f"{s} {b}" for s, b in cols]],
+                    tablefmt="github")
 
 
 # ---- datapath ------------------------------------------------------------------------------------
