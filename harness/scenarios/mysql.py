@@ -196,9 +196,9 @@ class MariaDB:
 
 
 def gc_servers() -> int:
-    """Kill MariaDB servers recorded by runs whose lab record is gone or whose owner is dead
-    (a harness SIGKILLed before PR_SET_PDEATHSIG could act is not possible, but a record may
-    outlive a reboot); remove leftover datadirs. Returns how many servers were killed."""
+    """For ``netpol-harness gc``: kill MariaDB servers recorded by runs whose owner is dead (they
+    normally die with it through PR_SET_PDEATHSIG; this catches a server started from a thread
+    that has since exited) and remove datadirs of dead runs. Returns how many were killed."""
     from harness.lab import state
 
     killed = 0
@@ -221,6 +221,15 @@ def gc_servers() -> int:
             shutil.rmtree(datadir.strip(), ignore_errors=True)
         with contextlib.suppress(OSError):
             os.unlink(pidfile)
+    # datadirs of servers that died with their harness (PR_SET_PDEATHSIG) but were not removed
+    for datadir in glob.glob(os.path.join(tempfile.gettempdir(), "nph-mariadb-*-*")):
+        run_id = os.path.basename(datadir).split("-")[2]
+        try:
+            alive = state.load(run_id).owner_alive()
+        except HarnessError:
+            alive = False
+        if not alive:
+            shutil.rmtree(datadir, ignore_errors=True)
     return killed
 
 
