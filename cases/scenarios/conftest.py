@@ -25,9 +25,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 @pytest.fixture(scope="session")
-def scenario_recorder(pytestconfig: pytest.Config) -> Iterator[ScenarioRecorder]:
+def scenario_recorder(pytestconfig: pytest.Config, record_testsuite_property) -> Iterator[ScenarioRecorder]:
     """The session's recorder; its entries are written at the end of the session if asked."""
     rec = ScenarioRecorder(scenario_size(pytestconfig))
+    record_testsuite_property("scenario_size", rec.mode)
     yield rec
     dump = option(pytestconfig, "--scenario-json", "NPH_SCENARIO_JSON")
     if dump:
