@@ -141,3 +141,16 @@ def test_sweep_cell_budget_drops_slow_cells(run):
     assert restore2["median_ms"] is None  # not run, nothing to extrapolate from
     assert per_rule2["extrapolated"] and per_rule2["median_ms"] > first[1]["median_ms"]
     assert any("cell budget" in n for n in b.notes)
+
+
+def test_cli_canaries_smoke_then_compare(run, tmp_path, capsys):
+    from harness.bench.commands import main
+
+    out = tmp_path / "c.json"
+    assert main(["bench", "canaries", "--smoke", "--repeat", "1", "--quiet", "--canary", "ipset_swap",
+                 "--out", str(out)]) == 0
+    b = bl.load(out)
+    assert b.suite == "canaries" and b.machine["kernel"] and b.versions["nft"]["ipset"].startswith("ipset v")
+    assert set(b.metrics) == {"ipset_swap.ipset.per_op_us", "ipset_swap.ipset.total_ms"}
+    assert main(["compare", str(out), str(out)]) == 0
+    assert "no regression" in capsys.readouterr().out
