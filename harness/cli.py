@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "harness.apply.commands",  # bench apply
     "harness.conformance.commands",  # conformance
     "harness.controller.commands",  # controller, bench controller
+    "harness.bench.commands",  # bench sweep|datapath|canaries|plot, compare
     "harness.probe.commands",  # calibrate, bench probe
     "harness.suite",  # suite (the main job)
     "harness.report.commands",  # report
