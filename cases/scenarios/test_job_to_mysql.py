@@ -19,7 +19,7 @@ from harness.scenarios.options import scenario_size
 
 pytestmark = [pytest.mark.kernel, pytest.mark.topology("default")]
 
-DELAY = {"node-a": 0.3, "node-b": 0.0}  # far above the job's start (~50 ms): the race is certain
+DELAY = {"node-a": 0.3, "node-b": 0.0}  # far above the job's start (immediate): the race is certain
 ALL_FAIL = ("every first attempt fails", lambda s: s["failures"] == s["runs"] and s["never_succeeded"] == 0)
 NONE_FAIL = ("no first attempt fails", lambda s: s["failures"] == 0)
 RETRY_OK = ("first attempts fail, retries always succeed",

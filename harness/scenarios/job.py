@@ -35,11 +35,6 @@ log = logging.getLogger(__name__)
 
 SERVER = "db/mariadb-0"
 SERVER_NODE = "node-a"
-# Lab artefact (see tests/test_controller_kernel.py): the very first packet towards a brand-new
-# full pod is sometimes dropped at its host-side veth within ~1 ms of CNI ADD, and TCP would
-# retransmit only after 1 s. The job's processes start this much after network ready (a real
-# container start takes longer than this anyway); it is recorded with every run.
-SETTLE_S = 0.05
 
 
 def allow_backup(port: int = PORT) -> NetworkPolicy:
@@ -136,7 +131,8 @@ class JobScenario:
         ready = added.ready_ns
         ns = lab.pod_netns(key)
         src = str(added.pod.ip)
-        time.sleep(SETTLE_S)
+        # No settle time: the lab's network-ready moment means forwarding (Lab.add_pod waits
+        # for the host veth), so the job starts at once, as a container right after CNI ADD.
         flow = self.prober.add_flow(FlowSpec(ns, src, db.ip, PORT, "TCP", rate=cfg.probe_rate,
                                              count=int(cfg.probe_rate * cfg.probe_s), flow_id=key))
         ctx = PodContext(ctl, key, ready, added.event.seq)
@@ -189,7 +185,6 @@ class JobScenario:
         obs = {
             "run": index, "pod": key, "node": cfg.job_node, "ip": src,
             "ready_ns": ready, "released_ns": released, "client_start_ns": client_start,
-            "settle_s": SETTLE_S,
             "event": {"seq": ev.seq, "emitted_ns": ev.emitted_ns, "delivered_ns": dict(ev.delivered_ns)},
             "server_sync": None if sync_a is None else {
                 "node": sync_a.node, "start_ns": sync_a.start_ns, "in_force_ns": sync_a.in_force_ns,

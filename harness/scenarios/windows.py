@@ -29,7 +29,7 @@ from harness.controller import Controller, ControllerConfig
 from harness.lab import netns
 from harness.model.cluster import ContainerPort, Pod
 from harness.model.policy import LabelSelector, NetworkPolicy
-from harness.scenarios.job import SETTLE_S, allow_backup
+from harness.scenarios.job import allow_backup
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,6 @@ class FailOpen(_Base):
         added = ctl.add_pod(_target_pod(f"fresh-{index}"))
         key, dst = added.pod.key, str(added.pod.ip)
         ready = added.ready_ns
-        time.sleep(SETTLE_S)
         flow = self.flow(INTRUDER, dst, self.probe_s, f"{INTRUDER}->{key}")
         intruder_ns = lab.pod_netns(INTRUDER)
         src_ip = str(lab.cluster.pods[INTRUDER].ip)
