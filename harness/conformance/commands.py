@@ -39,6 +39,9 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                    help="apply strategy (default restore, kube-router's full sync)")
     p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
                    help=f"probe timeout in seconds (default {DEFAULT_TIMEOUT})")
+    p.add_argument("--prober", choices=("packet", "socket"), default="packet",
+                   help="packet: the probe engine (raw probes, kernel timestamps; default); "
+                        "socket: a real connect()/sendto() per cell")
     p.add_argument("--keep-conntrack", action="store_true",
                    help="do not flush conntrack in node namespaces after each sync")
     p.add_argument("--quiet", "-q", action="store_true", help="print only failing steps and the summary")
@@ -63,7 +66,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if args.plan:
         return _print_plan(cases)
     options = RunOptions(backend=args.backend, profile=args.profile, strategy=args.strategy,
-                         timeout=args.timeout, flush_conntrack=not args.keep_conntrack)
+                         timeout=args.timeout, flush_conntrack=not args.keep_conntrack, prober=args.prober)
     results: list[CaseResult] = []
     for case in cases:
         print(f"=== {case.name} ({case.source}) backend={options.backend} profile={options.profile} "

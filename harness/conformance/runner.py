@@ -45,6 +45,9 @@ class RunOptions:
     strategy: str = "restore"
     timeout: float = DEFAULT_TIMEOUT
     flush_conntrack: bool = True
+    # packet: the probe engine (raw probes with kernel timestamps, all cells from one process);
+    # socket: a real connect()/sendto() per cell (Lab.matrix).
+    prober: str = "packet"
 
 
 @dataclass
@@ -203,7 +206,8 @@ def full_sync(cluster: Cluster, lab, options: RunOptions) -> tuple[int, list[Nod
     return sync_version, syncs
 
 
-def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: float) -> dict[tuple[str, str], str]:
+def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: float,
+              prober: str = "packet") -> dict[tuple[str, str], str]:
     """Probe every ordered pair of ``pods`` (without self pairs when ``ignore_self``). SCTP goes
     through ``harness.conformance.sctp`` (the lab's sockets have no SCTP); self pairs are never
     probed for it."""
@@ -211,7 +215,12 @@ def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: fl
         from harness.conformance import sctp
 
         return sctp.matrix(lab, pods, probe.port, timeout)
-    result = lab.matrix(pods=pods, port=probe.port, protocol=probe.protocol, timeout=timeout)
+    if prober == "packet":
+        from harness.probe.matrix import probe_matrix
+
+        result = probe_matrix(lab, pods=pods, port=probe.port, protocol=probe.protocol, timeout=timeout)
+    else:
+        result = lab.matrix(pods=pods, port=probe.port, protocol=probe.protocol, timeout=timeout)
     if ignore_self:
         result = {k: v for k, v in result.items() if k[0] != k[1]}
     # A destination without a listener on the port answers like a REJECT (RST / port-unreachable),
@@ -319,7 +328,7 @@ def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], opti
     if step.changes_cluster or first:
         sync_version, syncs = full_sync(model, lab, options)
     t0 = time.perf_counter_ns()
-    outcomes = probe_all(lab, pods, step.probe, step.ignore_self, options.timeout)
+    outcomes = probe_all(lab, pods, step.probe, step.ignore_self, options.timeout, options.prober)
     retried, recovered = retry_timeouts(lab, outcomes, step.probe, options.timeout)
     probe_ns = time.perf_counter_ns() - t0
     observed = observed_table(outcomes, pods, step.ignore_self)
