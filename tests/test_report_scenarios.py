@@ -86,3 +86,32 @@ def test_report_of_a_broken_file_is_one_line(tmp_path):
     bad.write_text(json.dumps({"scenarios": [{"scenario": "job-to-mysql"}]}))
     with pytest.raises(ConfigError, match="missing field"):
         cmd_report(argparse.Namespace(run=tmp_path, plots=False))
+
+
+def test_docker_pod_configuration_sits_next_to_the_netns_one():
+    """A docker job pod's entry: its pod kind, client start after network ready and container
+    timestamps show in the job-to-mysql table, next to the netns result."""
+    results = _results()
+    line = "ERROR 2002 (HY000): Can't connect to server on '10.244.0.6' (115)"
+    obs = []
+    for i in range(2):
+        o = _job_obs(i, True)
+        o["first"] = dict(o["first"], code=2002, errno="EINPROGRESS", message=line, outcome="error")
+        o["attempts"] = [o["first"]]
+        o["app_start_ms"] = 1.5 + i
+        o["container"] = {"sandbox_ns": 995_000_000, "network_ready_ns": 1_000_000_000, "go_ns": 1_001_000_000,
+                          "app_started_ns": 1_001_500_000, "finished_ns": 1_006_000_000, "exit_code": 1,
+                          "output": line + "\n", "argv": ["mariadb"]}
+        obs.append(o)
+    rec = ScenarioRecorder("smoke")
+    rec.record("job-to-mysql", "docker", {"mitigation": "none", "profile": "v2.10", "job_node": "node-b",
+                                          "pod_backend": "docker"}, obs, expectation="every first attempt fails",
+               check=lambda s: s["failures"] == s["runs"], runtime_s=1.0)
+    results["scenarios"] += rec.entries
+    md = render_markdown(results)
+    table = [ln for ln in md.splitlines() if ln.startswith("| none ") or ln.startswith("| docker ")]
+    assert [ln.split("|")[2].strip() for ln in table] == ["netns", "docker"]
+    assert [ln.split("|")[7].strip() for ln in table] == ["", "2"]  # tabulate reads "2.00" as a number
+    assert "2002 EINPROGRESS x2" in md and f"`{line}` — docker x2" in md
+    assert ("- **docker** (docker pod): sandbox running -> network ready (CNI ADD) p50 5.0 ms; network ready -> "
+            "`mariadb` started p50 2.00 ms, max 2.50 ms; exit codes 1 x2") in md

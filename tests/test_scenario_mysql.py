@@ -47,3 +47,30 @@ def test_mariadb_in_a_pod_answers_real_clients_and_leaves_nothing(lab):
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert not os.path.exists(datadir)
     assert not os.path.exists(f"/run/netpol-harness/{lab.run_id}/mariadb.pid")
+
+
+def test_container_attempt_from_the_mariadb_cli_run():
+    """A docker job pod's run as the job's first attempt: the CLI's error line parsed verbatim."""
+    from harness.lab.docker_pods import JobResult
+    from harness.scenarios.job import cli_error_line, container_attempt
+
+    line = "ERROR 2002 (HY000): Can't connect to server on '10.244.0.6' (115)"
+    failed = container_attempt(JobResult("batch/job-0", 1, 2, 5, 1, f"{line}\n", go_ns=4, finished_ns=9))
+    assert (failed.ok, failed.code, failed.errno, failed.message) == (False, 2002, "EINPROGRESS", line)
+    assert (failed.start_ns, failed.end_ns) == (5, 9)
+    ok = container_attempt(JobResult("batch/job-1", 1, 2, 5, 0, "1\n", finished_ns=7))
+    assert ok.ok and ok.code is None and ok.outcome == "connected"
+    hung = container_attempt(JobResult("batch/job-2", 1, 2, 5, None, ""))
+    assert not hung.ok and hung.errno == "ETIMEDOUT" and hung.message.startswith("still running")
+    assert cli_error_line("Warning: x\nERROR 2003 (HY000): y (111)\n") == "ERROR 2003 (HY000): y (111)"
+    assert container_attempt(JobResult("k", 1, 2, 5, 1, "ERROR 2003 (HY000): y (111)")).errno == "ECONNREFUSED"
+
+
+def test_docker_job_config_refuses_client_mitigations():
+    from harness.errors import ConfigError
+    from harness.scenarios.job import JobConfig, JobScenario
+
+    with pytest.raises(ConfigError, match=r"docker-retry: mitigation: retry wraps"):
+        JobScenario(object(), JobConfig("docker-retry", mitigation="retry", pod_backend="docker"))
+    with pytest.raises(ConfigError, match=r"x: pod_backend: 'vm' is not one of netns, docker"):
+        JobScenario(object(), JobConfig("x", pod_backend="vm"))

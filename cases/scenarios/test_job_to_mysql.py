@@ -4,6 +4,10 @@ MariaDB protected by a NetworkPolicy; node-a (the server's node) learns of them 
 Each configuration's runs feed the report (``scenario_recorder``); the test asserts what is
 certain with that delivery delay: without mitigation the job's first attempt is refused (ICMP
 port-unreachable -> ECONNREFUSED, MySQL error 2003), with cni-wait on every node it never fails.
+
+The ``docker`` configurations make the job pod a real Docker container whose command is the
+``mariadb`` CLI (started right after network ready, as kubelet starts containers); they need
+the ``docker_engine`` fixture and skip with its reason where Docker cannot run.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ NONE_FAIL = ("no first attempt fails", lambda s: s["failures"] == 0)
 RETRY_OK = ("first attempts fail, retries always succeed",
             lambda s: s["never_succeeded"] == 0 and s["client_success"]["missing"] == 0)
 
-# name, JobConfig fields, expectation; the first three also run in the smoke size
+# name, JobConfig fields, expectation; the first three and DOCKER_SMOKE also run in the smoke size
 CONFIGS = [
     ("none", {}, ALL_FAIL),
     ("cni-wait-all", {"mitigation": "cni-wait:all"}, NONE_FAIL),
@@ -38,27 +42,37 @@ CONFIGS = [
     ("init-wait", {"mitigation": "init-wait"}, NONE_FAIL),
     ("profile-v1.3", {"profile": "v1.3"}, ALL_FAIL),
     ("profile-v2.6-legacy", {"profile": "v2.6", "backend": "legacy"}, ALL_FAIL),
+    ("docker", {"pod_backend": "docker"}, ALL_FAIL),
+    ("docker-cni-wait-all", {"pod_backend": "docker", "mitigation": "cni-wait:all"}, NONE_FAIL),
 ]
 SMOKE = 3
+DOCKER_SMOKE = "docker"
 RUNS = {"smoke": 3, "full": 30}
+DOCKER_SMOKE_RUNS = 2  # the default CI run: a container run costs ~1.2 s
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "job_config" in metafunc.fixturenames:
-        chosen = CONFIGS if scenario_size(metafunc.config) == "full" else CONFIGS[:SMOKE]
+        if scenario_size(metafunc.config) == "full":
+            chosen = CONFIGS
+        else:
+            chosen = CONFIGS[:SMOKE] + [c for c in CONFIGS if c[0] == DOCKER_SMOKE]
         metafunc.parametrize("job_config", chosen, ids=[c[0] for c in chosen])
 
 
-def test_job_to_mysql(lab, job_config, size, scenario_recorder, record_property):
+def test_job_to_mysql(lab, job_config, size, scenario_recorder, record_property, request):
     try:
         require_mariadb()
     except EnvironmentProblem as e:
         pytest.skip(str(e))
     name, fields, (expectation, check) = job_config
     cfg = JobConfig(name, delivery=DELAY, **fields)
+    # skips with the engine's reason when Docker cannot run here
+    engine = request.getfixturevalue("docker_engine") if cfg.pod_backend == "docker" else None
     t0 = time.monotonic()
-    with JobScenario(lab, cfg) as sc:
-        observations = [sc.run_once(i) for i in range(RUNS[size])]
+    with JobScenario(lab, cfg, engine=engine) as sc:
+        runs = DOCKER_SMOKE_RUNS if size == "smoke" and cfg.pod_backend == "docker" else RUNS[size]
+        observations = [sc.run_once(i) for i in range(runs)]
         cli = cli_denied(sc)
     entry = scenario_recorder.record("job-to-mysql", name, cfg.describe(), observations, expectation=expectation,
                                      check=check, runtime_s=time.monotonic() - t0, cli=cli)
@@ -78,3 +92,29 @@ def test_job_to_mysql(lab, job_config, size, scenario_recorder, record_property)
         want = "refused_rst" if name == "tcp-reset" else "rejected_icmp"
         assert want in s["probe_outcomes"] and set(s["probe_outcomes"]) == {want, "connected"}
         assert cli.startswith("ERROR 2002") or cli.startswith("ERROR 2003"), cli
+    if cfg.pod_backend == "docker":
+        check_docker_runs(name, observations, s)
+
+
+def check_docker_runs(name: str, observations: list[dict], s: dict) -> None:
+    """What a container job run must show: the kubelet order of its timestamps, and either the
+    race (the CLI started before node-a's sync was in force, so its connect failed while the
+    SYN probes were rejected) or, with cni-wait, a command held until every node programmed."""
+    assert s["container"]["runs"] == len(observations)
+    for o in observations:
+        c = o["container"]
+        assert c["sandbox_ns"] <= c["network_ready_ns"] == o["ready_ns"] <= c["go_ns"] <= c["app_started_ns"]
+        assert c["finished_ns"] is not None and c["finished_ns"] >= c["app_started_ns"]
+        assert o["app_start_ms"] == (c["app_started_ns"] - o["ready_ns"]) / 1e6
+        assert o["reachability_latency_ms"] is not None
+        if name == "docker":
+            # the mariadb CLI's own failure: exit code 1 and a connect error line (2002/2003)
+            assert c["exit_code"] == 1, c["output"]
+            assert o["first"]["code"] in (2002, 2003) and o["first"]["message"].startswith("ERROR 200"), o["first"]
+            assert c["app_started_ns"] < o["programmed_ns"]
+            assert o["reachability_latency_ms"] >= DELAY["node-a"] * 1e3
+        else:
+            assert c["exit_code"] == 0 and c["output"].split() == ["1"], c["output"]
+            assert c["app_started_ns"] >= o["notes"]["programmed_ns"]
+    if name == "docker":
+        assert set(s["probe_outcomes"]) == {"rejected_icmp", "connected"}

@@ -22,7 +22,9 @@ def _head(metric: str, samples: list[float | None], failures: int, runs: int, la
 
 def job_to_mysql(observations: list[dict[str, Any]]) -> dict[str, Any]:
     """pod_creation_reachability_latency (probe: first SYN answered by the server after network
-    ready), first-attempt failures with their exact errors, time until the client succeeded."""
+    ready), first-attempt failures with their exact errors, time until the client succeeded, when
+    the client started after network ready (``app_start``; a container pod's command exec), and
+    for container pods their sandbox -> network ready time and exit codes."""
     lat = [o.get("reachability_latency_ms") for o in observations]
     failed = [o for o in observations if o.get("first_failed")]
     errors = Counter(f"{o['first'].get('code')} {o['first'].get('errno')}" for o in failed)
@@ -36,6 +38,15 @@ def job_to_mysql(observations: list[dict[str, Any]]) -> dict[str, Any]:
     out["probe_outcomes"] = dict(sum((Counter(o["probe"]["counts"]) for o in observations), Counter()))
     out["server_lag"] = summarize([None if not o.get("programmed_ns") else (o["programmed_ns"] - o["ready_ns"]) / 1e6
                                    for o in observations]).as_dict()
+    out["app_start"] = summarize([o.get("app_start_ms") for o in observations]).as_dict()
+    containers = [o["container"] for o in observations if o.get("container")]
+    if containers:
+        out["container"] = {
+            "runs": len(containers),
+            "sandbox_to_ready": summarize([(c["network_ready_ns"] - c["sandbox_ns"]) / 1e6
+                                           for c in containers]).as_dict(),
+            "exit_codes": dict(Counter(str(c["exit_code"]) for c in containers)),
+        }
     return out
 
 

@@ -38,7 +38,9 @@ WHAT = {
         "node-a, protected by an ingress policy that allows exactly these pods. Metric: "
         "pod_creation_reachability_latency = first SYN probe (200/s from the job pod, kernel "
         "timestamps) the server answered - the pod's network ready time. Failure: the job's first "
-        "client attempt failed."),
+        "client attempt failed. Pod `docker`: the job pod is a real Docker container (sandbox, CNI-like "
+        "wiring, then its command, as kubelet orders them) whose command is the `mariadb` CLI; its exit code "
+        "and error line are the first attempt, the SYN prober runs in its network namespace the same way."),
     "fail-open": (
         "kube-router #873. A new pod selected by the policy is created on node-a; a pod the policy "
         "denies (frontend/web-1) probes it from the start (1,000 SYN/s). Metric: fail_open_window = "
@@ -96,20 +98,33 @@ def _job_section(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         s, p = e["summary"], e["params"]
         errs = "; ".join(f"{k} x{v}" for k, v in s["first_errors"].items()) or "-"
-        rows.append([e["config"], p.get("mitigation"), p.get("profile"), p.get("reject_with") or "REJECT (icmp)",
-                     p.get("job_node"), f"{s['failures']}/{s['runs']}", errs,
+        rows.append([e["config"], p.get("pod_backend") or "netns", p.get("mitigation"), p.get("profile"),
+                     p.get("reject_with") or "REJECT (icmp)", p.get("job_node"),
+                     _f(s.get("app_start", {}).get("p50"), 2), f"{s['failures']}/{s['runs']}", errs,
                      _f(s["client_success"].get("p50")), _f(s["client_success"].get("max")),
                      _f(s["server_lag"].get("p50")),
                      ", ".join(f"{k} {v}" for k, v in sorted(s["probe_outcomes"].items()))])
-    out = [tabulate(rows, headers=["configuration", "mitigation", "profile", "reject", "job node", "first failed",
+    out = [tabulate(rows, headers=["configuration", "pod", "mitigation", "profile", "reject", "job node",
+                                   "client start p50", "first failed",
                                    "first error (MySQL code, errno)", "client ok p50", "client ok max",
                                    "node-a programmed p50", "SYN probe outcomes"], tablefmt="github"), ""]
+    for e in entries:
+        c = e["summary"].get("container")
+        if c:
+            a = e["summary"]["app_start"]
+            out.append(f"- **{e['config']}** (docker pod): sandbox running -> network ready (CNI ADD) p50 "
+                       f"{_f(c['sandbox_to_ready'].get('p50'))} ms; network ready -> `mariadb` started p50 "
+                       f"{_f(a.get('p50'), 2)} ms, max {_f(a.get('max'), 2)} ms; exit codes "
+                       + ", ".join(f"{k} x{v}" for k, v in sorted(c["exit_codes"].items())))
+    if any(e["summary"].get("container") for e in entries):
+        out.append("")
     msgs = {}
     for e in entries:
         for m, c in e["summary"]["first_messages"].items():
             msgs.setdefault(m, []).append(f"{e['config']} x{c}")
     if msgs:
-        out += ["Exact first-attempt errors (PyMySQL's message, verbatim):", ""]
+        out += ["Exact first-attempt errors (verbatim: PyMySQL's message for netns pods, the `mariadb` CLI's "
+                "error line for docker pods):", ""]
         out += [f"- `{m}` — {', '.join(v)}" for m, v in msgs.items()]
         out.append("")
     cli: dict[str, list[str]] = {}
@@ -128,9 +143,11 @@ def _job_section(entries: list[dict[str, Any]]) -> list[str]:
             "rejected, which kube-router's pod chain (ESTABLISHED accepted first) does not do to a connection "
             "it let through (see established-survives-sync). The resets the seed's users reported are not "
             "reproduced by this rule layout.", ""]
-    out += ["", "All times in ms from the job pod's network ready (CNI ADD done). `client ok`: the first "
-            "client connection that completed (the job's own attempts, else a 20 ms poller). `node-a programmed`: "
-            "node-a's sync that included the job pod was in force.", ""]
+    out += ["", "All times in ms from the job pod's network ready (CNI ADD done). `client start`: when the "
+            "job's client began (netns pod: the harness's PyMySQL call, after the mitigations; docker pod: the "
+            "container's command exec'd, seen within 0.1 ms). `client ok`: the first client connection that "
+            "completed (the job's own attempts, else a 20 ms PyMySQL poller in the pod's namespace). "
+            "`node-a programmed`: node-a's sync that included the job pod was in force.", ""]
     return out
 
 

@@ -14,27 +14,43 @@ controller (CNI ADD + pod-added event), and at once
 After the client is done, a success poller runs (every 20 ms) so every run also has its time
 until success. Then the pod is deleted and the controller drained before the next run.
 
+``pod_backend="docker"``: the job pod is a real Docker container (``harness.lab.docker_pods``)
+whose command IS the client: the ``mariadb`` CLI (one ``SELECT 1``), started right after the
+CNI ADD as kubelet starts a pod's containers. Its exit code and stderr line are the first
+attempt; its sandbox / network-ready / application-started timestamps go into the observation
+(``container``, ``app_start_ms``). The SYN prober and the success poller run in the container's
+network namespace exactly as for a netns pod. Of the mitigations only those acting before the
+container starts or in the controller apply (cni-wait, default-deny); sleep, retry and
+init-wait wrap the Python client and are refused for this backend.
+
     with JobScenario(lab, JobConfig("none", delivery={"node-a": 0.3})) as sc:
         obs = [sc.run_once(i) for i in range(3)]
 """
 
 from __future__ import annotations
 
+import errno
 import logging
+import math
+import re
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.controller import Controller, ControllerConfig
-from harness.controller.mitigations import PodContext, parse_mitigations
+from harness.controller.mitigations import Mitigation, PodContext, parse_mitigations
+from harness.errors import ConfigError
 from harness.model.cluster import Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
-from harness.scenarios.mysql import PORT, MariaDB, mysql_attempt
+from harness.scenarios.mysql import PORT, MariaDB, MysqlAttempt, mysql_attempt
 
 log = logging.getLogger(__name__)
 
 SERVER = "db/mariadb-0"
 SERVER_NODE = "node-a"
+POD_BACKENDS = ("netns", "docker")
+# Mitigations that wrap the harness's Python client: a container's command is the client itself.
+CLIENT_MITIGATIONS = ("sleep", "retry", "init-wait")
 
 
 def allow_backup(port: int = PORT) -> NetworkPolicy:
@@ -52,7 +68,9 @@ class JobConfig:
     """One configuration of the scenario. ``delivery``: the controller's per-node delivery delay
     (node-a learning late is what makes the cross-node race); ``mitigation``: a
     ``parse_mitigations`` spec; ``reject_with``: None (kube-router's REJECT = ICMP
-    port-unreachable) or ``tcp-reset``."""
+    port-unreachable) or ``tcp-reset``; ``pod_backend``: ``netns`` (the job is a PyMySQL client
+    in a netns pod) or ``docker`` (the job pod is a container running the ``mariadb`` CLI).
+    ``backend`` is the iptables backend (nft or legacy)."""
 
     name: str
     mitigation: str = "none"
@@ -67,6 +85,7 @@ class JobConfig:
     client_timeout_s: float = 1.0
     until_success_s: float = 5.0
     seed: int = 0
+    pod_backend: str = "netns"
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self)
@@ -79,16 +98,74 @@ def _attempt_json(a: Any) -> dict[str, Any]:
             "errno": a.errno, "message": getattr(a, "message", ""), "outcome": a.outcome}
 
 
-class JobScenario:
-    """The MariaDB server, the controller and a prober for one configuration (context manager)."""
+def cli_error_line(output: str) -> str:
+    """The line a person reads in a failed ``mariadb`` run's log: its ``ERROR ...`` line, else
+    the first non-empty one."""
+    lines = [ln.strip() for ln in output.splitlines() if ln.strip()]
+    return next((ln for ln in lines if ln.startswith("ERROR")), lines[0] if lines else "")
 
-    def __init__(self, lab: Any, config: JobConfig):
+
+def container_attempt(res: Any) -> MysqlAttempt:
+    """A job container's run (``JobResult``) as the job's first client attempt: ok = exit code
+    0; ``code`` and ``errno`` parsed from the CLI's line (``ERROR 2002 (HY000): Can't connect to
+    server on '10.244.0.4' (115)`` -> 2002, EINPROGRESS: the errno the CLI prints, verbatim).
+    Start = the application started, end = the engine's FinishedAt."""
+    end = res.finished_ns or time.time_ns()
+    if res.exit_code == 0:
+        return MysqlAttempt(True, res.app_started_ns, end)
+    line = cli_error_line(res.output)
+    if res.exit_code is None:
+        return MysqlAttempt(False, res.app_started_ns, end, None, "ETIMEDOUT",
+                            f"still running at the harness's timeout: {line}".strip())
+    m = re.match(r"ERROR (\d+)", line)
+    n = re.search(r"\((\d+)\)\s*$", line)
+    name = errno.errorcode.get(int(n.group(1)), n.group(1)) if n else None
+    return MysqlAttempt(False, res.app_started_ns, end, int(m.group(1)) if m else None, name,
+                        line or f"exit code {res.exit_code}")
+
+
+def _job_docker_lab(lab: Any, pods: Any, hold: bool) -> Any:
+    """The lab as the controller sees it when job pods are containers: ``batch/job-*`` pods
+    become container pods (``DockerLab``), their command started right after network ready
+    (kubelet's order) or, with ``hold``, left waiting for ``JobScenario.run_once`` to release
+    it once the cni-wait mitigation reported the network ready."""
+    from harness.lab.docker_pods import DockerLab
+
+    class JobDockerLab(DockerLab):
+        def add_pod(self, pod: Any) -> int:
+            if not self.select(pod):
+                return self._lab.add_pod(pod)
+            return self.pods.add(pod, self._commands.pop(pod.key, None), start=not hold).network_ready_ns
+
+    dlab = JobDockerLab(lab, pods, select=lambda p: p.namespace == "batch" and p.name.startswith("job-"))
+    dlab.hold = hold
+    return dlab
+
+
+class JobScenario:
+    """The MariaDB server, the controller and a prober for one configuration (context manager).
+    ``engine``: the docker engine for ``pod_backend="docker"`` (default: ``Engine.obtain()``, a
+    running engine or a private one started for this scenario)."""
+
+    def __init__(self, lab: Any, config: JobConfig, engine: Any = None):
         self.lab = lab
         self.config = config
         self.mits = parse_mitigations(config.mitigation, field_name="mitigation")
+        if config.pod_backend not in POD_BACKENDS:
+            raise ConfigError(config.name, "pod_backend",
+                              f"{config.pod_backend!r} is not one of {', '.join(POD_BACKENDS)}")
+        self.docker_backend = config.pod_backend == "docker"
+        if self.docker_backend:
+            bad = [str(m) for m in self.mits if m.name in CLIENT_MITIGATIONS]
+            if bad:
+                raise ConfigError(config.name, "mitigation", f"{'+'.join(bad)} wraps the harness's Python "
+                                  "client; with pod_backend docker the container's command is the client")
+        self.engine = engine
         self.db: MariaDB | None = None
         self.ctl: Controller | None = None
         self.prober: Any = None
+        self.docker: Any = None
+        self.dlab: Any = None
 
     def __enter__(self) -> JobScenario:
         from harness.probe.packet import PacketProber
@@ -101,10 +178,19 @@ class JobScenario:
         lab.cluster.policies[pol.key] = pol
         self.db = MariaDB(lab, SERVER).start()
         try:
+            ctl_lab = lab
+            if self.docker_backend:
+                from harness.lab.docker_pods import DockerPods
+
+                self.docker = DockerPods(lab, self.engine)
+                # a mitigation that delays the network-ready report holds the container's start
+                hold = any(type(m).network_ready is not Mitigation.network_ready for m in self.mits)
+                self.dlab = _job_docker_lab(lab, self.docker, hold)
+                ctl_lab = self.dlab
             ccfg = self.mits.configure(ControllerConfig(
                 profile=cfg.profile, strategy=cfg.strategy, backend=cfg.backend, reject_with=cfg.reject_with,
                 delivery=cfg.delivery, seed=cfg.seed))
-            self.ctl = Controller(lab, ccfg).start()
+            self.ctl = Controller(ctl_lab, ccfg).start()
             self.prober = PacketProber(timeout_s=0.5)
             self.prober.start()
         except BaseException:
@@ -117,6 +203,8 @@ class JobScenario:
             self.prober.stop()
         if self.ctl is not None:
             self.ctl.stop()
+        if self.docker is not None:
+            self.docker.close()
         if self.db is not None:
             self.db.stop()
 
@@ -127,6 +215,12 @@ class JobScenario:
         cfg, ctl, lab, db = self.config, self.ctl, self.lab, self.db
         assert ctl is not None and db is not None
         key = f"batch/job-{index}"
+        argv: list[str] = []
+        if self.dlab is not None:
+            from harness.lab.docker_pods import mariadb_job_argv
+
+            argv = mariadb_job_argv(db.ip, PORT, timeout_s=max(1, math.ceil(cfg.client_timeout_s)))
+            self.dlab.set_command(key, argv)
         added = ctl.add_pod(Pod("batch", f"job-{index}", cfg.job_node, {"app": "backup"}))
         ready = added.ready_ns
         ns = lab.pod_netns(key)
@@ -143,18 +237,31 @@ class JobScenario:
         def attempt():
             return mysql_attempt(ns, db.ip, timeout_s=cfg.client_timeout_s)
 
-        for m in self.mits:
-            m.before_client(ctx, attempt)
-        client_start = time.time_ns()
-        attempts = None
-        for m in self.mits:
-            attempts = m.run_client(attempt)
-            if attempts is not None:
-                break
-        if attempts is None:
-            attempts = [attempt()]
+        container = None
+        if self.docker is not None:
+            # the container's command is the client: its one run is the job's first attempt
+            if self.dlab is not None and self.dlab.hold:
+                self.docker.start(key)
+            res = self.docker.result(key, timeout=cfg.client_timeout_s + 30)
+            client_start = res.app_started_ns
+            attempts: list[Any] | None = [container_attempt(res)]
+            container = {"sandbox_ns": res.sandbox_ns, "network_ready_ns": res.network_ready_ns,
+                         "go_ns": res.go_ns, "app_started_ns": res.app_started_ns, "finished_ns": res.finished_ns,
+                         "exit_code": res.exit_code, "output": res.output[-2000:], "argv": argv}
+        else:
+            for m in self.mits:
+                m.before_client(ctx, attempt)
+            client_start = time.time_ns()
+            attempts = None
+            for m in self.mits:
+                attempts = m.run_client(attempt)
+                if attempts is not None:
+                    break
+            if attempts is None:
+                attempts = [attempt()]
         client_ok = next((a.end_ns for a in attempts if a.ok), None)
-        # time until success for every run, whatever the client did
+        # time until success for every run, whatever the client did (PyMySQL from the pod's
+        # namespace: a container's namespace outlives its command until CNI DEL)
         polls = 0
         success = client_ok
         deadline = time.monotonic() + cfg.until_success_s
@@ -183,7 +290,7 @@ class JobScenario:
         sync_a = ctl.timeline.sync_including(SERVER_NODE, added.event.seq)
         ev = ctl.timeline.event(added.event.seq)
         obs = {
-            "run": index, "pod": key, "node": cfg.job_node, "ip": src,
+            "run": index, "pod": key, "node": cfg.job_node, "ip": src, "pod_backend": cfg.pod_backend,
             "ready_ns": ready, "released_ns": released, "client_start_ns": client_start,
             "event": {"seq": ev.seq, "emitted_ns": ev.emitted_ns, "delivered_ns": dict(ev.delivered_ns)},
             "server_sync": None if sync_a is None else {
@@ -200,8 +307,12 @@ class JobScenario:
                       "series": [[r.send_ns, r.outcome.value] for r in series]},
             "notes": {k: v for k, v in ctx.notes.items() if isinstance(v, int | float | str | bool)},
         }
+        if container is not None:
+            obs["container"] = container
         obs["reachability_latency_ms"] = None if first_conn is None else (first_conn - ready) / 1e6
         obs["client_success_ms"] = None if success is None else (success - ready) / 1e6
+        # when the job's client began after network ready (a container: its command's exec)
+        obs["app_start_ms"] = (client_start - ready) / 1e6
         obs["first_failed"] = not attempts[0].ok
         ctl.remove_pod(key)
         ctl.wait_idle(30)
