@@ -276,8 +276,9 @@ def overall(results: dict[str, Any]) -> dict[str, Any]:
     judged = [e for e in entries if e["verdict"] != "info"]
     passed = sum(1 for e in judged if e["verdict"] == "pass")
     out: dict[str, Any] = {"scenario_configs": len(judged), "scenario_configs_passed": passed}
-    ok = passed == len(judged) and bool(entries)
     sr = results.get("scenario_run")
+    # A scenario run that recorded nothing failed; a run without scenarios (--no-scenarios) did not.
+    ok = passed == len(judged) and (bool(entries) or sr is None)
     if sr and sr.get("exit_code") not in (0, None):
         ok = False
     conf = results.get("conformance")

@@ -12,10 +12,12 @@ from tabulate import tabulate
 
 from harness.report.machine import machine_lines
 
-PHASES = (  # (our field, kube-router metric name)
+PHASES = (  # (our field, kube-router metric name, or a description where kube-router has none)
+    ("top_level_time", "top-level chains and jumps ensured (single iptables calls; no metric)"),
     ("iptables_save_time", "controller_iptables_v4_save_time"),
     ("ipset_restore_time", "controller_policy_ipset_v4_restore_time"),
     ("iptables_restore_time", "controller_iptables_v4_restore_time"),
+    ("stale_cleanup_time", "stale sets destroyed (no metric)"),
     ("total", "controller_iptables_sync_time"),
 )
 
