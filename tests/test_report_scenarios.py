@@ -110,8 +110,38 @@ def test_docker_pod_configuration_sits_next_to_the_netns_one():
     results["scenarios"] += rec.entries
     md = render_markdown(results)
     table = [ln for ln in md.splitlines() if ln.startswith("| none ") or ln.startswith("| docker ")]
-    assert [ln.split("|")[2].strip() for ln in table] == ["netns", "docker"]
-    assert [ln.split("|")[7].strip() for ln in table] == ["", "2"]  # tabulate reads "2.00" as a number
+    assert [ln.split("|")[2].strip() for ln in table] == ["default", "default"]
+    assert [ln.split("|")[3].strip() for ln in table] == ["netns", "docker"]
+    assert [ln.split("|")[8].strip() for ln in table] == ["", "2"]  # tabulate reads "2.00" as a number
     assert "2002 EINPROGRESS x2" in md and f"`{line}` — docker x2" in md
     assert ("- **docker** (docker pod): sandbox running -> network ready (CNI ADD) p50 5.0 ms; network ready -> "
             "`mariadb` started p50 2.00 ms, max 2.50 ms; exit codes 1 x2") in md
+
+
+def test_scale_configuration_shows_node_a_sync_next_to_the_latency():
+    """A scale-100 entry: the summary row carries node-a's sync p50 next to the latency, the job
+    table names the cluster, and the decomposition line adds delivery + wait + sync."""
+    from harness.analysis.scenarios import job_to_mysql
+
+    obs = []
+    for i in range(3):
+        o = _job_obs(i, True)
+        o.update(server_delivery_ms=300.0, server_sync_wait_ms=1.0, server_sync_ms=600.0 + i,
+                 reachability_latency_ms=905.0 + i)
+        obs.append(o)
+    s = job_to_mysql(obs)
+    assert s["server_sync"]["p50"] == 601.0 and s["server_delivery"]["p50"] == 300.0
+    results = _results()
+    rec = ScenarioRecorder("smoke")
+    rec.record("job-to-mysql", "scale-100", {"mitigation": "none", "profile": "v2.10", "job_node": "node-b",
+                                             "strategy": "restore", "topology": "scale-100",
+                                             "synthetic_policies": 100}, obs,
+               expectation="every first attempt fails", check=lambda s: s["failures"] == s["runs"], runtime_s=1.0)
+    results["scenarios"] += rec.entries
+    rows = summary_rows(results)
+    assert rows[-1][:2] == ["job-to-mysql", "scale-100"] and rows[-1][5] == "906.0" and rows[-1][9] == "601.0"
+    assert rows[0][9] == ""  # the default entries' observations carry no sync parts
+    md = render_markdown(results)
+    assert "scale-100 + 100 policies" in md
+    assert ("- **scale-100** (scale-100 + 100 policies, strategy restore): reachable p50 906.0 ms ≈ node-a delivery "
+            "300.0 + wait for a running sync 1.0 + node-a sync 601.0 = 902.0 ms") in md

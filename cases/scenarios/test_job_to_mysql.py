@@ -5,6 +5,11 @@ Each configuration's runs feed the report (``scenario_recorder``); the test asse
 certain with that delivery delay: without mitigation the job's first attempt is refused (ICMP
 port-unreachable -> ECONNREFUSED, MySQL error 2003), with cni-wait on every node it never fails.
 
+The ``scale-100`` configurations build the lab from the scale-100 topology (100 nodes, 5,000
+pods) plus 100 seeded synthetic policies, so node-a's syncs cost what they cost at that size:
+the race window grows by the sync's duration (latency ~= node-a's delivery delay + its sync).
+The smoke size runs ``scale-100`` with two runs.
+
 The ``docker`` configurations make the job pod a real Docker container whose command is the
 ``mariadb`` CLI (started right after network ready, as kubelet starts containers); they need
 the ``docker_engine`` fixture and skip with its reason where Docker cannot run.
@@ -17,6 +22,7 @@ import time
 import pytest
 
 from harness.errors import EnvironmentProblem
+from harness.scenarios.clusters import SCALE_POLICIES, scenario_lab
 from harness.scenarios.job import JobConfig, JobScenario, cli_denied
 from harness.scenarios.mysql import require_mariadb
 from harness.scenarios.options import scenario_size
@@ -29,7 +35,11 @@ NONE_FAIL = ("no first attempt fails", lambda s: s["failures"] == 0)
 RETRY_OK = ("first attempts fail, retries always succeed",
             lambda s: s["never_succeeded"] == 0 and s["client_success"]["missing"] == 0)
 
-# name, JobConfig fields, expectation; the first three and DOCKER_SMOKE also run in the smoke size
+# the cluster of the scale configurations; probes and the success poller outlast a sync of ~1 s
+SCALE = {"topology": "scale-100", "synthetic_policies": SCALE_POLICIES, "probe_s": 8.0, "until_success_s": 10.0}
+
+# name, JobConfig fields, expectation; the first three, DOCKER_SMOKE and SCALE_SMOKE also run
+# in the smoke size
 CONFIGS = [
     ("none", {}, ALL_FAIL),
     ("cni-wait-all", {"mitigation": "cni-wait:all"}, NONE_FAIL),
@@ -44,11 +54,15 @@ CONFIGS = [
     ("profile-v2.6-legacy", {"profile": "v2.6", "backend": "legacy"}, ALL_FAIL),
     ("docker", {"pod_backend": "docker"}, ALL_FAIL),
     ("docker-cni-wait-all", {"pod_backend": "docker", "mitigation": "cni-wait:all"}, NONE_FAIL),
+    ("scale-100", SCALE, ALL_FAIL),
+    ("scale-100-incremental", {**SCALE, "strategy": "incremental"}, ALL_FAIL),
 ]
 SMOKE = 3
 DOCKER_SMOKE = "docker"
 RUNS = {"smoke": 3, "full": 30}
 DOCKER_SMOKE_RUNS = 2  # the default CI run: a container run costs ~1.2 s
+SCALE_SMOKE = "scale-100"
+SCALE_SMOKE_RUNS = 2  # the default CI run: a run costs ~2 s (two ~0.6 s syncs on node-a)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -56,11 +70,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if scenario_size(metafunc.config) == "full":
             chosen = CONFIGS
         else:
-            chosen = CONFIGS[:SMOKE] + [c for c in CONFIGS if c[0] == DOCKER_SMOKE]
+            chosen = CONFIGS[:SMOKE] + [c for c in CONFIGS if c[0] in (DOCKER_SMOKE, SCALE_SMOKE)]
         metafunc.parametrize("job_config", chosen, ids=[c[0] for c in chosen])
 
 
-def test_job_to_mysql(lab, job_config, size, scenario_recorder, record_property, request):
+def smoke_runs(cfg: JobConfig) -> int:
+    if cfg.pod_backend == "docker":
+        return DOCKER_SMOKE_RUNS
+    return SCALE_SMOKE_RUNS if cfg.topology != "default" else RUNS["smoke"]
+
+
+def test_job_to_mysql(job_config, size, scenario_recorder, record_property, request):
     try:
         require_mariadb()
     except EnvironmentProblem as e:
@@ -70,8 +90,9 @@ def test_job_to_mysql(lab, job_config, size, scenario_recorder, record_property,
     # skips with the engine's reason when Docker cannot run here
     engine = request.getfixturevalue("docker_engine") if cfg.pod_backend == "docker" else None
     t0 = time.monotonic()
+    lab = scenario_lab(request, cfg.topology, cfg.synthetic_policies, cfg.seed)
     with JobScenario(lab, cfg, engine=engine) as sc:
-        runs = DOCKER_SMOKE_RUNS if size == "smoke" and cfg.pod_backend == "docker" else RUNS[size]
+        runs = smoke_runs(cfg) if size == "smoke" else RUNS[size]
         observations = [sc.run_once(i) for i in range(runs)]
         cli = cli_denied(sc)
     entry = scenario_recorder.record("job-to-mysql", name, cfg.describe(), observations, expectation=expectation,
@@ -83,17 +104,31 @@ def test_job_to_mysql(lab, job_config, size, scenario_recorder, record_property,
     record_property("first_errors", s["first_errors"])
     assert entry["verdict"] == "pass", f"{name}: expected {expectation}; observed {s['failures']}/{s['runs']} " \
         f"first attempts failed ({s['first_errors']}), never succeeded {s['never_succeeded']}"
-    if name in ("none", "tcp-reset"):
+    if name in ("none", "tcp-reset") or cfg.topology != "default":
         # a REJECT answers the SYN (ICMP port-unreachable or RST): refused, never reset or timeout
         assert s["first_errors"] == {"2003 ECONNREFUSED": s["runs"]}
         # the datapath: nothing reached the server before node-a's sync
         for o in observations:
             assert o["reachability_latency_ms"] >= DELAY["node-a"] * 1e3
+        if cfg.topology != "default":
+            check_scale_runs(observations)
         want = "refused_rst" if name == "tcp-reset" else "rejected_icmp"
         assert want in s["probe_outcomes"] and set(s["probe_outcomes"]) == {want, "connected"}
         assert cli.startswith("ERROR 2002") or cli.startswith("ERROR 2003"), cli
     if cfg.pod_backend == "docker":
         check_docker_runs(name, observations, s)
+
+
+def check_scale_runs(observations: list[dict]) -> None:
+    """At scale the window is node-a's delivery delay plus its (longer) sync: nothing reached the
+    server before node-a's sync including the job started, and the job waited at least that
+    sync's duration (start -> rules in force) on top of nothing: latency >= sync duration."""
+    for o in observations:
+        assert o["server_sync"] is not None, "node-a never synced the job pod"
+        assert o["probe"]["first_connected_ns"] >= o["server_sync"]["start_ns"]
+        assert o["server_delivery_ms"] >= DELAY["node-a"] * 1e3
+        assert o["reachability_latency_ms"] >= o["server_sync_ms"], \
+            f"run {o['run']}: reachable {o['reachability_latency_ms']:.1f} ms < node-a's sync {o['server_sync_ms']:.1f} ms"
 
 
 def check_docker_runs(name: str, observations: list[dict], s: dict) -> None:

@@ -1,5 +1,7 @@
 """policy-creation-latency: deny-all in force, an allow policy created at t0; the allowed client
-is connected from policy_enforcement_latency on, per apply strategy."""
+is connected from policy_enforcement_latency on, per apply strategy and cluster scale: the
+``-scale-100`` configurations (full size) build the lab from scale-100 plus 100 synthetic
+policies, so node-a's sync renders and applies a 100-node cluster's sets and chains."""
 
 from __future__ import annotations
 
@@ -7,26 +9,34 @@ import time
 
 import pytest
 
+from harness.scenarios.clusters import SCALE_POLICIES, scenario_lab
 from harness.scenarios.options import scenario_size
 from harness.scenarios.windows import PolicyCreation, WindowConfig
 
 pytestmark = [pytest.mark.kernel, pytest.mark.topology("default")]
 
 STRATEGIES = {"smoke": ("restore", "incremental"), "full": ("restore", "per-rule", "netlink", "incremental")}
+SCALE_STRATEGIES = {"smoke": (), "full": ("restore", "incremental")}
 RUNS = {"smoke": 3, "full": 30}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "strategy" in metafunc.fixturenames:
-        metafunc.parametrize("strategy", STRATEGIES[scenario_size(metafunc.config)])
+        size = scenario_size(metafunc.config)
+        params = [(s, "default") for s in STRATEGIES[size]] + [(s, "scale-100") for s in SCALE_STRATEGIES[size]]
+        metafunc.parametrize(("strategy", "topology"), params,
+                             ids=[s if t == "default" else f"{s}-{t}" for s, t in params])
 
 
-def test_policy_creation_latency(lab, strategy, scenario_recorder, record_property, pytestconfig):
-    cfg = WindowConfig(strategy, strategy=strategy, delivery=0.0)
+def test_policy_creation_latency(strategy, topology, scenario_recorder, record_property, pytestconfig, request):
+    policies = SCALE_POLICIES if topology != "default" else 0
+    name = strategy if topology == "default" else f"{strategy}-{topology}"
+    cfg = WindowConfig(name, strategy=strategy, delivery=0.0, topology=topology, synthetic_policies=policies)
+    lab = scenario_lab(request, topology, policies)
     t0 = time.monotonic()
     with PolicyCreation(lab, cfg) as sc:
         obs = [sc.run_once(i) for i in range(RUNS[scenario_size(pytestconfig)])]
-    entry = scenario_recorder.record("policy-creation-latency", strategy, cfg.describe(), obs,
+    entry = scenario_recorder.record("policy-creation-latency", name, cfg.describe(), obs,
                                      expectation="every run enforced, and denied before t0",
                                      check=lambda s: s["failures"] == 0, runtime_s=time.monotonic() - t0)
     s = entry["summary"]

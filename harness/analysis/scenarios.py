@@ -39,6 +39,9 @@ def job_to_mysql(observations: list[dict[str, Any]]) -> dict[str, Any]:
     out["server_lag"] = summarize([None if not o.get("programmed_ns") else (o["programmed_ns"] - o["ready_ns"]) / 1e6
                                    for o in observations]).as_dict()
     out["app_start"] = summarize([o.get("app_start_ms") for o in observations]).as_dict()
+    # the latency's parts on node-a (latency ~= delivery + wait + sync): what grows with scale
+    for key in ("server_delivery", "server_sync_wait", "server_sync"):
+        out[key] = summarize([o.get(f"{key}_ms") for o in observations]).as_dict()
     containers = [o["container"] for o in observations if o.get("container")]
     if containers:
         out["container"] = {
@@ -96,6 +99,9 @@ def policy_creation(observations: list[dict[str, Any]]) -> dict[str, Any]:
                 "never enforced")
     out["controller_lag"] = summarize([o.get("controller_lag_ms") for o in observations]).as_dict()
     out["sync_total"] = summarize([o["sync"]["total_ms"] for o in observations if o.get("sync")]).as_dict()
+    # start -> rules in force, as for job-to-mysql's server_sync
+    out["server_sync"] = summarize([(o["sync"]["in_force_ns"] - o["sync"]["start_ns"]) / 1e6
+                                    for o in observations if o.get("sync")]).as_dict()
     return out
 
 

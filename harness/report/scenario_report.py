@@ -68,13 +68,16 @@ def _f(v: Any, digits: int = 1) -> str:
 
 
 def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
-    """One row per (scenario, configuration): the table the README's main job prints."""
+    """One row per (scenario, configuration): the table the README's main job prints. ``node-a
+    sync p50``: node-a's sync that made the change, start -> rules in force (job-to-mysql and
+    policy-creation-latency), so a latency reads next to the sync time it contains."""
     rows = []
     for e in ordered(results.get("scenarios", [])):
         s = e["summary"]
         st = s["stats"]
         rows.append([e["scenario"], e["config"], e["verdict"].upper(), s["metric"], st.get("n", 0) - st.get("missing", 0),
                      _f(st.get("p50")), _f(st.get("p90")), _f(st.get("p99")), _f(st.get("max")),
+                     _f((s.get("server_sync") or {}).get("p50")),
                      f"{s['failures']}/{s['runs']} {s['failure_label']}"])
     return rows
 
@@ -86,7 +89,8 @@ def ordered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def summary_table(results: dict[str, Any], fmt: str = "github") -> str:
     return tabulate(summary_rows(results), headers=["scenario", "configuration", "verdict", "metric (ms)", "samples",
-                                                   "p50", "p90", "p99", "max", "failures"], tablefmt=fmt)
+                                                   "p50", "p90", "p99", "max", "node-a sync p50",
+                                                   "failures"], tablefmt=fmt)
 
 
 def _by(results: dict[str, Any], scenario: str) -> list[dict[str, Any]]:
@@ -98,16 +102,20 @@ def _job_section(entries: list[dict[str, Any]]) -> list[str]:
     for e in entries:
         s, p = e["summary"], e["params"]
         errs = "; ".join(f"{k} x{v}" for k, v in s["first_errors"].items()) or "-"
-        rows.append([e["config"], p.get("pod_backend") or "netns", p.get("mitigation"), p.get("profile"),
+        rows.append([e["config"], cluster_label(p), p.get("pod_backend") or "netns", p.get("mitigation"),
+                     p.get("profile") + ("" if p.get("strategy", "restore") == "restore" else f" {p['strategy']}"),
                      p.get("reject_with") or "REJECT (icmp)", p.get("job_node"),
                      _f(s.get("app_start", {}).get("p50"), 2), f"{s['failures']}/{s['runs']}", errs,
                      _f(s["client_success"].get("p50")), _f(s["client_success"].get("max")),
+                     _f(s.get("server_delivery", {}).get("p50")), _f(s.get("server_sync", {}).get("p50")),
                      _f(s["server_lag"].get("p50")),
                      ", ".join(f"{k} {v}" for k, v in sorted(s["probe_outcomes"].items()))])
-    out = [tabulate(rows, headers=["configuration", "pod", "mitigation", "profile", "reject", "job node",
+    out = [tabulate(rows, headers=["configuration", "cluster", "pod", "mitigation", "profile", "reject", "job node",
                                    "client start p50", "first failed",
                                    "first error (MySQL code, errno)", "client ok p50", "client ok max",
-                                   "node-a programmed p50", "SYN probe outcomes"], tablefmt="github"), ""]
+                                   "node-a delivery p50", "node-a sync p50", "node-a programmed p50",
+                                   "SYN probe outcomes"], tablefmt="github"), ""]
+    out += _decomposition(entries)
     for e in entries:
         c = e["summary"].get("container")
         if c:
@@ -147,7 +155,36 @@ def _job_section(entries: list[dict[str, Any]]) -> list[str]:
             "job's client began (netns pod: the harness's PyMySQL call, after the mitigations; docker pod: the "
             "container's command exec'd, seen within 0.1 ms). `client ok`: the first client connection that "
             "completed (the job's own attempts, else a 20 ms PyMySQL poller in the pod's namespace). "
-            "`node-a programmed`: node-a's sync that included the job pod was in force.", ""]
+            "`node-a delivery`: the pod-added event reached node-a's controller. `node-a sync`: that node's sync "
+            "including the job pod, start -> rules in force. `node-a programmed`: that sync was in force.", ""]
+    return out
+
+
+def cluster_label(params: dict[str, Any]) -> str:
+    """``default`` or ``scale-100 + 100 policies``: the cluster a configuration ran on."""
+    topo = params.get("topology") or "default"
+    n = params.get("synthetic_policies") or 0
+    return f"{topo} + {n} policies" if n else topo
+
+
+def _decomposition(entries: list[dict[str, Any]]) -> list[str]:
+    """Per configuration without mitigation: p50 latency next to its parts on node-a, so the
+    growth with cluster scale reads as sync time (latency ~= delivery + wait + sync)."""
+    out = []
+    for e in entries:
+        s, p = e["summary"], e["params"]
+        parts = [s.get(k, {}).get("p50") for k in ("server_delivery", "server_sync_wait", "server_sync")]
+        lat = s["stats"].get("p50")
+        if p.get("mitigation", "none") != "none" or lat is None or any(v is None for v in parts):
+            continue
+        d, w, y = parts
+        out.append(f"- **{e['config']}** ({cluster_label(p)}, strategy {p.get('strategy', 'restore')}): reachable "
+                   f"p50 {_f(lat)} ms ≈ node-a delivery {_f(d)} + wait for a running sync {_f(w)} + node-a sync "
+                   f"{_f(y)} = {_f(d + w + y)} ms (p50s; sync max {_f(s['server_sync'].get('max'))} ms)")
+    if out:
+        out = ["Where the window goes (configurations without mitigation): the job is reachable once node-a "
+               "learnt of it and its sync is in force, so the window grows with node-a's sync time, i.e. "
+               "with the cluster's size.", "", *out, ""]
     return out
 
 
@@ -189,10 +226,12 @@ def _policy_section(entries: list[dict[str, Any]]) -> list[str]:
     rows = []
     for e in entries:
         s = e["summary"]
-        rows.append([e["config"], e["params"].get("strategy"), s["runs"], _f(s["stats"].get("p50")),
-                     _f(s["stats"].get("p99")), _f(s["controller_lag"].get("p50")), _f(s["sync_total"].get("p50"))])
-    return [tabulate(rows, headers=["configuration", "strategy", "runs", "enforcement p50 ms", "p99 ms",
-                                    "controller in force p50 ms", "sync total p50 ms"], tablefmt="github"), ""]
+        rows.append([e["config"], cluster_label(e["params"]), e["params"].get("strategy"), s["runs"],
+                     _f(s["stats"].get("p50")), _f(s["stats"].get("p99")), _f(s["controller_lag"].get("p50")),
+                     _f((s.get("server_sync") or {}).get("p50")), _f(s["sync_total"].get("p50"))])
+    return [tabulate(rows, headers=["configuration", "cluster", "strategy", "runs", "enforcement p50 ms", "p99 ms",
+                                    "controller in force p50 ms", "sync to in force p50 ms", "sync total p50 ms"],
+                     tablefmt="github"), ""]
 
 
 SECTIONS = {"job-to-mysql": _job_section, "fail-open": _fail_open_section, "ipset-update-window": _set_section,

@@ -70,7 +70,10 @@ class JobConfig:
     ``parse_mitigations`` spec; ``reject_with``: None (kube-router's REJECT = ICMP
     port-unreachable) or ``tcp-reset``; ``pod_backend``: ``netns`` (the job is a PyMySQL client
     in a netns pod) or ``docker`` (the job pod is a container running the ``mariadb`` CLI).
-    ``backend`` is the iptables backend (nft or legacy)."""
+    ``backend`` is the iptables backend (nft or legacy). ``topology`` / ``synthetic_policies``:
+    the cluster the lab is built from (``harness.scenarios.clusters.scenario_cluster``; the job
+    scenario itself works on any topology whose node-a and node-b are real). ``probe_s`` and
+    ``until_success_s`` must outlast node-a's delivery delay plus its sync (seconds at scale)."""
 
     name: str
     mitigation: str = "none"
@@ -86,6 +89,8 @@ class JobConfig:
     until_success_s: float = 5.0
     seed: int = 0
     pod_backend: str = "netns"
+    topology: str = "default"
+    synthetic_policies: int = 0
 
     def describe(self) -> dict[str, Any]:
         d = asdict(self)
@@ -289,13 +294,14 @@ class JobScenario:
         first_conn = next((r.send_ns for r in series if r.outcome.value == "connected"), None)
         sync_a = ctl.timeline.sync_including(SERVER_NODE, added.event.seq)
         ev = ctl.timeline.event(added.event.seq)
+        delivered_a = ev.delivered_ns.get(SERVER_NODE)
         obs = {
             "run": index, "pod": key, "node": cfg.job_node, "ip": src, "pod_backend": cfg.pod_backend,
             "ready_ns": ready, "released_ns": released, "client_start_ns": client_start,
             "event": {"seq": ev.seq, "emitted_ns": ev.emitted_ns, "delivered_ns": dict(ev.delivered_ns)},
             "server_sync": None if sync_a is None else {
                 "node": sync_a.node, "start_ns": sync_a.start_ns, "in_force_ns": sync_a.in_force_ns,
-                "reasons": sync_a.reasons,
+                "reasons": sync_a.reasons, "end_ns": sync_a.end_ns,
                 "phases": [[p.name, p.start_ns, p.end_ns] for p in sync_a.phases]},
             "programmed_ns": programmed,
             "attempts": [_attempt_json(a) for a in attempts],
@@ -314,6 +320,12 @@ class JobScenario:
         # when the job's client began after network ready (a container: its command's exec)
         obs["app_start_ms"] = (client_start - ready) / 1e6
         obs["first_failed"] = not attempts[0].ok
+        # the latency's parts on node-a: event delivery, waiting for a running sync, the sync
+        # itself up to its rules in force (latency ~= delivery + wait + sync)
+        obs["server_delivery_ms"] = None if delivered_a is None else (delivered_a - ready) / 1e6
+        obs["server_sync_ms"] = None if sync_a is None else (sync_a.in_force_ns - sync_a.start_ns) / 1e6
+        obs["server_sync_wait_ms"] = None if sync_a is None or delivered_a is None else \
+            (sync_a.start_ns - delivered_a) / 1e6
         ctl.remove_pod(key)
         ctl.wait_idle(30)
         return obs

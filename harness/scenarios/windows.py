@@ -1,4 +1,4 @@
-"""Window and lag scenarios on the default topology, each one run = one observation dict.
+"""Window and lag scenarios (on the default topology; policy creation also at scale), each one run = one observation dict.
 
 Common setting: the ``db/allow-backup`` policy (app=mariadb pods accept TCP 3306 from app=backup
 pods of namespace batch); ``db/target-0`` on node-a (app=mariadb, echo listener on 3306);
@@ -45,7 +45,9 @@ def _target_pod(name: str = "target-0") -> Pod:
 
 @dataclass
 class WindowConfig:
-    """A configuration of one of the window scenarios (fields used as each scenario needs)."""
+    """A configuration of one of the window scenarios (fields used as each scenario needs).
+    ``topology`` / ``synthetic_policies`` name the cluster the lab is built from
+    (``harness.scenarios.clusters.scenario_cluster``); they are recorded, the lab is the caller's."""
 
     name: str
     profile: str = "v2.10"
@@ -54,6 +56,8 @@ class WindowConfig:
     default_deny: bool = False
     delivery: Any = field(default_factory=lambda: {"node-a": 0.3, "node-b": 0.0})
     probe_rate: float = 1000.0
+    topology: str = "default"
+    synthetic_policies: int = 0
 
     def describe(self) -> dict[str, Any]:
         return asdict(self)
