@@ -74,3 +74,30 @@ def test_docker_job_config_refuses_client_mitigations():
         JobScenario(object(), JobConfig("docker-retry", mitigation="retry", pod_backend="docker"))
     with pytest.raises(ConfigError, match=r"x: pod_backend: 'vm' is not one of netns, docker"):
         JobScenario(object(), JobConfig("x", pod_backend="vm"))
+
+
+def test_scenario_cluster_at_scale_adds_seeded_policies_outside_the_scenario_namespaces(tmp_path):
+    """scale-100 + 100 synthetic policies: node-a/node-b real, the policies live in the
+    topology's namespaces (never db or batch), and the same seed gives the same policies."""
+    from harness.errors import ConfigError
+    from harness.model.policy import LabelSelector
+    from harness.scenarios.clusters import SCALE_POLICIES, is_default, scenario_cluster
+    from harness.scenarios.job import allow_backup
+
+    c = scenario_cluster("scale-100", SCALE_POLICIES, seed=0)
+    assert len(c.nodes) == 100 and len(c.pods) == 5000 and len(c.policies) == SCALE_POLICIES
+    assert c.nodes["node-a"].is_real and c.nodes["node-b"].is_real
+    assert not {p.namespace for p in c.policies.values()} & {"db", "batch"}
+    # no generated policy selects the scenario's pods: they exist in db/batch only
+    server = Pod("db", "mariadb-0", "node-a", {"app": "mariadb"})
+    assert not any(p.namespace == server.namespace and p.pod_selector.matches(server.labels)
+                   for p in c.policies.values())
+    assert allow_backup().pod_selector == LabelSelector.of({"app": "mariadb"})
+    again = scenario_cluster("scale-100", SCALE_POLICIES, seed=0)
+    assert list(again.policies) == list(c.policies) and again.policies == c.policies
+    assert scenario_cluster("default").policies == {} and is_default("default", 0)
+    assert not is_default("scale-100", 0) and not is_default("default", 5)
+    bad = tmp_path / "one-node.yaml"
+    bad.write_text("name: one\nnodes:\n  - {name: node-a, kind: real}\n")
+    with pytest.raises(ConfigError, match="node-b"):
+        scenario_cluster(str(bad))
