@@ -118,7 +118,7 @@ def test_docker_pod_configuration_sits_next_to_the_netns_one():
             "`mariadb` started p50 2.00 ms, max 2.50 ms; exit codes 1 x2") in md
 
 
-def test_scale_configuration_shows_node_a_sync_next_to_the_latency():
+def test_scale_configuration_shows_node_a_sync_next_to_the_latency(tmp_path):
     """A scale-100 entry: the summary row carries node-a's sync p50 next to the latency, the job
     table names the cluster, and the decomposition line adds delivery + wait + sync."""
     from harness.analysis.scenarios import job_to_mysql
@@ -145,3 +145,7 @@ def test_scale_configuration_shows_node_a_sync_next_to_the_latency():
     assert "scale-100 + 100 policies" in md
     assert ("- **scale-100** (scale-100 + 100 policies, strategy restore): reachable p50 906.0 ms ≈ node-a delivery "
             "300.0 + wait for a running sync 1.0 + node-a sync 601.0 = 902.0 ms") in md
+    write_run(results, tmp_path / "r")
+    assert (tmp_path / "r" / "timeline-job-to-mysql-scale.png").read_bytes()[:4] == b"\x89PNG"
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "## Timeline of one job-to-mysql run at scale" in md and "(timeline-job-to-mysql.png)" in md

@@ -45,6 +45,12 @@ def render_plots(results: dict[str, Any], folder: Path) -> dict[str, list[str]]:
         name = "timeline-job-to-mysql.png"
         timeline_plot(entry, obs, folder / name)
         out["timeline"] = [name]
+        # the same race on a large cluster: node-a's longer sync is the grown window
+        scale = pick_timeline_run(results, scale=True)
+        if scale is not None and scale[0] is not entry:
+            name = "timeline-job-to-mysql-scale.png"
+            timeline_plot(scale[0], scale[1], folder / name)
+            out["timeline"].append(name)
     return out
 
 
@@ -77,10 +83,13 @@ def cdf_plot(entries: list[dict[str, Any]], xlabel: str, title: str, path: Path)
     plt.close(fig)
 
 
-def pick_timeline_run(results: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+def pick_timeline_run(results: dict[str, Any], *, scale: bool = False) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """The first run of the first job-to-mysql configuration without mitigation whose first
-    attempt failed (the race itself), else any job-to-mysql run."""
+    attempt failed (the race itself), else any job-to-mysql run. ``scale``: only among the
+    configurations on a cluster other than the default topology (None if there are none)."""
     entries = [e for e in results.get("scenarios", []) if e["scenario"] == "job-to-mysql" and e["observations"]]
+    if scale:
+        entries = [e for e in entries if (e["params"].get("topology") or "default") != "default"]
     for e in entries:
         if e["params"].get("mitigation") == "none":
             for o in e["observations"]:

@@ -281,6 +281,11 @@ def render_markdown(results: dict[str, Any]) -> str:
         for plot in results.get("plots", {}).get(name, []):
             out += [f"![{plot}]({plot})", ""]
     for plot in results.get("plots", {}).get("timeline", []):
+        if plot.endswith("-scale.png"):
+            out += ["## Timeline of one job-to-mysql run at scale", "",
+                    "The same race on the scale configuration's cluster (its title names it): the same delivery "
+                    "delay to node-a, and node-a's longer sync is the grown window.", "", f"![{plot}]({plot})", ""]
+            continue
         out += ["## Timeline of one job-to-mysql run", "",
                 "One run without mitigation on one clock (ms from the job pod's network ready): the pod-added "
                 "event reaches node-b at once and node-a late; node-a's sync (render, then the apply's phases: "
