@@ -29,6 +29,7 @@ init-wait wrap the Python client and are refused for this backend.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import math
@@ -43,6 +44,7 @@ from harness.errors import ConfigError
 from harness.model.cluster import Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
 from harness.scenarios.mysql import PORT, MariaDB, MysqlAttempt, mysql_attempt
+from harness.scenarios.running import controller_and_prober
 
 log = logging.getLogger(__name__)
 
@@ -171,23 +173,25 @@ class JobScenario:
         self.prober: Any = None
         self.docker: Any = None
         self.dlab: Any = None
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> JobScenario:
-        from harness.probe.packet import PacketProber
-
         cfg = self.config
         lab = self.lab
         if SERVER not in lab.cluster.pods:
             lab.add_pod(Pod("db", "mariadb-0", SERVER_NODE, {"app": "mariadb"}))
         pol = allow_backup()
         lab.cluster.policies[pol.key] = pol
-        self.db = MariaDB(lab, SERVER).start()
+        stack = self._stack = contextlib.ExitStack()
         try:
+            self.db = MariaDB(lab, SERVER).start()
+            stack.callback(self.db.stop)
             ctl_lab = lab
             if self.docker_backend:
                 from harness.lab.docker_pods import DockerPods
 
                 self.docker = DockerPods(lab, self.engine)
+                stack.callback(self.docker.close)
                 # a mitigation that delays the network-ready report holds the container's start
                 hold = any(type(m).network_ready is not Mitigation.network_ready for m in self.mits)
                 self.dlab = _job_docker_lab(lab, self.docker, hold)
@@ -195,23 +199,15 @@ class JobScenario:
             ccfg = self.mits.configure(ControllerConfig(
                 profile=cfg.profile, strategy=cfg.strategy, backend=cfg.backend, reject_with=cfg.reject_with,
                 delivery=cfg.delivery, seed=cfg.seed))
-            self.ctl = Controller(ctl_lab, ccfg).start()
-            self.prober = PacketProber(timeout_s=0.5)
-            self.prober.start()
+            self.ctl, self.prober = stack.enter_context(controller_and_prober(ctl_lab, ccfg, 0.5))
         except BaseException:
-            self.__exit__()
+            stack.close()
             raise
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.prober is not None:
-            self.prober.stop()
-        if self.ctl is not None:
-            self.ctl.stop()
-        if self.docker is not None:
-            self.docker.close()
-        if self.db is not None:
-            self.db.stop()
+        # prober, controller, containers, then the server: the reverse of __enter__
+        self._stack.close()
 
     def run_once(self, index: int) -> dict[str, Any]:
         """One job pod start; returns the observation (every time CLOCK_REALTIME ns)."""

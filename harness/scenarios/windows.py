@@ -30,6 +30,7 @@ from harness.lab import netns
 from harness.model.cluster import ContainerPort, Pod
 from harness.model.policy import LabelSelector, NetworkPolicy
 from harness.scenarios.job import allow_backup
+from harness.scenarios.running import controller_and_prober
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +71,9 @@ class _Base:
         self.prober: Any = None
         self._target = target
         self._policies = policies or (allow_backup(),)
+        self._stack = contextlib.ExitStack()
 
     def __enter__(self):
-        from harness.probe.packet import PacketProber
-
         lab, cfg = self.lab, self.config
         if self._target and TARGET not in lab.cluster.pods:
             lab.add_pod(_target_pod())
@@ -81,22 +81,14 @@ class _Base:
             lab.add_pod(Pod("batch", "client-0", "node-b", {"app": "backup"}))
         for pol in self._policies:
             lab.cluster.policies[pol.key] = pol
-        try:
-            self.ctl = Controller(lab, ControllerConfig(profile=cfg.profile, strategy=cfg.strategy,
-                                                        backend=cfg.backend, default_deny=cfg.default_deny,
-                                                        delivery=cfg.delivery)).start()
-            self.prober = PacketProber(timeout_s=0.25)
-            self.prober.start()
-        except BaseException:
-            self.__exit__()
-            raise
+        ccfg = ControllerConfig(profile=cfg.profile, strategy=cfg.strategy, backend=cfg.backend,
+                                default_deny=cfg.default_deny, delivery=cfg.delivery)
+        self._stack = contextlib.ExitStack()
+        self.ctl, self.prober = self._stack.enter_context(controller_and_prober(lab, ccfg, 0.25))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.prober is not None:
-            self.prober.stop()
-        if self.ctl is not None:
-            self.ctl.stop()
+        self._stack.close()
 
     def flow(self, src_key: str, dst_ip: str, seconds: float, flow_id: str, rate: float | None = None):
         from harness.probe.packet import FlowSpec
