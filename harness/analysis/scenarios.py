@@ -34,6 +34,11 @@ def job_to_mysql(observations: list[dict[str, Any]]) -> dict[str, Any]:
     out["first_errors"] = dict(errors)
     out["first_messages"] = dict(messages)
     out["never_succeeded"] = sum(1 for o in observations if o.get("success_ns") is None)
+    # fail-closed: a first attempt that succeeded must have ended after node-a's rules allowed
+    # the job (default-deny may drop the first SYN; TCP's retransmission 1 s later then passes)
+    out["first_held"] = sum(1 for o in observations if not o.get("first_failed") and _ended_after_sync(o))
+    out["connected_before_server_sync"] = sum(
+        1 for o in observations if not o.get("first_failed") and o.get("server_sync") and not _ended_after_sync(o))
     out["attempts"] = summarize([len(o.get("attempts", [])) for o in observations]).as_dict()
     out["probe_outcomes"] = dict(sum((Counter(o["probe"]["counts"]) for o in observations), Counter()))
     out["server_lag"] = summarize([None if not o.get("programmed_ns") else (o["programmed_ns"] - o["ready_ns"]) / 1e6
@@ -51,6 +56,14 @@ def job_to_mysql(observations: list[dict[str, Any]]) -> dict[str, Any]:
             "exit_codes": dict(Counter(str(c["exit_code"]) for c in containers)),
         }
     return out
+
+
+def _ended_after_sync(o: dict[str, Any]) -> bool:
+    """The job's first attempt ended once node-a's sync including the job was in force."""
+    sync, attempts = o.get("server_sync"), o.get("attempts") or []
+    if not sync or not attempts or attempts[0].get("end_ns") is None:
+        return False
+    return attempts[0]["end_ns"] >= sync["in_force_ns"]
 
 
 def fail_open(observations: list[dict[str, Any]]) -> dict[str, Any]:
