@@ -267,3 +267,19 @@ def test_missing_kernel_features_get_a_modprobe_hint():
     assert "modprobe ip_tables" in _module_hint("iptables-legacy-restore", legacy)
     assert "modprobe ip_set" in _module_hint("ipset", "ipset v7.17: Cannot open session to kernel.")
     assert _module_hint("iptables-nft", "iptables: Bad rule (does a matching rule exist in that chain?).") is None
+
+
+def test_netlink_runner_batches_consecutive_adds_to_one_set_only():
+    from harness.apply.ipset_netlink import coalesce_adds
+    from harness.apply.restore_text import IPSetOp
+
+    ops = [IPSetOp("create", ["A", "hash:ip"]), IPSetOp("add", ["A", "10.0.0.1"]),
+           IPSetOp("add", ["A", "10.0.0.2", "timeout", "0"]), IPSetOp("add", ["B", "10.1.0.0/16", "nomatch"]),
+           IPSetOp("swap", ["A", "B"]), IPSetOp("add", ["A", "10.0.0.3"])]
+    assert list(coalesce_adds(ops)) == [
+        ("create", ["A", "hash:ip"]),
+        ("add", ("A", [["10.0.0.1"], ["10.0.0.2", "timeout", "0"]])),
+        ("add", ("B", [["10.1.0.0/16", "nomatch"]])),
+        ("swap", ["A", "B"]),
+        ("add", ("A", [["10.0.0.3"]])),
+    ]

@@ -34,8 +34,9 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pyroute2.ipset import AsyncIPSet, _IPSetError, _nlmsg_error
 from pyroute2.netlink import NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR
@@ -157,6 +158,26 @@ async def _add_batch(ips: AsyncIPSet, name: str, entries: list[list[str]], famil
     await ips.request(msg, IPSET_CMD_ADD, msg_flags=NLM_F_REQUEST | NLM_F_ACK, terminate=_nlmsg_error)
 
 
+def coalesce_adds(ops: Iterable[IPSetOp]) -> Iterator[tuple[str, Any]]:
+    """``(verb, args)`` in order, with each run of consecutive ``add``s to one set merged into
+    ``("add", (set_name, [entry_args, ...]))`` so it can be sent as batched messages."""
+    pending: list[list[str]] = []
+    pending_set: str | None = None
+    for op in ops:
+        if op.verb == "add" and op.args[0] == pending_set:
+            pending.append(op.args[1:])
+            continue
+        if pending_set is not None:
+            yield "add", (pending_set, pending)
+            pending, pending_set = [], None
+        if op.verb == "add":
+            pending_set, pending = op.args[0], [op.args[1:]]
+        else:
+            yield op.verb, op.args
+    if pending_set is not None:
+        yield "add", (pending_set, pending)
+
+
 class _Session:
     def __init__(self, ips: AsyncIPSet, batch: int):
         self.ips = ips
@@ -184,33 +205,22 @@ class _Session:
         self.stats.entries += len(entries)
 
     async def run(self, ops: Iterable[IPSetOp]) -> None:
-        pending: list[list[str]] = []
-        pending_set: str | None = None
-        for op in ops:
-            if op.verb == "add" and (pending_set is None or op.args[0] == pending_set):
-                pending_set = op.args[0]
-                pending.append(op.args[1:])
-                continue
-            if pending:
-                await self.add(pending_set, pending)  # type: ignore[arg-type]
-                pending, pending_set = [], None
-            if op.verb == "add":
-                pending_set, pending = op.args[0], [op.args[1:]]
-            elif op.verb == "create":
-                await self.create(op.args)
-            elif op.verb == "flush":
-                await self.ips.flush(op.args[0])
+        for verb, args in coalesce_adds(ops):
+            if verb == "add":
+                await self.add(args[0], args[1])
+            elif verb == "create":
+                await self.create(args)
+            elif verb == "flush":
+                await self.ips.flush(args[0])
                 self.stats.requests += 1
-            elif op.verb == "swap":
-                await self.ips.swap(op.args[0], op.args[1])
+            elif verb == "swap":
+                await self.ips.swap(args[0], args[1])
                 self.stats.requests += 1
-            elif op.verb == "destroy":
-                await self.ips.destroy(op.args[0])
+            elif verb == "destroy":
+                await self.ips.destroy(args[0])
                 self.stats.requests += 1
             else:
-                raise ValueError(f"unsupported ipset operation {op.verb!r}")
-        if pending:
-            await self.add(pending_set, pending)  # type: ignore[arg-type]
+                raise ValueError(f"unsupported ipset operation {verb!r}")
 
 
 NLA_F_NESTED = 1 << 15
@@ -386,26 +396,15 @@ class _Pipeline:
             raise KernelError(f"ipset netlink: {what}: {text or f'error {code}'}")
 
     def run(self, ops: Iterable[IPSetOp]) -> None:
-        pending: list[list[str]] = []
-        pending_set: str | None = None
-        for op in ops:
-            if op.verb == "add" and (pending_set is None or op.args[0] == pending_set):
-                pending_set = op.args[0]
-                pending.append(op.args[1:])
-                continue
-            if pending:
-                self.add(pending_set, pending)  # type: ignore[arg-type]
-                pending, pending_set = [], None
-            if op.verb == "add":
-                pending_set, pending = op.args[0], [op.args[1:]]
-            elif op.verb == "create":
-                self.create(op.args)
-            elif op.verb in ("flush", "swap", "destroy"):
-                self.simple(op.verb, op.args)
+        for verb, args in coalesce_adds(ops):
+            if verb == "add":
+                self.add(args[0], args[1])
+            elif verb == "create":
+                self.create(args)
+            elif verb in ("flush", "swap", "destroy"):
+                self.simple(verb, args)
             else:
-                raise ValueError(f"unsupported ipset operation {op.verb!r}")
-        if pending:
-            self.add(pending_set, pending)  # type: ignore[arg-type]
+                raise ValueError(f"unsupported ipset operation {verb!r}")
         self.flush_out()
 
 
