@@ -19,8 +19,8 @@ import pytest
 
 from harness.conformance.case import load_case, uses_field
 from harness.conformance.runner import RunOptions, run_case
+from harness.engines.kube_router.render.profiles import get_profile
 from harness.errors import EnvironmentProblem
-from harness.render.profiles import get_profile
 
 HERE = os.path.dirname(__file__)
 CASE_FILES = sorted(glob.glob(os.path.join(HERE, "conformance", "*.yaml")))

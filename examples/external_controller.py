@@ -25,9 +25,14 @@ import sys
 import threading
 import time
 
-from harness.apply.restore_text import filter_restore_text, ipset_restore_text, parse_ipset_save, stale_sets
 from harness.controller.events import ClusterEvent, apply_event, cluster_from_dict
-from harness.render.kube_router import render_node
+from harness.engines.kube_router.apply.restore_text import (
+    filter_restore_text,
+    ipset_restore_text,
+    parse_ipset_save,
+    stale_sets,
+)
+from harness.engines.kube_router.render.kube_router import render_node
 
 TOOLS = {"nft": ("iptables-nft-save", "iptables-nft-restore"), "legacy": ("iptables-legacy-save",
                                                                           "iptables-legacy-restore")}

@@ -18,8 +18,8 @@ from harness.errors import EnvironmentProblem, HarnessError
 COMMAND_MODULES = (
     "harness.lab.commands",  # check, up, down, exec, gc, bench lab
     "harness.lab.docker_commands",  # docker-gc, bench docker
-    "harness.render.commands",  # render, bench render
-    "harness.apply.commands",  # bench apply
+    "harness.engines.kube_router.render.commands",  # render, bench render
+    "harness.engines.kube_router.apply.commands",  # bench apply
     "harness.conformance.commands",  # conformance
     "harness.controller.commands",  # controller, bench controller
     "harness.bench.commands",  # bench sweep|datapath|canaries|plot, compare

@@ -9,13 +9,13 @@ import uuid
 
 import pytest
 
-from harness.apply import apply, inspect
-from harness.apply.backends import BACKENDS, forget, require_tools
-from harness.apply.restore_text import entry_key
-from harness.apply.synthetic import kube_router_ruleset
+from harness.engines.kube_router.apply import apply, inspect
+from harness.engines.kube_router.apply.restore_text import entry_key
+from harness.engines.kube_router.apply.synthetic import kube_router_ruleset
+from harness.engines.kube_router.render.ruleset import Ruleset
 from harness.errors import EnvironmentProblem, KernelError
-from harness.lab import netns
-from harness.render.ruleset import Ruleset
+from harness.kernel import netns
+from harness.kernel.backends import BACKENDS, forget, require_tools
 
 pytestmark = pytest.mark.kernel
 
@@ -153,7 +153,7 @@ def test_backends_are_never_mixed_in_one_namespace(node_ns):
 
 
 def test_netlink_without_pipelining_uses_pyroute2_requests(node_ns):
-    from harness.apply.strategies import apply_netlink
+    from harness.engines.kube_router.apply.strategies import apply_netlink
 
     before = _root_state()
     rs = kube_router_ruleset(sync_version=1, local_pods=2, policies=2, peers=3)

@@ -6,9 +6,7 @@ import socket
 
 import pytest
 
-from harness.apply import ipset_netlink
-from harness.apply.backends import get_backend, has_rules
-from harness.apply.restore_text import (
+from harness.engines.kube_router.apply.restore_text import (
     filter_restore_text,
     ipset_ops,
     ipset_restore_text,
@@ -19,10 +17,12 @@ from harness.apply.restore_text import (
     stale_sets,
     tmp_set_name,
 )
-from harness.apply.strategies import SyncTimings
-from harness.apply.synthetic import SCALES, kube_router_ruleset, scaled_ruleset
+from harness.engines.kube_router.apply.strategies import SyncTimings
+from harness.engines.kube_router.apply.synthetic import SCALES, kube_router_ruleset, scaled_ruleset
+from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
 from harness.errors import ConfigError
-from harness.render.ruleset import Chain, IPSetSpec, Ruleset
+from harness.kernel import ipset_netlink
+from harness.kernel.backends import get_backend, has_rules
 
 OPTS = "family inet hashsize 1024 maxelem 65536 timeout 0"
 
@@ -260,7 +260,7 @@ def test_fast_netlink_encoding_is_byte_identical_to_pyroute2():
 
 
 def test_missing_kernel_features_get_a_modprobe_hint():
-    from harness.apply.strategies import _module_hint
+    from harness.engines.kube_router.apply.strategies import _module_hint
 
     legacy = "iptables-legacy-restore v1.8.9 (legacy): can't initialize iptables table `filter': " \
              "Table does not exist (do you need to insmod?)"
@@ -270,8 +270,8 @@ def test_missing_kernel_features_get_a_modprobe_hint():
 
 
 def test_netlink_runner_batches_consecutive_adds_to_one_set_only():
-    from harness.apply.ipset_netlink import coalesce_adds
-    from harness.apply.restore_text import IPSetOp
+    from harness.engines.kube_router.apply.restore_text import IPSetOp
+    from harness.kernel.ipset_netlink import coalesce_adds
 
     ops = [IPSetOp("create", ["A", "hash:ip"]), IPSetOp("add", ["A", "10.0.0.1"]),
            IPSetOp("add", ["A", "10.0.0.2", "timeout", "0"]), IPSetOp("add", ["B", "10.1.0.0/16", "nomatch"]),

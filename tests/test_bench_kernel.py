@@ -9,7 +9,6 @@ import uuid
 
 import pytest
 
-from harness.apply.backends import require_tools
 from harness.bench import baseline as bl
 from harness.bench.canaries import SMOKE_SIZES, run_canaries
 from harness.bench.commands import format_datapath, format_metrics, format_sweep
@@ -17,7 +16,8 @@ from harness.bench.datapath import SERVER_IP, DatapathConfig, pod_pair, run_data
 from harness.bench.plots import plot_datapath, plot_sweep
 from harness.bench.sweep import SMOKE_POINTS, SweepConfig, run_sweep
 from harness.errors import EnvironmentProblem
-from harness.lab import netns
+from harness.kernel import netns
+from harness.kernel.backends import require_tools
 
 pytestmark = pytest.mark.kernel
 

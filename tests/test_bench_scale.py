@@ -8,14 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from harness.apply.backends import require_tools
 from harness.bench import baseline as bl
 from harness.bench.canaries import run_canaries
 from harness.bench.commands import format_datapath, format_metrics, format_sweep
 from harness.bench.datapath import DatapathConfig, run_datapath
 from harness.bench.sweep import SweepConfig, run_sweep
 from harness.errors import EnvironmentProblem
-from harness.lab import netns
+from harness.kernel import netns
+from harness.kernel.backends import require_tools
 
 pytestmark = [pytest.mark.scale, pytest.mark.kernel]
 OUT = Path("reports/bench")

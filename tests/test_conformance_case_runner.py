@@ -82,8 +82,8 @@ def test_wrong_expectation_is_caught(tmp_path, backend):
 
 @pytest.mark.kernel
 def test_cli_exit_codes(tmp_path, capsys):
-    from harness.apply import require_tools
     from harness.cli import main
+    from harness.engines.kube_router.apply import require_tools
 
     try:
         require_tools("nft")
@@ -161,10 +161,11 @@ def test_timeouts_are_retried_once_with_a_longer_timeout():
 @pytest.mark.kernel
 def test_a_real_drop_survives_the_retry():
     """A silently dropped probe (not kube-router's REJECT) stays a timeout after the retry."""
-    from harness.apply import require_tools
     from harness.conformance.case import Probe
     from harness.conformance.runner import full_sync, probe_all, retry_timeouts
-    from harness.lab import Lab, netns
+    from harness.engines.kube_router.apply import require_tools
+    from harness.kernel import netns
+    from harness.lab import Lab
     from harness.model.topology import load_topology
 
     try:

@@ -13,17 +13,17 @@ from collections.abc import Iterator
 
 import pytest
 
-from harness.apply import inspect
-from harness.apply.backends import require_tools
 from harness.controller import Controller, ControllerConfig
 from harness.controller.delivery import Delivery
 from harness.controller.mitigations import Sleep, parse_mitigations, start_pod, tcp_client
+from harness.engines.kube_router.apply import inspect
+from harness.engines.kube_router.render.kube_router import render_node
 from harness.errors import EnvironmentProblem
+from harness.kernel.backends import require_tools
 from harness.model.cluster import Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
 from harness.model.topology import load_topology
 from harness.probe.sockets import ConnectResult, tcp_connect
-from harness.render.kube_router import render_node
 
 pytestmark = pytest.mark.kernel
 

@@ -15,15 +15,16 @@ import time
 
 import pytest
 
-from harness.apply import SyncTimings
 from harness.controller import events as ev
 from harness.controller.channel import SyncChannel, SyncRequest
 from harness.controller.delivery import Delivery, parse_delay
-from harness.controller.incremental import noflush_restore_text, plan_incremental
 from harness.controller.loop import ControllerConfig, NodeController, phases_of
 from harness.controller.metrics import DEFAULT_BUCKETS, ControllerMetrics, Histogram, quantile
 from harness.controller.mitigations import CniWait, DefaultDeny, Retry, Sleep, parse_mitigations, retry
 from harness.controller.timeline import Timeline
+from harness.engines.kube_router.apply import SyncTimings
+from harness.engines.kube_router.incremental import noflush_restore_text, plan_incremental
+from harness.engines.kube_router.render.kube_router import render_node
 from harness.errors import ConfigError
 from harness.model.cluster import Cluster, ContainerPort, Namespace, Node, Pod
 from harness.model.netpol import parse_network_policy
@@ -36,7 +37,6 @@ from harness.model.policy import (
     PolicyRule,
     SelectorRequirement,
 )
-from harness.render.kube_router import render_node
 
 
 # -- fixtures ---------------------------------------------------------------------------------------

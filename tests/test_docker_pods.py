@@ -15,7 +15,8 @@ import pytest
 
 from harness.controller import Controller, ControllerConfig
 from harness.errors import HarnessError
-from harness.lab import netns, state
+from harness.kernel import netns
+from harness.lab import state
 from harness.lab.docker_engine import (
     ENGINE_ROOT,
     RUN_LABEL,
@@ -139,8 +140,8 @@ def test_no_leftovers_after_manager_closes(lab, docker_engine):
 def test_controller_events_for_a_container_job_pod(lab, docker_engine):
     """kube-router #1652 with a real container: the job's client, started right after network
     ready, is refused until the server's node (0.6 s late) has synced the pod into the policy."""
-    from harness.apply.backends import require_tools
     from harness.errors import EnvironmentProblem
+    from harness.kernel.backends import require_tools
     from harness.lab.docker_pods import DockerPods
 
     try:

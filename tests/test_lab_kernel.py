@@ -15,7 +15,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from harness.errors import ConfigError, HarnessError
-from harness.lab import netns, state
+from harness.kernel import netns
+from harness.lab import state
 from harness.lab.lab import Lab
 from harness.model.cluster import Cluster, ContainerPort, Node, NodeKind, Pod, PodKind
 

@@ -16,7 +16,8 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from harness.errors import HarnessError
-from harness.lab import check, reach, rtnl, state
+from harness.kernel import rtnl
+from harness.lab import check, reach, state
 from harness.lab.bench import bench_cluster
 from harness.model.cluster import PodKind
 

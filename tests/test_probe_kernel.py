@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from harness.lab import netns
+from harness.kernel import netns
 from harness.model.cluster import Cluster, ContainerPort, Node, Pod, PodKind
 from harness.probe import calibrate
 from harness.probe.classify import Outcome

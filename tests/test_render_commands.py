@@ -7,8 +7,8 @@ import json
 
 import pytest
 
+from harness.engines.kube_router.render import commands
 from harness.errors import ConfigError
-from harness.render import commands
 
 
 def _run(argv):

@@ -1,4 +1,4 @@
-"""Golden dumps of the example cluster (harness.render.synthetic.example_cluster), one per profile.
+"""Golden dumps of the example cluster (harness.engines.kube_router.render.synthetic.example_cluster), one per profile.
 
 The goldens were checked line by line against kube-router's source; where each kind of line
 comes from (cloudnativelabs/kube-router, pkg/controllers/netpol unless said otherwise):
@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.render.kube_router import dump, render_node
-from harness.render.synthetic import example_cluster
+from harness.engines.kube_router.render.kube_router import dump, render_node
+from harness.engines.kube_router.render.synthetic import example_cluster
 
 GOLDEN = Path(__file__).parent / "golden" / "render"
 V = 1700000000000000000

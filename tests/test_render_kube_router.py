@@ -6,12 +6,12 @@ import ipaddress
 
 import pytest
 
+from harness.engines.kube_router.render import naming as nm
+from harness.engines.kube_router.render.kube_router import dump, render_node
+from harness.engines.kube_router.render.synthetic import example_cluster, synthetic_cluster
 from harness.errors import ConfigError
 from harness.model.cluster import ContainerPort, Pod
 from harness.model.policy import IPBlock, LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
-from harness.render import naming as nm
-from harness.render.kube_router import dump, render_node
-from harness.render.synthetic import example_cluster, synthetic_cluster
 
 V = 1700000000000000000
 NET = ipaddress.IPv4Network

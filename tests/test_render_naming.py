@@ -5,7 +5,7 @@ with S the exact concatenation kube-router hashes (policy.go, pod.go, ensureTopL
 
 from __future__ import annotations
 
-from harness.render import naming as nm
+from harness.engines.kube_router.render import naming as nm
 
 V = 1700000000000000000
 

@@ -20,11 +20,11 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from harness.apply.backends import IPSET, get_backend
 from harness.bench.baseline import Baseline
 from harness.bench.common import fresh_ns, progress, timed_output, timed_run
 from harness.errors import KernelError
-from harness.lab import netns
+from harness.kernel import netns
+from harness.kernel.backends import IPSET, get_backend
 
 log = logging.getLogger(__name__)
 

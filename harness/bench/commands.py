@@ -22,8 +22,8 @@ DEFAULT_DIR = Path("reports/bench")
 
 def _require(backends: list[str]) -> dict:
     """Root and tools for each backend; their versions (read in a throwaway namespace)."""
-    from harness.apply.backends import require_tools, versions
     from harness.bench.common import fresh_ns, run_id
+    from harness.kernel.backends import require_tools, versions
 
     for b in backends:
         require_tools(b)

@@ -11,9 +11,9 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 
-from harness.apply.backends import forget
 from harness.errors import KernelError
-from harness.lab import netns
+from harness.kernel import netns
+from harness.kernel.backends import forget
 
 log = logging.getLogger(__name__)
 

@@ -43,11 +43,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from harness.apply.backends import IPSET, forget, get_backend
 from harness.bench.baseline import Baseline
 from harness.bench.common import progress, timed_run
 from harness.errors import KernelError
-from harness.lab import netns
+from harness.kernel import netns
+from harness.kernel.backends import IPSET, forget, get_backend
 
 log = logging.getLogger(__name__)
 

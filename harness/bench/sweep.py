@@ -23,14 +23,14 @@ import statistics
 import time
 from dataclasses import asdict, dataclass, field
 
-from harness.apply import SyncTimings, apply
-from harness.apply.commands import estimated_execs
 from harness.bench.baseline import Baseline
 from harness.bench.common import fresh_ns, progress
+from harness.engines.kube_router.apply import SyncTimings, apply
+from harness.engines.kube_router.apply.commands import estimated_execs
+from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
+from harness.engines.kube_router.render.ruleset import Ruleset
+from harness.engines.kube_router.render.synthetic import synthetic_cluster
 from harness.model.cluster import Cluster, Pod, PodKind
-from harness.render.kube_router import ClusterIndex, render_node
-from harness.render.ruleset import Ruleset
-from harness.render.synthetic import synthetic_cluster
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,7 @@ def _measure_full(rs1: Ruleset, rs2: Ruleset, backend: str, strategy: str, ns_na
 
 def _measure_incremental(stable: Ruleset, changed: Ruleset, backend: str, ns_name: str, syncs: int
                          ) -> list[SyncTimings]:
-    from harness.controller.incremental import IncrementalApplier
+    from harness.engines.kube_router.incremental import IncrementalApplier
 
     out = []
     with fresh_ns(ns_name) as ns:

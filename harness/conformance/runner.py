@@ -56,7 +56,7 @@ class NodeSync:
 
     node: str
     render_ns: int  # time to render the node's ruleset
-    timings: object  # harness.apply.SyncTimings
+    timings: object  # harness.engines.kube_router.apply.SyncTimings
 
     @property
     def total_ns(self) -> int:
@@ -186,8 +186,8 @@ def observed_table(outcomes: dict[tuple[str, str], str], pods: list[str], ignore
 def full_sync(cluster: Cluster, lab, options: RunOptions) -> tuple[int, list[NodeSync]]:
     """Render and apply kube-router's ruleset on every real node with one new sync version (the
     sync's start time in ns, as kube-router names it); returns (sync_version, per-node syncs)."""
-    from harness.apply import apply
-    from harness.render.kube_router import ClusterIndex, render_node
+    from harness.engines.kube_router.apply import apply
+    from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
 
     sync_version = time.time_ns()
     index = ClusterIndex(cluster)  # one index for all nodes: the cluster does not change mid-sync
@@ -199,7 +199,7 @@ def full_sync(cluster: Cluster, lab, options: RunOptions) -> tuple[int, list[Nod
         timings = apply(ruleset, lab.node_netns(node.name), backend=options.backend, strategy=options.strategy)
         syncs.append(NodeSync(node.name, render_ns, timings))
     if options.flush_conntrack:
-        from harness.lab import netns
+        from harness.kernel import netns
 
         for node in cluster.real_nodes():
             netns.run(lab.node_netns(node.name), ["conntrack", "-F"], check=False)
@@ -284,8 +284,8 @@ def run_case(case: Case, options: RunOptions | None = None, *,
     """Run ``case`` in a fresh lab and return its result (never raises for a mismatch; a
     HarnessError during the run is recorded in ``error`` after the lab is torn down, except an
     EnvironmentProblem, which is raised so callers can skip)."""
-    from harness.apply import require_tools
-    from harness.render.profiles import get_profile
+    from harness.engines.kube_router.apply import require_tools
+    from harness.engines.kube_router.render.profiles import get_profile
 
     options = options or RunOptions()
     get_profile(options.profile)

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
-from harness.lab import netns
+from harness.kernel import netns
 
 IPPROTO_SCTP = 132
 ICMP_DEST_UNREACH = 3

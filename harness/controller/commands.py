@@ -15,9 +15,9 @@ from typing import Any
 from harness.controller.delivery import Delivery
 from harness.controller.loop import CONTROLLER_STRATEGIES, Controller, ControllerConfig
 from harness.controller.metrics import quantile
+from harness.engines.kube_router.render.profiles import PROFILES
 from harness.errors import ConfigError
 from harness.model.cluster import Pod, PodKind
-from harness.render.profiles import PROFILES
 
 
 def _delivery(specs: list[str], seed: int) -> Delivery:
@@ -43,9 +43,9 @@ def run_lag(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
     """Build the lab, start one controller per real node, add ``args.pods`` client pods on
     ``args.node`` every ``args.interval`` s, wait until everything is in force; return per-node
     enforcement lag (pod-added emitted -> rules in force), delivery lag, sync times and metrics."""
+    from harness.engines.kube_router.render.commands import load_cluster
+    from harness.engines.kube_router.render.synthetic import add_synthetic_policies
     from harness.lab import Lab
-    from harness.render.commands import load_cluster
-    from harness.render.synthetic import add_synthetic_policies
 
     cluster = load_cluster(args.topology, args.manifest)
     if args.synthetic_policies:

@@ -1,6 +1,6 @@
 """External controller hook: a user's own program is a node's controller.
 
-The program runs inside the node's namespace (``harness.lab.netns.popen``), so any
+The program runs inside the node's namespace (``harness.kernel.netns.popen``), so any
 ``iptables``/``ipset``/``nft`` it runs, or netlink socket it opens, programs that node. Protocol,
 one JSON object per line:
 
@@ -39,7 +39,7 @@ from harness.controller import events as ev
 from harness.controller.loop import ControllerConfig, NodeController, NotProgrammed
 from harness.controller.timeline import Timeline
 from harness.errors import ConfigError
-from harness.lab import netns
+from harness.kernel import netns
 from harness.model.cluster import Cluster
 
 log = logging.getLogger(__name__)

@@ -35,24 +35,24 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.apply import STRATEGIES, SyncTimings, apply, get_backend
 from harness.controller import events as ev
 from harness.controller.channel import SyncChannel, SyncRequest
 from harness.controller.delivery import Delivery
-from harness.controller.incremental import IncrementalApplier
 from harness.controller.timeline import Phase, SyncRecord, Timeline
+from harness.engines.kube_router.apply import STRATEGIES, SyncTimings, apply, get_backend
+from harness.engines.kube_router.incremental import IncrementalApplier
+from harness.engines.kube_router.render.kube_router import REJECT_WITH, render_node
+from harness.engines.kube_router.render.profiles import get_profile
+from harness.engines.kube_router.render.ruleset import Ruleset
 from harness.errors import ConfigError, HarnessError
 from harness.model.cluster import Cluster, Pod
 from harness.model.policy import NetworkPolicy
-from harness.render.kube_router import REJECT_WITH, render_node
-from harness.render.profiles import get_profile
-from harness.render.ruleset import Ruleset
 
 log = logging.getLogger(__name__)
 
 DEFAULT_RESYNC_PERIOD_S = 300.0  # kube-router --iptables-sync-period default (5m)
 CONTROLLER_STRATEGIES = (*STRATEGIES, "incremental")
-# order in which each strategy runs its timed phases (harness.apply.strategies)
+# order in which each strategy runs its timed phases (harness.engines.kube_router.apply.strategies)
 PHASE_ORDER = ("top_level_time", "iptables_save_time", "ipset_save_time", "ipset_restore_time",
                "iptables_restore_time", "stale_cleanup_time")
 

@@ -140,7 +140,7 @@ def _neighbour_note() -> Check:
 
 
 def _kernel_checks() -> list[Check]:
-    from harness.lab import netns, rtnl
+    from harness.kernel import netns, rtnl
 
     out: list[Check] = []
     br = br_netfilter_loaded()
@@ -179,7 +179,7 @@ def _kernel_checks() -> list[Check]:
 
 
 def _netfilter_checks(ns: str) -> list[Check]:
-    from harness.lab import netns
+    from harness.kernel import netns
 
     out: list[Check] = []
     if not shutil.which("ipset"):

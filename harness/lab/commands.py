@@ -151,7 +151,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 
 def cmd_exec(args: argparse.Namespace) -> int:
-    from harness.lab import netns
+    from harness.kernel import netns
 
     cmd = list(args.cmd)
     if cmd and cmd[0] == "--":

@@ -49,7 +49,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import HarnessError, KernelError
-from harness.lab import netns, state
+from harness.kernel import netns
+from harness.lab import state
 from harness.lab.docker_engine import LABEL, RUN_LABEL, Engine, gc_engines
 
 log = logging.getLogger(__name__)

@@ -49,7 +49,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from harness.errors import HarnessError
-from harness.lab import netns, reach, rtnl, state
+from harness.kernel import netns, rtnl
+from harness.lab import reach, state
 from harness.lab.check import ensure_br_netfilter, require_privileges
 from harness.lab.servers import EchoServers
 from harness.model.cluster import Cluster, Node, Pod, PodKind

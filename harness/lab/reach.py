@@ -17,7 +17,7 @@ import socket
 import struct
 import time
 
-from harness.lab import netns
+from harness.kernel import netns
 
 CONNECTED = "connected"
 REFUSED = "refused"

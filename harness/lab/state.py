@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import HarnessError
-from harness.lab import netns
+from harness.kernel import netns
 
 log = logging.getLogger(__name__)
 

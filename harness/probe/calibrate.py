@@ -29,7 +29,7 @@ import time
 from dataclasses import dataclass, field
 
 from harness.errors import KernelError
-from harness.lab import netns
+from harness.kernel import netns
 from harness.probe.classify import Outcome
 from harness.probe.packet import FlowSpec, PacketProber, ProbeRecord, set_realtime
 from harness.probe.watch import NftCommitWatcher

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 
 from scapy.layers.inet import ICMP, IP, TCP, UDP
 
-from harness.lab import netns
+from harness.kernel import netns
 from harness.probe.classify import (
     PROTO_ICMP,
     PROTO_NUMBERS,

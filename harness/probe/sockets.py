@@ -23,7 +23,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from harness.lab import netns
+from harness.kernel import netns
 
 log = logging.getLogger(__name__)
 

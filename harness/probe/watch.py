@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from harness.errors import KernelError
-from harness.lab import netns
+from harness.kernel import netns
 
 log = logging.getLogger(__name__)
 

@@ -27,8 +27,8 @@ def scenario_cluster(topology: str = "default", synthetic_policies: int = 0, see
     """``topology`` (a shipped name or a path) loaded, plus ``synthetic_policies`` generated
     policies (``add_synthetic_policies``, seeded). ConfigError when node-a / node-b are not
     real nodes of that topology."""
+    from harness.engines.kube_router.render.synthetic import add_synthetic_policies
     from harness.model.topology import load_topology
-    from harness.render.synthetic import add_synthetic_policies
 
     cluster = load_topology(topology)
     for name in SCENARIO_NODES:

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.errors import EnvironmentProblem, HarnessError
-from harness.lab import netns
+from harness.kernel import netns
 
 log = logging.getLogger(__name__)
 

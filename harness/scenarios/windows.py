@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.analysis.windows import DENIED, first_of, last_of, stable_since, windows
 from harness.controller import Controller, ControllerConfig
-from harness.lab import netns
+from harness.kernel import netns
 from harness.model.cluster import ContainerPort, Pod
 from harness.model.policy import LabelSelector, NetworkPolicy
 from harness.scenarios.job import allow_backup
@@ -213,7 +213,7 @@ class SetUpdateWindow(_Base):
 
 
 def lab_swap(profile: str) -> bool:
-    from harness.render.profiles import get_profile
+    from harness.engines.kube_router.render.profiles import get_profile
 
     return bool(get_profile(profile).swap_sets)
 

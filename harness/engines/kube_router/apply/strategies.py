@@ -31,9 +31,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from harness.apply import ipset_netlink
-from harness.apply.backends import IPSET, Backend, check_not_mixed, get_backend, require_tools
-from harness.apply.restore_text import (
+from harness.engines.kube_router.apply.restore_text import (
     FILTER_BUILTINS,
     entry_key,
     filter_restore_text,
@@ -44,9 +42,10 @@ from harness.apply.restore_text import (
     parse_iptables_save,
     stale_sets,
 )
+from harness.engines.kube_router.render.ruleset import Ruleset
 from harness.errors import ConfigError, EnvironmentProblem, KernelError
-from harness.lab import netns
-from harness.render.ruleset import Ruleset
+from harness.kernel import ipset_netlink, netns
+from harness.kernel.backends import IPSET, Backend, check_not_mixed, get_backend, require_tools
 
 log = logging.getLogger(__name__)
 

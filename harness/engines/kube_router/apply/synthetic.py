@@ -14,7 +14,7 @@ import hashlib
 import ipaddress
 from dataclasses import dataclass
 
-from harness.render.ruleset import Chain, IPSetSpec, Ruleset
+from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
 
 TOP_LEVEL = (("INPUT", "KUBE-ROUTER-INPUT"), ("FORWARD", "KUBE-ROUTER-FORWARD"), ("OUTPUT", "KUBE-ROUTER-OUTPUT"))
 ACCEPT_MARKED = ('-m comment --comment "rule to explicitly ACCEPT traffic that comply to network policies" '

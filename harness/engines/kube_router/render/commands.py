@@ -12,11 +12,15 @@ import statistics
 import sys
 import time
 
+from harness.engines.kube_router.render.kube_router import ClusterIndex, dump, render_node
+from harness.engines.kube_router.render.profiles import PROFILES
+from harness.engines.kube_router.render.synthetic import (
+    add_synthetic_policies,
+    example_cluster,
+    synthetic_cluster,
+)
 from harness.errors import ConfigError
 from harness.model.cluster import Cluster
-from harness.render.kube_router import ClusterIndex, dump, render_node
-from harness.render.profiles import PROFILES
-from harness.render.synthetic import add_synthetic_policies, example_cluster, synthetic_cluster
 
 _SYNTHETIC = re.compile(r"^synthetic:(\d+)x(\d+)x(\d+)$")
 

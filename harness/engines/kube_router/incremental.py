@@ -29,11 +29,17 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from harness.apply import SyncTimings, apply, get_backend, ipset_restore_text, require_tools
-from harness.apply.backends import IPSET, Backend
+from harness.engines.kube_router.apply import (
+    SyncTimings,
+    apply,
+    get_backend,
+    ipset_restore_text,
+    require_tools,
+)
+from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
 from harness.errors import KernelError
-from harness.lab import netns
-from harness.render.ruleset import Chain, IPSetSpec, Ruleset
+from harness.kernel import netns
+from harness.kernel.backends import IPSET, Backend
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +154,7 @@ class IncrementalApplier:
         return t
 
     def _run(self, argv: list[str], text: str, t: SyncTimings) -> None:
-        # we run in a thread inside the namespace: plain subprocess (vfork), as harness.apply does
+        # we run in a thread inside the namespace: plain subprocess (vfork), as harness.engines.kube_router.apply does
         t.execs += 1
         proc = subprocess.run(argv, input=text, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:

@@ -1,7 +1,7 @@
 """iptables backends (``nft`` = iptables-nft, ``legacy`` = iptables-legacy) and the ipset tool.
 
 A backend is only a choice of binaries; every call runs inside a lab namespace through
-``harness.lab.netns.run``. One namespace is programmed by one backend: the x_tables (legacy) and
+``harness.kernel.netns.run``. One namespace is programmed by one backend: the x_tables (legacy) and
 nf_tables worlds both see packets, so rules split across them would make results meaningless;
 ``check_not_mixed`` refuses a namespace where the other backend already has rules.
 """
@@ -16,7 +16,7 @@ import subprocess
 from dataclasses import dataclass
 
 from harness.errors import ConfigError, EnvironmentProblem, KernelError
-from harness.lab import netns
+from harness.kernel import netns
 
 log = logging.getLogger(__name__)
 

@@ -26,7 +26,7 @@ import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from harness.render.ruleset import IPSetSpec, Ruleset
+from harness.engines.kube_router.render.ruleset import IPSetSpec, Ruleset
 
 FILTER_BUILTINS = ("INPUT", "FORWARD", "OUTPUT")
 TMP_SET_PREFIX = "TMP-"

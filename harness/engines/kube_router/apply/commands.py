@@ -20,13 +20,13 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from harness.apply.backends import BACKENDS, forget, require_tools, versions
-from harness.apply.restore_text import ipset_ops
-from harness.apply.strategies import STRATEGIES, SyncTimings, apply
-from harness.apply.synthetic import SCALES, scaled_ruleset
+from harness.engines.kube_router.apply.restore_text import ipset_ops
+from harness.engines.kube_router.apply.strategies import STRATEGIES, SyncTimings, apply
+from harness.engines.kube_router.apply.synthetic import SCALES, scaled_ruleset
+from harness.engines.kube_router.render.ruleset import Ruleset
 from harness.errors import ConfigError, EnvironmentProblem
-from harness.lab import netns
-from harness.render.ruleset import Ruleset
+from harness.kernel import netns
+from harness.kernel.backends import BACKENDS, forget, require_tools, versions
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def _sources(kind: str, scales: list[str], profile: str) -> list[Source]:
     out = []
     if kind == "render":
         try:
-            from harness.render.kube_router import ClusterIndex, render_node
-            from harness.render.synthetic import synthetic_cluster
+            from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
+            from harness.engines.kube_router.render.synthetic import synthetic_cluster
         except ImportError as e:
             raise EnvironmentProblem(f"the renderer is not available ({e})", "use --source synthetic") from e
         for scale in scales:

@@ -1,7 +1,7 @@
 """The output of a renderer: ipsets and filter-table chains for one node, as pure data.
 
-A renderer (``harness.render.kube_router``) turns a Cluster into a ``Ruleset``; an apply
-strategy (``harness.apply``) turns a Ruleset into kernel state. Text forms for ``ipset restore``
+A renderer (``harness.engines.kube_router.render.kube_router``) turns a Cluster into a ``Ruleset``; an apply
+strategy (``harness.engines.kube_router.apply``) turns a Ruleset into kernel state. Text forms for ``ipset restore``
 and ``iptables-restore`` are produced here so every strategy programs the same thing.
 """
 

@@ -58,9 +58,9 @@ from pyroute2.netlink.nfnetlink.ipset import (
     ipset_msg,
 )
 
-from harness.apply.restore_text import IPSetOp
+from harness.engines.kube_router.apply.restore_text import IPSetOp
 from harness.errors import KernelError
-from harness.lab import netns
+from harness.kernel import netns
 
 log = logging.getLogger(__name__)
 

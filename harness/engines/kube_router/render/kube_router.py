@@ -33,12 +33,12 @@ import ipaddress
 import logging
 from dataclasses import dataclass, field
 
+from harness.engines.kube_router.render import naming as nm
+from harness.engines.kube_router.render.profiles import Profile, get_profile
+from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
 from harness.errors import ConfigError
 from harness.model.cluster import Cluster, Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort
-from harness.render import naming as nm
-from harness.render.profiles import Profile, get_profile
-from harness.render.ruleset import Chain, IPSetSpec, Ruleset
 
 log = logging.getLogger(__name__)
 

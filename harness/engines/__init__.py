@@ -1,0 +1,1 @@
+"""Systems under test: everything that enforces NetworkPolicy on a node, behind one protocol."""
