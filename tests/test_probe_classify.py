@@ -12,7 +12,6 @@ from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 
 from harness.probe import calibrate
 from harness.probe.classify import UDP_MAGIC, UDP_PAYLOAD, Key, Outcome, parse_reply, transitions
-from harness.probe.matrix import lab_word
 from harness.probe.packet import Flow, FlowSpec, ProbeRecord
 from harness.probe.watch import (
     NFNL_SUBSYS_CTNETLINK,
@@ -63,11 +62,12 @@ def test_icmp_port_unreachable_quoting_a_syn_is_rejected_icmp() -> None:
     assert r.detail == f"type=3 code=3 port-unreachable from {GW}"
 
 
-def test_icmp_host_prohibited_for_udp_carries_the_probe_id() -> None:
+def test_icmp_host_prohibited_for_udp_is_unreachable_and_carries_the_probe_id() -> None:
     probe = IPerror(src=ME, dst=PEER) / UDPerror(sport=4000, dport=53) / UDP_PAYLOAD.pack(UDP_MAGIC, 42)
     r = parse_reply(bytes(IP(src=GW, dst=ME) / ICMP(type=3, code=10) / probe))
     assert r is not None
-    assert (r.key, r.match, r.outcome) == (k(4000, 53, 17), 42, Outcome.REJECTED_ICMP)
+    # not port-unreachable: a client would see EHOSTUNREACH, so the prober says unreachable
+    assert (r.key, r.match, r.outcome) == (k(4000, 53, 17), 42, Outcome.UNREACHABLE)
     assert "code=10 host-prohibited" in r.detail
 
 
@@ -89,7 +89,7 @@ def test_udp_echo_and_icmp_echo_reply_are_connected() -> None:
 def test_icmp_unreachable_for_an_echo_probe() -> None:
     inner = IPerror(src=ME, dst=PEER) / ICMP(type=8, id=55, seq=6)
     r = parse_reply(bytes(IP(src=GW, dst=ME) / ICMP(type=3, code=1) / inner))
-    assert r is not None and (r.key, r.match, r.outcome) == (k(55, 0, 1), 6, Outcome.REJECTED_ICMP)
+    assert r is not None and (r.key, r.match, r.outcome) == (k(55, 0, 1), 6, Outcome.UNREACHABLE)
 
 
 def test_transitions_of_a_series() -> None:
@@ -164,12 +164,12 @@ def test_calibration_result_bound_and_rows() -> None:
 
 
 # -- matrix vocabulary ----------------------------------------------------------------------------
-def test_lab_words_match_what_a_real_client_sees() -> None:
-    assert lab_word("connected") == "connected"
-    assert lab_word("refused_rst") == "refused"
-    assert lab_word("rejected_icmp", "type=3 code=3 port-unreachable from 1.2.3.4") == "refused"
-    assert lab_word("rejected_icmp", "type=3 code=1 host-unreachable from 1.2.3.4") == "unreachable"
-    assert lab_word("dropped") == "timeout"
+def test_client_view_matches_what_a_real_client_sees() -> None:
+    assert Outcome.CONNECTED.client_view is Outcome.CONNECTED
+    assert Outcome.REFUSED_RST.client_view is Outcome.REFUSED
+    assert Outcome.REJECTED_ICMP.client_view is Outcome.REFUSED  # ICMP port-unreachable: ECONNREFUSED
+    assert Outcome.UNREACHABLE.client_view is Outcome.UNREACHABLE
+    assert Outcome.DROPPED.client_view is Outcome.TIMEOUT
 
 
 # -- netlink parsers ------------------------------------------------------------------------------

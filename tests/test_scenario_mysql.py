@@ -8,15 +8,40 @@ import pytest
 
 from harness.errors import EnvironmentProblem
 from harness.model.cluster import Pod
-from harness.scenarios.mysql import MariaDB, _errno_from_message, cli_attempt, mysql_attempt, require_mariadb
+from harness.outcome import Outcome, errno_name, exception_errno
+from harness.scenarios.mysql import MariaDB, MysqlAttempt, cli_attempt, mysql_attempt, require_mariadb
 
 
-def test_errno_from_pymysql_messages():
-    assert _errno_from_message("Can't connect to MySQL server on 'x' ([Errno 111] Connection refused)") == \
-        "ECONNREFUSED"
-    assert _errno_from_message("Can't connect to MySQL server on 'x' (timed out)") == "ETIMEDOUT"
-    assert _errno_from_message("Lost connection to MySQL server during query") == "ECONNRESET"
-    assert _errno_from_message("something else") is None
+def test_pymysql_errors_are_classified_by_their_numbers_not_their_message():
+    """PyMySQL wraps the socket error the way connections.py does (raised inside ``except``, kept
+    as ``original_exception``); the outcome comes from the code and that errno."""
+    import pymysql
+
+    def wrapped(code: int, cause: BaseException | None, msg: str) -> pymysql.err.OperationalError:
+        try:
+            try:
+                if cause is not None:
+                    raise cause
+                raise EOFError
+            except (OSError, EOFError) as e:
+                exc = pymysql.err.OperationalError(code, msg)
+                if isinstance(e, OSError):
+                    exc.original_exception = e
+                raise exc from None if cause is None else e
+        except pymysql.err.OperationalError as final:
+            return final
+
+    # the message says "timed out", the errno says refused: the errno wins
+    e = wrapped(2003, ConnectionRefusedError(111, "Connection refused"), "Can't connect (timed out)")
+    assert errno_name(exception_errno(e)) == "ECONNREFUSED"
+    assert MysqlAttempt(False, 0, 1, 2003, errno_name(exception_errno(e)), str(e)).outcome is Outcome.REFUSED
+    e = wrapped(2003, TimeoutError("timed out"), "Can't connect")
+    assert MysqlAttempt(False, 0, 1, 2003, errno_name(exception_errno(e))).outcome is Outcome.TIMEOUT
+    # 2013 without a socket error under it (EOF): the server side closed it
+    e = wrapped(2013, None, "Lost connection to MySQL server during query")
+    assert exception_errno(e) is None
+    assert MysqlAttempt(False, 0, 1, 2013, None, "refused [Errno 111]").outcome is Outcome.RESET
+    assert MysqlAttempt(True, 0, 1).outcome is Outcome.CONNECTED
 
 
 @pytest.mark.kernel
@@ -39,6 +64,7 @@ def test_mariadb_in_a_pod_answers_real_clients_and_leaves_nothing(lab):
         assert ok.ok and ok.end_ns > ok.start_ns
         refused = mysql_attempt(ns, db.ip, port=3307)
         assert (refused.ok, refused.code, refused.errno) == (False, 2003, "ECONNREFUSED")
+        assert refused.outcome is Outcome.REFUSED
         assert cli_attempt(ns, db.ip) == (0, "")
         code, line = cli_attempt(ns, db.ip, port=3307)
         assert code == 1 and line.startswith("ERROR 2002 (HY000)")
@@ -58,12 +84,18 @@ def test_container_attempt_from_the_mariadb_cli_run():
     failed = container_attempt(JobResult("batch/job-0", 1, 2, 5, 1, f"{line}\n", go_ns=4, finished_ns=9))
     assert (failed.ok, failed.code, failed.errno, failed.message) == (False, 2002, "EINPROGRESS", line)
     assert (failed.start_ns, failed.end_ns) == (5, 9)
+    assert failed.outcome is Outcome.ERROR  # 115: the CLI's connect failed, refused or timed out alike
     ok = container_attempt(JobResult("batch/job-1", 1, 2, 5, 0, "1\n", finished_ns=7))
     assert ok.ok and ok.code is None and ok.outcome == "connected"
     hung = container_attempt(JobResult("batch/job-2", 1, 2, 5, None, ""))
     assert not hung.ok and hung.errno == "ETIMEDOUT" and hung.message.startswith("still running")
     assert cli_error_line("Warning: x\nERROR 2003 (HY000): y (111)\n") == "ERROR 2003 (HY000): y (111)"
-    assert container_attempt(JobResult("k", 1, 2, 5, 1, "ERROR 2003 (HY000): y (111)")).errno == "ECONNREFUSED"
+    refused = container_attempt(JobResult("k", 1, 2, 5, 1, "ERROR 2003 (HY000): y (111)"))
+    assert (refused.errno, refused.outcome) == ("ECONNREFUSED", Outcome.REFUSED)
+    lost = container_attempt(JobResult("k", 1, 2, 5, 1, "ERROR 2013 (HY000): Lost connection to server at "
+                                       "'handshake: reading initial communication packet', system error: 104"))
+    assert (lost.code, lost.errno, lost.outcome) == (2013, "ECONNRESET", Outcome.RESET)
+    assert hung.outcome is Outcome.TIMEOUT
 
 
 def test_docker_job_config_refuses_client_mitigations():

@@ -25,33 +25,16 @@ from typing import Any
 from harness.model.cluster import Cluster, Pod
 from harness.model.fields import Fields, items
 from harness.oracle import Oracle
+from harness.outcome import Outcome
 
 ALLOW = "allow"
 DENY = "deny"
 
-# Probe outcomes accepted as cell values, and whether each one means "connected". Anything a
-# probe engine reports that is not a completed handshake counts as not connected, as in e2e.
-# The names of harness.probe.classify.Outcome are included. Where an outcome's meaning depends
-# on the protocol (an SCTP INIT that reaches a pod without SCTP sockets is answered by ICMP
-# protocol-unreachable: allowed), the caller decides and passes a bool plus the detail.
-OUTCOMES: dict[str, bool] = {
-    ALLOW: True,
-    "allowed": True,
-    "connected": True,
-    "established": True,
-    "syn-ack": True,
-    "ok": True,
-    DENY: False,
-    "denied": False,
-    "refused": False,
-    "reset": False,
-    "timeout": False,
-    "unreachable": False,
-    "dropped": False,
-    "error": False,
-    "refused_rst": False,
-    "rejected_icmp": False,
-}
+# Cell values are a bool, a verdict word (``allow`` / ``deny``, as case files write them) or an
+# ``Outcome`` (or its word): its ``allowed`` decides, as in e2e anything but a completed handshake
+# is denied. Where an outcome's meaning depends on the protocol (an SCTP INIT answered by ICMP
+# protocol-unreachable reached the pod: allowed), the prober classifies it so (harness.conformance.sctp).
+VERDICTS = (ALLOW, DENY)
 
 
 def verdict_word(allowed: bool | None) -> str:
@@ -59,14 +42,21 @@ def verdict_word(allowed: bool | None) -> str:
     return "nothing" if allowed is None else (ALLOW if allowed else DENY)
 
 
-def parse_cell(value: bool | str) -> tuple[bool, str | None]:
-    """A cell value (bool, ``allow``/``deny`` or a probe outcome) -> (allowed, detail)."""
+def parse_cell(value: bool | str) -> tuple[bool | None, str | None]:
+    """A cell value (bool, ``allow``/``deny`` or an outcome) -> (allowed, detail). An outcome
+    that cannot be judged (``n/a-...``) gives None: the cell stays unknown, with the outcome
+    as its detail."""
     if isinstance(value, bool):
         return value, None
     word = value.strip().lower()
-    if word not in OUTCOMES:
-        raise ValueError(f"unknown cell value {value!r} (use allow, deny or one of {', '.join(OUTCOMES)})")
-    return OUTCOMES[word], (None if word in (ALLOW, DENY) else word)
+    if word in VERDICTS:
+        return word == ALLOW, None
+    try:
+        outcome = Outcome.parse(word)
+    except ValueError:
+        raise ValueError(f"unknown cell value {value!r} (use allow, deny or one of "
+                         f"{', '.join(Outcome.words())})") from None
+    return outcome.allowed, outcome.word
 
 
 @dataclass(frozen=True)
@@ -359,6 +349,6 @@ def diff(expected: TruthTable, observed: TruthTable) -> TableDiff:
 
 
 __all__ = [
-    "ALLOW", "DENY", "OUTCOMES", "Cell", "Mismatch", "TableDiff", "TruthTable", "build_expectation", "diff",
+    "ALLOW", "DENY", "VERDICTS", "Cell", "Mismatch", "TableDiff", "TruthTable", "build_expectation", "diff",
     "expected_table", "parse_cell", "table_from_expectation", "verdict_word",
 ]

@@ -1,9 +1,12 @@
 """Windows in a probe time series: spans during which outcomes were (or were not) what they
 should be, and the lag until an outcome became stable. Pure: input is ``[(t_ns, outcome), ...]``.
 
-    windows(series, bad={"rejected_icmp", "refused_rst", "dropped"})  -> [Window, ...]
-    stable_since(series, "connected", after_ns=t0)                    -> first t from which every
-                                                                        later probe is connected
+    windows(series, bad=DENIED)                         -> [Window, ...]
+    stable_since(series, Outcome.CONNECTED, after_ns=t0) -> first t from which every later probe
+                                                           is connected
+
+Outcomes are ``harness.outcome.Outcome`` members or their serialized words (a series read back
+from results.json): the members are strings, so both compare equal.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 
-DENIED = frozenset({"rejected_icmp", "refused_rst", "dropped"})
+from harness.outcome import PROBE_DENIED
+
+DENIED = PROBE_DENIED  # the packet prober's "denied" classes
 
 
 @dataclass

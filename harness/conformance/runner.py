@@ -21,14 +21,15 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from harness.analysis.truthtable import OUTCOMES, Mismatch, TableDiff, TruthTable, diff, verdict_word
+from harness.analysis.truthtable import Mismatch, TableDiff, TruthTable, diff, verdict_word
 from harness.conformance.case import Case, Probe, Step, apply_step, hand_table, oracle_table, plan, probe_pods
 from harness.errors import ConfigError, EnvironmentProblem, HarnessError
 from harness.model.cluster import Cluster
+from harness.outcome import Outcome
 
 log = logging.getLogger(__name__)
 
-NOT_SERVED = "n/a-port-not-served"
+NOT_SERVED = Outcome.NOT_SERVED
 DEFAULT_TIMEOUT = 0.4  # s per probe; kube-router REJECTs, so only a dropped packet costs this
 
 
@@ -166,20 +167,16 @@ def render_oracle_vs_hand(d: TableDiff) -> str:
 
 
 # -- the kernel side ----------------------------------------------------------------------------
-def observed_table(outcomes: dict[tuple[str, str], str], pods: list[str], ignore_self: bool) -> TruthTable:
-    """A truth table from probe outcome words (``connected`` allowed; anything else denied, with
-    the word kept as the cell's detail)."""
+def observed_table(outcomes: dict[tuple[str, str], Outcome], pods: list[str], ignore_self: bool) -> TruthTable:
+    """A truth table from probe outcomes (``Outcome.allowed`` decides, the word is kept as the
+    cell's detail)."""
     table = TruthTable(pods, ignore_self=ignore_self)
     for (src, dst), outcome in outcomes.items():
         if src not in pods or dst not in pods:
             continue
-        word = str(outcome)
-        if word.startswith("n/a"):
+        if not Outcome.parse(outcome).judged:
             continue  # not probeable (two light pods sharing a namespace): left unknown, not judged
-        if word.lower() in OUTCOMES:
-            table.set(src, dst, word)
-        else:
-            table.set(src, dst, False, detail=word)  # e.g. error:EXXX: not a working connection
+        table.set(src, dst, outcome)
     return table
 
 
@@ -207,7 +204,7 @@ def full_sync(cluster: Cluster, lab, options: RunOptions) -> tuple[int, list[Nod
 
 
 def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: float,
-              prober: str = "packet") -> dict[tuple[str, str], str]:
+              prober: str = "packet") -> dict[tuple[str, str], Outcome]:
     """Probe every ordered pair of ``pods`` (without self pairs when ``ignore_self``). SCTP goes
     through ``harness.conformance.sctp`` (the lab's sockets have no SCTP); self pairs are never
     probed for it."""
@@ -231,43 +228,43 @@ def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: fl
     return {k: (v if k[1] in served else NOT_SERVED) for k, v in result.items()}
 
 
-def judge(expected: TruthTable, observed: TruthTable, outcomes: dict[tuple[str, str], str]) -> TableDiff:
+def judge(expected: TruthTable, observed: TruthTable, outcomes: dict[tuple[str, str], Outcome]) -> TableDiff:
     """``diff(expected, observed)``, with cells the lab cannot probe (``n/a-...`` outcomes)
     counted as ignored instead of as missing observations."""
     d = diff(expected, observed)
-    skip = {cell for cell, o in outcomes.items() if str(o).startswith("n/a")}
+    skip = {cell for cell, o in outcomes.items() if not Outcome.parse(o).judged}
     if not skip:
         return d
     kept = [m for m in d.mismatches if (m.src, m.dst) not in skip]
     return TableDiff(d.expected, d.observed, kept, d.correct, d.ignored + len(d.mismatches) - len(kept))
 
 
-def retry_timeouts(lab, outcomes: dict[tuple[str, str], str], probe: Probe,
+def retry_timeouts(lab, outcomes: dict[tuple[str, str], Outcome], probe: Probe,
                    timeout: float) -> tuple[int, int]:
     """Probe every cell that timed out once more, with a longer timeout, and keep the second
     answer. kube-router never drops a denied packet silently (it REJECTs), so a timeout means a
     lost or starved probe (an echo server descheduled on a loaded runner) or a real drop; a
     real drop times out again and stays visible. Returns (retried, answered)."""
-    cells = [c for c, o in outcomes.items() if o == "timeout"]
+    cells = [c for c, o in outcomes.items() if Outcome.parse(o).silent]
     if not cells:
         return 0, 0
     retry_timeout = max(1.0, 2 * timeout)
     if probe.protocol == "SCTP":
         from harness.conformance import sctp
 
-        def one(cell: tuple[str, str]) -> str:
+        def one(cell: tuple[str, str]) -> Outcome:
             s, d = cell
             return lab.call(s, sctp.probe, lab.pod_netns(s), str(lab.cluster.pods[s].ip),
                             str(lab.cluster.pods[d].ip), probe.port, retry_timeout)
     else:
-        def one(cell: tuple[str, str]) -> str:
+        def one(cell: tuple[str, str]) -> Outcome:
             return lab.connect(cell[0], cell[1], probe.port, probe.protocol, timeout=retry_timeout)
 
     with ThreadPoolExecutor(max_workers=min(16, len(cells))) as ex:
         second = dict(zip(cells, ex.map(one, cells), strict=True))
     log.warning("%d probe(s) timed out; retried: %s", len(cells), dict(Counter(second.values())))
     outcomes.update(second)
-    return len(cells), sum(1 for o in second.values() if o != "timeout")
+    return len(cells), sum(1 for o in second.values() if not Outcome.parse(o).silent)
 
 
 @contextlib.contextmanager

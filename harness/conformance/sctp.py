@@ -4,9 +4,11 @@ The lab's pods cannot listen on SCTP (no SCTP module here), but netfilter tracks
 SCTP anyway, which is enough to tell an allowed packet from a denied one:
 
 - allowed: the INIT reaches the destination pod, whose kernel has no SCTP handler and answers
-  ICMP protocol-unreachable (type 3 code 2) -> ``connected`` (the packet was delivered);
+  ICMP protocol-unreachable (type 3 code 2) -> ``Outcome.CONNECTED`` (the packet was delivered);
 - denied: kube-router's plain ``REJECT`` answers ICMP port-unreachable (type 3 code 3) from the
-  node -> ``refused``; other unreachable codes -> ``unreachable``; silence -> ``timeout``.
+  node -> ``Outcome.REFUSED``; other unreachable codes -> ``UNREACHABLE``; silence -> ``TIMEOUT``.
+
+The words are a real client's (``harness.lab.reach``), so SCTP cells read like TCP/UDP cells.
 
 The checksum is a real CRC32c: conntrack verifies SCTP checksums on PRE_ROUTING and a bad one
 would make the packet INVALID (dropped by KUBE-NWPLCY-COMMON) instead of judged by policy.
@@ -15,6 +17,7 @@ would make the packet INVALID (dropped by KUBE-NWPLCY-COMMON) instead of judged 
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import select
 import socket
@@ -24,6 +27,9 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 from harness.kernel import netns
+from harness.outcome import Outcome, exception_errno, from_errno
+
+log = logging.getLogger(__name__)
 
 IPPROTO_SCTP = 132
 ICMP_DEST_UNREACH = 3
@@ -68,7 +74,7 @@ def ip_header(src_ip: str | None, dst_ip: str) -> bytes:
     return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0, 0, 0x4000, 64, IPPROTO_SCTP, 0, src, socket.inet_aton(dst_ip))
 
 
-def classify_icmp(data: bytes, dst_ip: str, src_port: int, dst_port: int) -> str | None:
+def classify_icmp(data: bytes, dst_ip: str, src_port: int, dst_port: int) -> Outcome | None:
     """The outcome an ICMP packet (with IP header, as a raw socket reads it) means for our INIT
     to ``dst_ip:dst_port`` from ``src_port``, or None when it is about another packet."""
     if len(data) < 20:
@@ -86,13 +92,13 @@ def classify_icmp(data: bytes, dst_ip: str, src_port: int, dst_port: int) -> str
         return None
     code = icmp[1]
     if code == ICMP_PROT_UNREACH:
-        return "connected"
+        return Outcome.CONNECTED
     if code == ICMP_PORT_UNREACH:
-        return "refused"
-    return "unreachable"
+        return Outcome.REFUSED
+    return Outcome.UNREACHABLE
 
 
-def probe(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float = 0.5) -> str:
+def probe(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float = 0.5) -> Outcome:
     """Send one INIT from namespace ``ns`` to ``dst_ip:port`` and classify the answer. Must run
     in a harness-owned thread (it enters the namespace to create its sockets)."""
     # Sent through an IPPROTO_RAW socket (send-only, we write the IP header): a raw socket of
@@ -109,23 +115,26 @@ def probe(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float = 
         while True:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([icmp], [], [], left)[0]:
-                return "timeout"
+                return Outcome.TIMEOUT
             outcome = classify_icmp(icmp.recv(65535), dst_ip, src_port, port)
             if outcome:
                 return outcome
-    except OSError as e:
-        return f"error:{e.strerror or e}"
+    except OSError as e:  # sending failed: classified by its errno (EPERM: dropped on OUTPUT ...)
+        outcome = from_errno(exception_errno(e))
+        if outcome is Outcome.ERROR:
+            log.warning("SCTP probe %s -> %s:%d failed: %s", src_ip, dst_ip, port, e)
+        return outcome
     finally:
         icmp.close()
         sender.close()
 
 
-def matrix(lab, pods: Iterable[str], port: int, timeout: float, workers: int = 32) -> dict[tuple[str, str], str]:
+def matrix(lab, pods: Iterable[str], port: int, timeout: float, workers: int = 32) -> dict[tuple[str, str], Outcome]:
     """Every ordered pair of ``pods`` (self pairs excluded) probed with an SCTP INIT."""
     keys = list(pods)
     cells = [(s, d) for s in keys for d in keys if s != d]
 
-    def one(cell: tuple[str, str]) -> str:
+    def one(cell: tuple[str, str]) -> Outcome:
         s, d = cell
         src = lab.cluster.pods[s]
         dst_ip = str(ipaddress.IPv4Address(lab.cluster.pods[d].ip))

@@ -1,16 +1,17 @@
-"""One real connection attempt from inside a namespace, classified into an outcome word.
+"""One real connection attempt from inside a namespace, classified into an ``Outcome``.
 
-Outcomes: ``connected`` (TCP handshake and one echo round trip; UDP or ICMP echo answered),
-``refused`` (TCP RST or ICMP port-unreachable: ECONNREFUSED; for ICMP echo, an ICMP
-port-unreachable answer, what kube-router's REJECT sends), ``reset`` (connection reset after
-it was established), ``timeout`` (no answer in time), ``unreachable`` (ICMP net/host
-unreachable or administratively prohibited; no route). The probe engine with kernel
-timestamps comes later; this is the simple, real-socket check the lab and conformance use.
+Outcomes (``harness.outcome``, in a client's terms): ``connected`` (TCP handshake and one echo
+round trip; UDP or ICMP echo answered), ``refused`` (TCP RST or ICMP port-unreachable:
+ECONNREFUSED; for ICMP echo, an ICMP port-unreachable answer, what kube-router's REJECT sends),
+``reset`` (connection reset after it was established), ``timeout`` (no answer in time),
+``unreachable`` (ICMP net/host unreachable or administratively prohibited; no route), ``error``
+(any other errno, logged). The probe engine with kernel timestamps is ``harness.probe``; this is
+the simple, real-socket check the lab and conformance use.
 """
 
 from __future__ import annotations
 
-import errno
+import logging
 import os
 import select
 import socket
@@ -18,30 +19,28 @@ import struct
 import time
 
 from harness.kernel import netns
+from harness.outcome import Outcome, errno_name, exception_errno, from_errno
 
-CONNECTED = "connected"
-REFUSED = "refused"
-RESET = "reset"
-TIMEOUT = "timeout"
-UNREACHABLE = "unreachable"
-SAME_LIGHT_HOST = "n/a-same-light-host"
+log = logging.getLogger(__name__)
 
-_UNREACH_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENONET, errno.EACCES,
-                   errno.EPERM}
+CONNECTED = Outcome.CONNECTED
+REFUSED = Outcome.REFUSED
+RESET = Outcome.RESET
+TIMEOUT = Outcome.TIMEOUT
+UNREACHABLE = Outcome.UNREACHABLE
+SAME_LIGHT_HOST = Outcome.SAME_LIGHT_HOST
+
 PAYLOAD = b"netpol-harness-echo"
+ICMP_PORT_UNREACH = 3
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
 
 
-def _classify(e: OSError) -> str:
-    if isinstance(e, TimeoutError):
-        return TIMEOUT
-    if e.errno == errno.ECONNREFUSED:
-        return REFUSED
-    if e.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED):
-        return RESET
-    if e.errno in _UNREACH_ERRNOS:
-        return UNREACHABLE
-    return f"error:{errno.errorcode.get(e.errno or 0, e.errno)}"
+def _classify(e: OSError) -> Outcome:
+    code = exception_errno(e)
+    outcome = from_errno(code)
+    if outcome is Outcome.ERROR:  # the word alone would lose which errno it was
+        log.warning("probe failed with %s: counted as not connected", errno_name(code) or e)
+    return outcome
 
 
 def make_socket(ns: str, family: int, type_: int, proto: int = 0) -> socket.socket:
@@ -51,7 +50,7 @@ def make_socket(ns: str, family: int, type_: int, proto: int = 0) -> socket.sock
 
 
 def probe(ns: str, src_ip: str | None, dst_ip: str, port: int, protocol: str = "TCP",
-          timeout: float = 0.5) -> str:
+          timeout: float = 0.5) -> Outcome:
     """Try ``protocol`` from namespace ``ns`` (bound to ``src_ip`` if given) to ``dst_ip:port``.
 
     Call it from a thread the harness owns (it switches that thread's namespace briefly)."""
@@ -65,7 +64,7 @@ def probe(ns: str, src_ip: str | None, dst_ip: str, port: int, protocol: str = "
     raise ValueError(f"protocol {protocol!r}: expected TCP, UDP or ICMP")
 
 
-def _tcp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) -> str:
+def _tcp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) -> Outcome:
     s = make_socket(ns, socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # no TIME_WAIT pile-up
@@ -93,7 +92,7 @@ def _tcp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) ->
         s.close()
 
 
-def _udp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) -> str:
+def _udp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) -> Outcome:
     s = make_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
     try:
         # Without IP_RECVERR, UDP drops "soft" ICMP errors (net/host unreachable) silently and
@@ -108,7 +107,10 @@ def _udp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) ->
             data = s.recv(65535)
         except OSError as e:
             return _classify(e)
-        return CONNECTED if data == PAYLOAD else f"error:bad-echo {data[:20]!r}"
+        if data != PAYLOAD:
+            log.warning("UDP probe to %s:%d: bad echo %r: counted as an error", dst_ip, port, data[:20])
+            return Outcome.ERROR
+        return CONNECTED
     finally:
         s.close()
 
@@ -122,7 +124,7 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
-def _icmp(ns: str, src_ip: str | None, dst_ip: str, timeout: float) -> str:
+def _icmp(ns: str, src_ip: str | None, dst_ip: str, timeout: float) -> Outcome:
     s = make_socket(ns, socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
     try:
         if src_ip:
@@ -150,6 +152,7 @@ def _icmp(ns: str, src_ip: str | None, dst_ip: str, timeout: float) -> str:
                 iihl = (inner[0] & 0x0F) * 4
                 if socket.inet_ntoa(inner[16:20]) == dst_ip and inner[iihl] == 8 and \
                         struct.unpack_from("!HH", inner, iihl + 4) == (ident, seq):
-                    return REFUSED if code == 3 else UNREACHABLE
+                    # the kernel's own split (icmp_err_convert): only port-unreachable refuses
+                    return REFUSED if code == ICMP_PORT_UNREACH else UNREACHABLE
     finally:
         s.close()

@@ -15,18 +15,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import NamedTuple
 
-
-class Outcome(StrEnum):
-    """What happened to one probe, in the words of the issue."""
-
-    CONNECTED = "connected"  # SYN-ACK, UDP echo, ICMP echo reply
-    REFUSED_RST = "refused_rst"  # TCP RST in answer to the SYN
-    REJECTED_ICMP = "rejected_icmp"  # ICMP destination unreachable (kube-router REJECT: port-unreachable)
-    DROPPED = "dropped"  # nothing within the timeout
-
+# The prober's classes are members of the one outcome type: CONNECTED (SYN-ACK, UDP echo, ICMP
+# echo reply), REFUSED_RST (TCP RST answering the SYN), REJECTED_ICMP (ICMP port-unreachable:
+# kube-router's REJECT), UNREACHABLE (any other ICMP error), DROPPED (nothing within the timeout).
+from harness.outcome import Outcome
 
 PROTO_ICMP = 1
 PROTO_TCP = 6
@@ -35,6 +29,7 @@ PROTO_NUMBERS = {"ICMP": PROTO_ICMP, "TCP": PROTO_TCP, "UDP": PROTO_UDP}
 
 TCP_FIN, TCP_SYN, TCP_RST, TCP_ACK = 0x01, 0x02, 0x04, 0x10
 ICMP_ECHO_REPLY, ICMP_DEST_UNREACH, ICMP_ECHO, ICMP_TIME_EXCEEDED = 0, 3, 8, 11
+ICMP_PORT_UNREACH = 3
 
 UDP_MAGIC = b"NPH1"  # UDP probe payload: magic + probe id (u64), echoed back by the server
 UDP_PAYLOAD = struct.Struct("!4sQ")
@@ -75,13 +70,23 @@ def icmp_detail(icmp_type: int, code: int, sender: bytes) -> str:
     return f"type={icmp_type} code={code} {name} from {ip}".replace("  ", " ")
 
 
+def icmp_outcome(icmp_type: int, code: int) -> Outcome:
+    """An ICMP error's outcome, by its numbers: port-unreachable (kube-router's plain REJECT) is
+    ``rejected_icmp``; every other code and time-exceeded is ``unreachable``. The split is the
+    kernel's own (``icmp_err_convert``): only port-unreachable makes a client's ECONNREFUSED, the
+    others EHOSTUNREACH/ENETUNREACH, so the prober and a real client agree on every cell."""
+    if icmp_type == ICMP_DEST_UNREACH and code == ICMP_PORT_UNREACH:
+        return Outcome.REJECTED_ICMP
+    return Outcome.UNREACHABLE
+
+
 def parse_reply(data: bytes | bytearray | memoryview) -> Reply | None:
     """Classify one received IPv4 packet; None if it is no answer to any probe shape.
 
     TCP SYN-ACK -> connected; TCP RST -> refused_rst (match = ack - 1, the SYN's seq);
     UDP datagram carrying our payload -> connected (match = probe id); ICMP echo reply ->
     connected (id is the local port, match = seq); ICMP destination unreachable / time
-    exceeded quoting a TCP, UDP or echo probe -> rejected_icmp with type/code."""
+    exceeded quoting a TCP, UDP or echo probe -> ``icmp_outcome(type, code)`` with type/code."""
     if len(data) < 20 or data[0] >> 4 != 4:
         return None
     ihl = (data[0] & 0x0F) * 4
@@ -132,9 +137,10 @@ def _parse_icmp_error(data: bytes | bytearray | memoryview, off: int, icmp_type:
     if len(data) < l4 + 8:
         return None
     detail = icmp_detail(icmp_type, code, sender)
+    outcome = icmp_outcome(icmp_type, code)
     if inner_proto == PROTO_TCP:
         sport, dport, seq, _ack = _PORTS_SEQ_ACK.unpack_from(data, l4)
-        return Reply(Key(isrc, sport, idst, dport, PROTO_TCP), seq, Outcome.REJECTED_ICMP, detail)
+        return Reply(Key(isrc, sport, idst, dport, PROTO_TCP), seq, outcome, detail)
     if inner_proto == PROTO_UDP:
         sport, dport = _PORTS.unpack_from(data, l4)
         # Linux quotes up to 576 bytes, so our payload is normally there; if a router quoted only
@@ -143,10 +149,10 @@ def _parse_icmp_error(data: bytes | bytearray | memoryview, off: int, icmp_type:
             probe_id = _U64.unpack_from(data, l4 + 12)[0]
         else:
             probe_id = -1
-        return Reply(Key(isrc, sport, idst, dport, PROTO_UDP), probe_id, Outcome.REJECTED_ICMP, detail)
+        return Reply(Key(isrc, sport, idst, dport, PROTO_UDP), probe_id, outcome, detail)
     if inner_proto == PROTO_ICMP and data[l4] == ICMP_ECHO:
         ident, seq = _ICMP_ID_SEQ.unpack_from(data, l4 + 4)
-        return Reply(Key(isrc, ident, idst, 0, PROTO_ICMP), seq, Outcome.REJECTED_ICMP, detail)
+        return Reply(Key(isrc, ident, idst, 0, PROTO_ICMP), seq, outcome, detail)
     return None
 
 

@@ -1,10 +1,11 @@
 """The probe matrix: every (src, dst) pod pair x ports x protocols, probed with the packet prober.
 
-Returns an outcome class per cell. ``probe_matrix(lab, pods, port, protocol, timeout)`` has the
-shape and vocabulary of ``Lab.matrix`` (``{(src_key, dst_key): "connected" | "refused" |
-"timeout" | "unreachable" | "n/a-same-light-host"}``), so the conformance runner can switch to
-it; ``probe_cells`` gives the full picture per (src, dst, port, protocol): the prober's own
-classes (connected, refused_rst, rejected_icmp + ICMP type/code, dropped) with kernel times.
+Returns an ``Outcome`` per cell. ``probe_matrix(lab, pods, port, protocol, timeout)`` has the
+shape and vocabulary of ``Lab.matrix`` (``{(src_key, dst_key): Outcome}`` in a real client's
+terms: connected, refused, timeout, unreachable, n/a-same-light-host), so the conformance runner
+can switch to it; ``probe_cells`` gives the full picture per (src, dst, port, protocol): the
+prober's own classes (connected, refused_rst, rejected_icmp / unreachable + ICMP type/code,
+dropped) with kernel times.
 
 Parallelism is bounded: at most ``parallel`` flows are in flight, their first probes spread
 ``spacing_us`` apart so the kernel sees a steady stream instead of a burst.
@@ -18,12 +19,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from harness.probe.classify import Outcome
+from harness.outcome import Outcome
 from harness.probe.packet import FlowSpec, PacketProber, ProbeRecord
 
 log = logging.getLogger(__name__)
 
-SAME_LIGHT_HOST = "n/a-same-light-host"  # same word as harness.lab.reach
+SAME_LIGHT_HOST = Outcome.SAME_LIGHT_HOST
 
 
 class LabLike(Protocol):
@@ -44,31 +45,16 @@ class CellResult:
     dst: str
     port: int
     protocol: str
-    outcome: str  # a prober class, or n/a-same-light-host
+    outcome: Outcome  # a prober class, or n/a-same-light-host
     detail: str = ""
     send_ns: int | None = None
     recv_ns: int | None = None
     mixed: bool = False  # probes of this cell disagreed (rules changed while probing?)
 
     @property
-    def lab_outcome(self) -> str:
-        """The word ``Lab.matrix`` (real sockets) would report for this cell."""
-        return lab_word(self.outcome, self.detail)
-
-
-def lab_word(outcome: str, detail: str = "") -> str:
-    """Map a prober class onto the real-client vocabulary of ``harness.lab.reach``: a RST and an
-    ICMP port-unreachable are both ECONNREFUSED (``refused``), other unreachables are
-    ``unreachable``, silence is ``timeout``."""
-    if outcome == Outcome.CONNECTED:
-        return "connected"
-    if outcome == Outcome.REFUSED_RST:
-        return "refused"
-    if outcome == Outcome.REJECTED_ICMP:
-        return "refused" if "port-unreachable" in detail else "unreachable"
-    if outcome == Outcome.DROPPED:
-        return "timeout"
-    return outcome
+    def lab_outcome(self) -> Outcome:
+        """The outcome ``Lab.matrix`` (real sockets) would report for this cell."""
+        return self.outcome.client_view
 
 
 @dataclass
@@ -146,14 +132,14 @@ def probe_cells(targets: dict[str, Target], pairs: Iterable[tuple[str, str]] | N
 def _cell_result(cell: tuple[str, str, int, str], series: list[ProbeRecord]) -> CellResult:
     s, d, port, proto = cell
     if not series:
-        return CellResult(s, d, port, proto, Outcome.DROPPED.value, "no probe completed")
+        return CellResult(s, d, port, proto, Outcome.DROPPED, "no probe completed")
     last = series[-1]
     mixed = len({r.outcome for r in series}) > 1
-    return CellResult(s, d, port, proto, last.outcome.value, last.detail, last.send_ns, last.recv_ns, mixed)
+    return CellResult(s, d, port, proto, last.outcome, last.detail, last.send_ns, last.recv_ns, mixed)
 
 
 def probe_matrix(lab: LabLike, pods: Iterable[str] | None = None, port: int = 80, protocol: str = "TCP",
-                 timeout: float = 0.5, **kwargs: object) -> dict[tuple[str, str], str]:
+                 timeout: float = 0.5, **kwargs: object) -> dict[tuple[str, str], Outcome]:
     """Drop-in for ``Lab.matrix``: every ordered pair of ``pods`` (default all realized pods,
     self included) -> the real-client outcome word, measured with the packet prober."""
     targets = lab_targets(lab, pods)

@@ -24,12 +24,15 @@ import time
 from dataclasses import dataclass, field
 
 from harness.kernel import netns
+from harness.outcome import Outcome, errno_number, from_errno
+from harness.outcome import errno_name as _errno_name
 
 log = logging.getLogger(__name__)
 
 
 def errno_name(code: int) -> str:
-    return errno.errorcode.get(code, str(code))
+    """``ECONNREFUSED`` for 111 (the name an application's log shows)."""
+    return _errno_name(code) or str(code)
 
 
 @dataclass
@@ -44,12 +47,11 @@ class ConnectResult:
     dst: str = ""
 
     @property
-    def outcome(self) -> str:
-        """The errno mapped to the prober's outcome words (``connected``, ``refused`` ...)."""
+    def outcome(self) -> Outcome:
+        """The attempt's outcome, from its errno (``harness.outcome.from_errno``)."""
         if self.ok:
-            return "connected"
-        return {"ECONNREFUSED": "refused", "ECONNRESET": "reset", "ETIMEDOUT": "timeout",
-                "EHOSTUNREACH": "unreachable", "ENETUNREACH": "unreachable"}.get(self.errno or "", "error")
+            return Outcome.CONNECTED
+        return from_errno(errno_number(self.errno))
 
     @property
     def elapsed_ns(self) -> int:
@@ -130,6 +132,15 @@ def udp_request(ns: str, dst_ip: str, port: int, *, src_ip: str | None = None, t
         return ConnectResult(True, None, start, time.time_ns(), src_ip or "", dst)
     finally:
         s.close()
+
+
+def _broken(e: OSError) -> str:
+    """The event kind for an established flow whose send/recv failed: a reset (ECONNRESET,
+    EPIPE: the peer or a policy RST tore it down) is ``reset_after_established``, anything else
+    ``closed``."""
+    if from_errno(e.errno) is Outcome.RESET:
+        return Outcome.RESET_AFTER_ESTABLISHED
+    return "closed"
 
 
 @dataclass
@@ -242,8 +253,7 @@ class LongLivedFlows:
                     try:
                         s.send(msg)
                     except OSError as e:
-                        self._dead(f, "reset_after_established" if e.errno in (errno.ECONNRESET, errno.EPIPE)
-                                   else "closed", errno_name(e.errno or 0))
+                        self._dead(f, _broken(e), errno_name(e.errno or 0))
                         continue
                     f._sent_at, f._expect = now, len(msg)  # type: ignore[attr-defined]
                 elif (f._sent_at is not None and f.state == "established"  # type: ignore[attr-defined]
@@ -261,8 +271,7 @@ class LongLivedFlows:
                 except (BlockingIOError, InterruptedError):
                     continue
                 except OSError as e:
-                    self._dead(f, "reset_after_established" if e.errno == errno.ECONNRESET else "closed",
-                               errno_name(e.errno or 0))
+                    self._dead(f, _broken(e), errno_name(e.errno or 0))
                     continue
                 if not data:
                     self._dead(f, "closed", "EOF from peer")

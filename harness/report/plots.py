@@ -18,16 +18,23 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.analysis.stats import ecdf  # noqa: E402
+from harness.outcome import Outcome  # noqa: E402
 
-OUTCOME_COLORS = {"connected": "tab:green", "rejected_icmp": "tab:red", "refused_rst": "tab:purple",
-                  "dropped": "tab:gray", "refused": "tab:red", "reset": "tab:purple", "timeout": "tab:gray",
-                  "error": "black"}
 PHASE_COLORS = {"render": "#c6dbef", "top_level_time": "#9ecae1", "iptables_save_time": "#6baed6",
                 "ipset_save_time": "#fdd0a2", "ipset_restore_time": "#fd8d3c", "iptables_restore_time": "#e6550d",
                 "stale_cleanup_time": "#bdbdbd"}
 CDF_SCENARIOS = {"job-to-mysql": "pod_creation_reachability_latency (ms)",
                  "fail-open": "fail_open_window (ms)",
                  "policy-creation-latency": "policy_enforcement_latency (ms)"}
+
+
+def outcome_colour(word: str) -> str:
+    """The plot colour of a stored outcome word (``Outcome.colour``); black for a word this
+    version does not know (a run written by a newer harness)."""
+    try:
+        return Outcome.parse(word).colour
+    except ValueError:
+        return "black"
 
 
 def render_plots(results: dict[str, Any], folder: Path) -> dict[str, list[str]]:
@@ -133,11 +140,11 @@ def timeline_plot(entry: dict[str, Any], obs: dict[str, Any], path: Path) -> Non
     for t, outcome in obs["probe"]["series"]:
         by_outcome.setdefault(outcome, []).append(ms(t))
     for outcome, xs in sorted(by_outcome.items()):
-        ax.scatter(xs, [y["SYN probes"]] * len(xs), marker="|", s=120, color=OUTCOME_COLORS.get(outcome, "black"),
+        ax.scatter(xs, [y["SYN probes"]] * len(xs), marker="|", s=120, color=outcome_colour(outcome),
                    label=f"probe {outcome} ({len(xs)})")
     # client attempts
     for a in obs["attempts"]:
-        color = OUTCOME_COLORS.get(a["outcome"], "black")
+        color = outcome_colour(a["outcome"])
         ax.barh(y["job client"], max((a["end_ns"] - a["start_ns"]) / 1e6, 0.5), left=ms(a["start_ns"]), height=0.4,
                 color=color, edgecolor="black", linewidth=0.3)
         text = "ok" if a["ok"] else f"{a['code']} {a['errno']}"

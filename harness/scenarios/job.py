@@ -30,7 +30,6 @@ init-wait wrap the Python client and are refused for this backend.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
 import math
 import re
@@ -43,6 +42,7 @@ from harness.controller.mitigations import Mitigation, PodContext, parse_mitigat
 from harness.errors import ConfigError
 from harness.model.cluster import Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
+from harness.outcome import Outcome, errno_name
 from harness.scenarios.mysql import PORT, MariaDB, MysqlAttempt, mysql_attempt
 from harness.scenarios.running import controller_and_prober
 
@@ -114,8 +114,10 @@ def cli_error_line(output: str) -> str:
 
 def container_attempt(res: Any) -> MysqlAttempt:
     """A job container's run (``JobResult``) as the job's first client attempt: ok = exit code
-    0; ``code`` and ``errno`` parsed from the CLI's line (``ERROR 2002 (HY000): Can't connect to
-    server on '10.244.0.4' (115)`` -> 2002, EINPROGRESS: the errno the CLI prints, verbatim).
+    0; ``code`` and ``errno`` are the numbers the CLI prints in its line (``ERROR 2002 (HY000):
+    Can't connect to server on '10.244.0.4' (115)`` -> 2002, EINPROGRESS; ``ERROR 2013 (HY000):
+    Lost connection ... system error: 104`` -> 2013, ECONNRESET), verbatim: the outcome comes
+    from those numbers (``MysqlAttempt.outcome``), never from the words around them.
     Start = the application started, end = the engine's FinishedAt."""
     end = res.finished_ns or time.time_ns()
     if res.exit_code == 0:
@@ -125,8 +127,8 @@ def container_attempt(res: Any) -> MysqlAttempt:
         return MysqlAttempt(False, res.app_started_ns, end, None, "ETIMEDOUT",
                             f"still running at the harness's timeout: {line}".strip())
     m = re.match(r"ERROR (\d+)", line)
-    n = re.search(r"\((\d+)\)\s*$", line)
-    name = errno.errorcode.get(int(n.group(1)), n.group(1)) if n else None
+    n = re.search(r"(?:\((\d+)\)|system error: (\d+))\s*$", line)
+    name = errno_name(int(n.group(1) or n.group(2))) if n else None
     return MysqlAttempt(False, res.app_started_ns, end, int(m.group(1)) if m else None, name,
                         line or f"exit code {res.exit_code}")
 
@@ -276,7 +278,7 @@ class JobScenario:
                 success = r.end_ns
         # the probes have said what they can once they have been connected for a while
         while not flow.done.is_set():
-            ok = [r.send_ns for r in flow.records if r.outcome.value == "connected"]
+            ok = [r.send_ns for r in flow.records if r.outcome is Outcome.CONNECTED]
             if len(ok) >= 20 and max(ok) - min(ok) >= 100_000_000:
                 flow.stop()
                 break
@@ -287,7 +289,7 @@ class JobScenario:
         except Exception:  # noqa: BLE001 - recorded, the run still reports what it saw
             programmed = None
         series = flow.series()
-        first_conn = next((r.send_ns for r in series if r.outcome.value == "connected"), None)
+        first_conn = next((r.send_ns for r in series if r.outcome is Outcome.CONNECTED), None)
         sync_a = ctl.timeline.sync_including(SERVER_NODE, added.event.seq)
         ev = ctl.timeline.event(added.event.seq)
         delivered_a = ev.delivered_ns.get(SERVER_NODE)

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import errno
 import glob
 import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -31,6 +29,7 @@ from typing import Any
 
 from harness.errors import EnvironmentProblem, HarnessError
 from harness.kernel import netns
+from harness.outcome import Outcome, errno_name, errno_number, exception_errno, from_mysql
 
 log = logging.getLogger(__name__)
 
@@ -247,24 +246,15 @@ class MysqlAttempt:
     message: str = ""
 
     @property
-    def outcome(self) -> str:
+    def outcome(self) -> Outcome:
+        """The attempt's outcome from its numbers: the MySQL client code and the errno under it
+        (``harness.outcome.from_mysql``), never the message."""
         if self.ok:
-            return "connected"
-        return {"ECONNREFUSED": "refused", "ECONNRESET": "reset", "ETIMEDOUT": "timeout"}.get(
-            self.errno or "", "error")
+            return Outcome.CONNECTED
+        return from_mysql(self.code, errno_number(self.errno))
 
     def describe(self) -> str:
         return "ok" if self.ok else f"ERROR {self.code} {self.errno}".strip()
-
-
-def _errno_of(exc: BaseException | None) -> str | None:
-    while exc is not None:
-        if isinstance(exc, TimeoutError | socket.timeout):
-            return "ETIMEDOUT"
-        if isinstance(exc, OSError) and exc.errno:
-            return errno.errorcode.get(exc.errno, str(exc.errno))
-        exc = exc.__cause__ or exc.__context__
-    return None
 
 
 def mysql_attempt(ns: str, host: str, port: int = PORT, *, src_ip: str | None = None,
@@ -287,23 +277,11 @@ def mysql_attempt(ns: str, host: str, port: int = PORT, *, src_ip: str | None = 
     except pymysql.err.MySQLError as e:
         code = e.args[0] if e.args and isinstance(e.args[0], int) else None
         msg = str(e.args[1]) if len(e.args) > 1 else str(e)
-        name = _errno_of(e) or _errno_from_message(msg)
-        return MysqlAttempt(False, start, time.time_ns(), code, name, msg)
+        # PyMySQL wraps the socket error (2003: OSError while connecting, kept as
+        # original_exception and as context; 2013: OSError while reading) - its errno decides.
+        # A 2013 without one is an EOF: the server side closed the connection.
+        return MysqlAttempt(False, start, time.time_ns(), code, errno_name(exception_errno(e)), msg)
     return MysqlAttempt(True, start, time.time_ns())
-
-
-def _errno_from_message(msg: str) -> str | None:
-    # PyMySQL folds the socket error into its message: "... ([Errno 111] Connection refused)"
-    import re
-
-    m = re.search(r"\[Errno (\d+)\]", msg)
-    if m:
-        return errno.errorcode.get(int(m.group(1)), m.group(1))
-    if "timed out" in msg:
-        return "ETIMEDOUT"
-    if "Lost connection" in msg:
-        return "ECONNRESET"
-    return None
 
 
 def cli_attempt(ns: str, host: str, port: int = PORT, timeout_s: int = 2) -> tuple[int, str]:

@@ -29,6 +29,7 @@ from harness.controller import Controller, ControllerConfig
 from harness.kernel import netns
 from harness.model.cluster import ContainerPort, Pod
 from harness.model.policy import LabelSelector, NetworkPolicy
+from harness.outcome import Outcome
 from harness.scenarios.job import allow_backup
 from harness.scenarios.running import controller_and_prober
 
@@ -142,7 +143,7 @@ class FailOpen(_Base):
             flows.stop()
         after = tcp_connect(intruder_ns, dst, PORT, timeout_s=0.5)
         series = _series(flow)
-        last_open = last_of(series, {"connected"})
+        last_open = last_of(series, {Outcome.CONNECTED})
         first_denied = first_of(series, DENIED, after_ns=last_open or 0)
         sync = ctl.timeline.sync_including("node-a", added.event.seq)
         obs = {
@@ -157,7 +158,7 @@ class FailOpen(_Base):
                            "established_in_window": "established" in ll.event_kinds()
                            and (ll.events[0].t_ns < programmed),
                            "exchanges_after_enforcement": exchanges_after,
-                           "reset": "reset_after_established" in ll.event_kinds(),
+                           "reset": Outcome.RESET_AFTER_ESTABLISHED in ll.event_kinds(),
                            "conntrack_established": ct},
             "new_connection_after": {"ok": after.ok, "errno": after.errno},
         }
@@ -247,7 +248,7 @@ class EstablishedSurvivesSync(_Base):
             "sync_ms": [s.total_ns / 1e6 for s in done],
             "versions": len({s.sync_version for s in done}),
             "established": kinds.count("established"),
-            "resets": kinds.count("reset_after_established"),
+            "resets": kinds.count(Outcome.RESET_AFTER_ESTABLISHED),
             "stalls": kinds.count("stall"), "closed": kinds.count("closed"),
             "connect_failed": kinds.count("connect_failed"),
             "exchanges": sum(f.exchanges for f in live),
@@ -280,14 +281,14 @@ class PolicyCreation(_Base):
         # enough probes after the change to call the outcome stable
         deadline = time.monotonic() + budget_s
         while time.monotonic() < deadline and not flow.done.is_set():
-            ok_after = [r for r in flow.records if r.outcome.value == "connected" and r.send_ns > (programmed or t0)]
+            ok_after = [r for r in flow.records if r.outcome is Outcome.CONNECTED and r.send_ns > (programmed or t0)]
             if len(ok_after) >= 50:
                 break
             time.sleep(0.02)
         flow.stop()
         self.prober.wait([flow], timeout=5)
         series = _series(flow)
-        stable = stable_since(series, "connected", after_ns=t0)
+        stable = stable_since(series, Outcome.CONNECTED, after_ns=t0)
         sync = ctl.timeline.sync_including("node-a", ev.seq)
         obs = {
             "run": index, "t0_ns": t0, "programmed_ns": programmed,
@@ -297,8 +298,8 @@ class PolicyCreation(_Base):
             "enforcement_latency_ms": None if stable is None else (stable - t0) / 1e6,
             "controller_lag_ms": None if programmed is None else (programmed - t0) / 1e6,
             "probe": {"rate": self.config.probe_rate, "counts": flow.counts(),
-                      "denied_before": sum(1 for t, o in series if t < t0 and o != "connected"),
-                      "connected_before": sum(1 for t, o in series if t < t0 and o == "connected")},
+                      "denied_before": sum(1 for t, o in series if t < t0 and o != Outcome.CONNECTED),
+                      "connected_before": sum(1 for t, o in series if t < t0 and o == Outcome.CONNECTED)},
         }
         dev = ctl.delete_policy(pol.key)
         with contextlib.suppress(Exception):
