@@ -30,6 +30,8 @@ from harness.outcome import Outcome
 log = logging.getLogger(__name__)
 
 NOT_SERVED = Outcome.NOT_SERVED
+NOT_JUDGED = frozenset(o for o in Outcome if not o.judged)
+SILENT = frozenset(o for o in Outcome if o.silent)
 DEFAULT_TIMEOUT = 0.4  # s per probe; kube-router REJECTs, so only a dropped packet costs this
 
 
@@ -169,14 +171,19 @@ def render_oracle_vs_hand(d: TableDiff) -> str:
 # -- the kernel side ----------------------------------------------------------------------------
 def observed_table(outcomes: dict[tuple[str, str], Outcome], pods: list[str], ignore_self: bool) -> TruthTable:
     """A truth table from probe outcomes (``Outcome.allowed`` decides, the word is kept as the
-    cell's detail)."""
+    cell's detail; a word that is no outcome, e.g. an older ``error:EXXX``, is a denial)."""
     table = TruthTable(pods, ignore_self=ignore_self)
     for (src, dst), outcome in outcomes.items():
         if src not in pods or dst not in pods:
             continue
-        if not Outcome.parse(outcome).judged:
+        try:
+            known = Outcome.parse(outcome)
+        except ValueError:
+            table.set(src, dst, False, detail=str(outcome))  # not a working connection
+            continue
+        if not known.judged:
             continue  # not probeable (two light pods sharing a namespace): left unknown, not judged
-        table.set(src, dst, outcome)
+        table.set(src, dst, known)
     return table
 
 
@@ -232,7 +239,7 @@ def judge(expected: TruthTable, observed: TruthTable, outcomes: dict[tuple[str, 
     """``diff(expected, observed)``, with cells the lab cannot probe (``n/a-...`` outcomes)
     counted as ignored instead of as missing observations."""
     d = diff(expected, observed)
-    skip = {cell for cell, o in outcomes.items() if not Outcome.parse(o).judged}
+    skip = {cell for cell, o in outcomes.items() if o in NOT_JUDGED}
     if not skip:
         return d
     kept = [m for m in d.mismatches if (m.src, m.dst) not in skip]
@@ -245,7 +252,7 @@ def retry_timeouts(lab, outcomes: dict[tuple[str, str], Outcome], probe: Probe,
     answer. kube-router never drops a denied packet silently (it REJECTs), so a timeout means a
     lost or starved probe (an echo server descheduled on a loaded runner) or a real drop; a
     real drop times out again and stays visible. Returns (retried, answered)."""
-    cells = [c for c, o in outcomes.items() if Outcome.parse(o).silent]
+    cells = [c for c, o in outcomes.items() if o in SILENT]
     if not cells:
         return 0, 0
     retry_timeout = max(1.0, 2 * timeout)
@@ -264,7 +271,7 @@ def retry_timeouts(lab, outcomes: dict[tuple[str, str], Outcome], probe: Probe,
         second = dict(zip(cells, ex.map(one, cells), strict=True))
     log.warning("%d probe(s) timed out; retried: %s", len(cells), dict(Counter(second.values())))
     outcomes.update(second)
-    return len(cells), sum(1 for o in second.values() if not Outcome.parse(o).silent)
+    return len(cells), sum(1 for o in second.values() if o not in SILENT)
 
 
 @contextlib.contextmanager
