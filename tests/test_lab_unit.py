@@ -126,6 +126,81 @@ def test_stop_server_refuses_a_process_that_is_not_our_server(state_root):
         p.wait()
 
 
+def _marked_sleeper(marker: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import sys, time; time.sleep(60)", marker])
+
+
+def test_gc_stops_and_removes_what_a_dead_run_owned_by_owner(state_root, tmp_path):
+    """A component records its process and directory in the run record; gc of the dead run
+    stops and removes them by the record alone (no import of the component)."""
+    st = state.new_run()
+    d = tmp_path / f"nph-thing-{st.run_id}-x"
+    d.mkdir()
+    (d / "f").write_text("x")
+    p = _marked_sleeper(str(d))
+    start = state.process_start_time(p.pid)
+    try:
+        st.own_process("thing", p.pid, state.process_start_time(p.pid), marker=str(d))
+        st.own_path("thing", str(d))
+        back = state.load(st.run_id)
+        assert [(o["owner"], o["kind"]) for o in back.owned] == [("thing", "process"), ("thing", "path")]
+        back.owner_pid, back.owner_start = dead_process()
+        back.save()
+        rep = state.gc()
+        assert rep.removed == [st.run_id] and rep.processes == 1
+        assert not state.process_alive(p.pid, start)  # stopped (and reaped: it was our child)
+        assert not d.exists()
+    finally:
+        p.kill()
+        p.wait()
+
+
+@pytest.mark.parametrize("mismatch", ["start-time", "cmdline"])
+def test_gc_never_kills_a_recycled_pid(state_root, tmp_path, mismatch):
+    """The recorded pid now belongs to another process: a different start time, or a command
+    line without the recorded marker. gc leaves it running."""
+    st = state.new_run()
+    d = tmp_path / f"nph-thing-{st.run_id}-x"
+    p = _marked_sleeper("something-else")
+    try:
+        start = state.process_start_time(p.pid)
+        if mismatch == "start-time":
+            st.own_process("thing", p.pid, (start or 0) + 1, marker="something-else")
+        else:
+            st.own_process("thing", p.pid, start, marker=str(d))
+        st.owner_pid, st.owner_start = dead_process()
+        st.save()
+        rep = state.gc()
+        assert rep.removed == [st.run_id] and rep.processes == 0
+        assert p.poll() is None
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_a_run_record_claims_only_its_own_paths(state_root, tmp_path):
+    st = state.new_run()
+    for bad in ("relative", str(tmp_path / "someone-else"), f"/tmp/../etc/nph-{st.run_id}-x", "/"):
+        with pytest.raises(HarnessError, match="owned path"):
+            st.own_path("thing", bad)
+    # a crafted record naming a foreign directory: gc leaves it alone
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    st.owned.append({"owner": "x", "kind": "path", "path": str(victim)})
+    st.owner_pid, st.owner_start = dead_process()
+    st.save()
+    state.gc()
+    assert victim.exists()
+
+
+def test_lab_commands_do_not_import_scenarios():
+    import harness.lab.commands as commands
+    import harness.lab.state as st_module
+
+    for mod in (commands, st_module):
+        assert "harness.scenarios" not in open(mod.__file__).read(), mod.__name__
+
+
 def test_namespace_name_pattern_only_matches_lab_runs():
     assert state.NETNS_RE.match("nph-3fa2c1-u") and state.NETNS_RE.match("nph-3fa2c1-p-0123456789")
     for other in ("nph-3fa2c1-node", "nph-exp1-a", "nph-check-abcdef", "cni-1234", "nph-3FA2C1-u"):

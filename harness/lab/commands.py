@@ -195,12 +195,9 @@ def cmd_gc(args: argparse.Namespace) -> int:
         print(f"left alone (owner running): {' '.join(rep.live)}")
     if rep.kept:
         print(f"left alone (kept; `gc --all` or `down RUN`): {' '.join(rep.kept)}")
+    if rep.processes:
+        print(f"stopped {rep.processes} process(es) the removed runs owned")
     from harness.lab.docker_pods import gc as docker_gc
-    from harness.scenarios.mysql import gc_servers
-
-    killed = gc_servers()  # MariaDB servers of crashed scenario runs
-    if killed:
-        print(f"stopped {killed} leftover MariaDB server(s)")
 
     d = docker_gc()  # private engines of dead runs and containers/images of removed runs
     if d["engines"] or d["containers"]:

@@ -4,8 +4,10 @@ Every lab writes its record *before* it creates its first namespace, so any ``np
 namespace of a crashed run can be traced to a record whose owner process is dead. The record
 says who owns the run (pid + process start time, so a recycled pid is not mistaken for the
 owner), whether it was kept on purpose (``up --keep``), every namespace, each pod's namespace
-and address, and the echo server's pid. ``netpol-harness down``, ``exec`` and ``gc`` work from
-any process through it.
+and address, the echo server's pid, and whatever else a component started for the run:
+processes and files recorded by owner (``own_process``/``own_path``, e.g. owner ``mariadb``),
+which ``remove_run`` stops and removes without knowing what they are. ``netpol-harness down``,
+``exec`` and ``gc`` work from any process through it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import re
 import secrets
 import shutil
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +37,8 @@ RUN_ID_RE = re.compile(r"^[0-9a-f]{6}$")
 NETNS_RE = re.compile(r"^nph-([0-9a-f]{6})-[a-z](-.*)?$")
 SERVER_MODULE = "harness.lab.echo_server"
 JOURNAL = "pods.jsonl"
+# save() and journal() are called from several threads (pods added while a component records itself)
+_write_lock = threading.RLock()
 
 
 def netns_prefix(run_id: str) -> str:
@@ -97,6 +102,9 @@ class RunState:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     # ns/name -> {"netns", "ip", "node", "kind"}
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # what components started for the run, by owner:
+    # {"owner", "kind": "process", "pid", "start", "marker"} | {"owner", "kind": "path", "path"}
+    owned: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def dir(self) -> str:
@@ -105,9 +113,45 @@ class RunState:
     def owner_alive(self) -> bool:
         return process_alive(self.owner_pid, self.owner_start)
 
+    def own_process(self, owner: str, pid: int, start_time: int | None, *, marker: str) -> None:
+        """Record process ``pid`` as ``owner``'s (saved at once). ``start_time`` (clock ticks,
+        ``process_start_time``) and ``marker`` (a string its command line contains, e.g. its
+        private directory) let ``gc`` tell it from a process that got the same pid later."""
+        if not marker:
+            raise HarnessError(f"run {self.run_id}: {owner}: an owned process needs a cmdline marker")
+        with _write_lock:
+            self.owned.append({"owner": owner, "kind": "process", "pid": pid, "start": start_time,
+                               "marker": marker})
+            self.save()
+
+    def own_path(self, owner: str, path: str) -> None:
+        """Record file or directory ``path`` as ``owner``'s (saved at once); ``gc`` removes it.
+        Its last component must name the run (``...-<run_id>-...``) or it must lie in the run's
+        directory: a record never claims anyone else's files."""
+        if not _path_of_run(path, self.run_id, self.dir):
+            raise HarnessError(f"run {self.run_id}: {owner}: {path}: an owned path must be absolute and "
+                               f"name the run ('-{self.run_id}-' in its last component) or lie in {self.dir}")
+        with _write_lock:
+            self.owned.append({"owner": owner, "kind": "path", "path": path})
+            self.save()
+
+    def disown(self, owner: str, *, pid: int | None = None, path: str | None = None) -> None:
+        """Forget ``owner``'s process ``pid`` and/or path ``path`` (it cleaned up itself)."""
+        with _write_lock:
+            keep = [o for o in self.owned if not (o["owner"] == owner and (
+                (pid is not None and o.get("pid") == pid) or (path is not None and o.get("path") == path)))]
+            if len(keep) != len(self.owned):
+                self.owned = keep
+                if os.path.isdir(self.dir):
+                    self.save()
+
     def save(self) -> None:
         """Write atomically (readers in other processes never see half a file); the pod journal
         is folded in."""
+        with _write_lock:
+            self._save()
+
+    def _save(self) -> None:
         tmp = os.path.join(self.dir, "state.json.tmp")
         with open(tmp, "w") as f:
             # Not dataclasses.asdict: its deep copy costs ~0.3 s for a 10,000-pod record.
@@ -119,14 +163,22 @@ class RunState:
     def journal(self, key: str, info: dict[str, Any] | None) -> None:
         """Record one pod added (``info``) or removed (None) at run time: an O(1) append, so a
         CNI ADD in a 10,000-pod lab does not rewrite the whole record."""
-        if info is None:
-            self.pods.pop(key, None)
-        else:
-            self.pods[key] = info
-            if info.get("netns") and info["netns"] not in self.namespaces:
-                self.namespaces.append(info["netns"])
-        with open(os.path.join(self.dir, JOURNAL), "a") as f:
-            f.write(json.dumps([key, info]) + "\n")
+        with _write_lock:
+            if info is None:
+                self.pods.pop(key, None)
+            else:
+                self.pods[key] = info
+                if info.get("netns") and info["netns"] not in self.namespaces:
+                    self.namespaces.append(info["netns"])
+            with open(os.path.join(self.dir, JOURNAL), "a") as f:
+                f.write(json.dumps([key, info]) + "\n")
+
+
+def _path_of_run(path: str, run_id: str, run_dir: str) -> bool:
+    if not isinstance(path, str) or not os.path.isabs(path) or ".." in path.split("/"):
+        return False
+    norm = os.path.normpath(path)
+    return f"-{run_id}-" in os.path.basename(norm) or norm.startswith(run_dir.rstrip("/") + "/")
 
 
 def new_run(*, kept: bool = False, run_id: str | None = None) -> RunState:
@@ -226,10 +278,58 @@ def delete_namespaces(run_id: str, recorded: list[str] | None = None) -> int:
     return len(names)
 
 
+def stop_owned_process(entry: dict[str, Any], run_id: str, timeout: float = 10.0) -> bool:
+    """SIGTERM (SIGKILL after ``timeout``) a process recorded with ``own_process``, after checking
+    it is still that process: same start time and its command line containing the recorded
+    marker (a recycled pid is left alone). True if one was stopped."""
+    pid, start, marker = entry.get("pid"), entry.get("start"), entry.get("marker")
+    if not isinstance(pid, int) or pid <= 1 or not marker or not process_alive(pid, start):
+        return False
+    argv = _cmdline(pid)
+    if not any(marker in a for a in argv):
+        log.warning("pid %s is not %s's process of run %s (%s): not killed", pid, entry.get("owner"), run_id,
+                    " ".join(argv))
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while process_alive(pid, start):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            break
+        time.sleep(0.02)
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    return True
+
+
+def remove_owned(st: RunState) -> tuple[int, int]:
+    """Stop every process and remove every path the run's record lists as owned (processes
+    first: they may hold the files). Returns (processes stopped, paths removed)."""
+    stopped = removed = 0
+    for entry in [o for o in st.owned if o.get("kind") == "process"]:
+        stopped += stop_owned_process(entry, st.run_id)
+    for entry in [o for o in st.owned if o.get("kind") == "path"]:
+        path = entry.get("path")
+        if not _path_of_run(path, st.run_id, st.dir):  # a crafted record claims no one else's files
+            log.warning("run %s: owned path %r does not belong to the run: left alone", st.run_id, path)
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+        removed += not os.path.lexists(path)
+    return stopped, removed
+
+
 def remove_run(st: RunState) -> int:
-    """Tear down a run from its record: server, namespaces, record. Returns namespaces deleted."""
+    """Tear down a run from its record: echo server, owned processes and paths, namespaces,
+    record. Returns namespaces deleted."""
     for pid, start in st.servers:
         stop_server(pid, start, st.run_id)
+    remove_owned(st)
     n = delete_namespaces(st.run_id, st.namespaces)
     shutil.rmtree(st.dir, ignore_errors=True)
     return n
@@ -242,6 +342,7 @@ class GcReport:
     live: list[str] = field(default_factory=list)  # runs left alone: owner alive
     kept: list[str] = field(default_factory=list)  # runs left alone: kept (use --all)
     orphans: list[str] = field(default_factory=list)  # orphan namespaces removed
+    processes: int = 0  # owned processes stopped (e.g. a MariaDB server of a crashed run)
 
 
 def gc(*, include_kept: bool = False, orphans: bool = False) -> GcReport:
@@ -256,6 +357,7 @@ def gc(*, include_kept: bool = False, orphans: bool = False) -> GcReport:
         if st.kept and not include_kept:
             rep.kept.append(st.run_id)
             continue
+        rep.processes += remove_owned(st)[0]
         rep.namespaces += remove_run(st)
         rep.removed.append(st.run_id)
     # Run directories without a record (a crash between mkdir and the first save) are stale if old.
