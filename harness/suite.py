@@ -159,15 +159,15 @@ def run_scenarios(size: str, folder: Path, *, select: str | None = None,
 
 def run_suite(options: SuiteOptions, *, progress=None) -> tuple[Path, dict[str, Any]]:
     """The main job: scenarios, then conformance; writes the run folder; returns (folder, results)."""
+    from harness.report.machine import tool_version
     from harness.report.scenario_report import overall, write_run
-    from harness.scenarios.mysql import server_version
 
     run_id = new_run_id()
     folder = options.out_dir / run_id
     started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     t0 = time.monotonic()
     results: dict[str, Any] = {"run_id": run_id, "started": started, "mode": options.size,
-                               "machine": machine_info(), "mariadb": server_version()}
+                               "machine": machine_info(), "mariadb": tool_version("mariadb")}
     if options.scenarios:
         sc = run_scenarios(options.size, folder, select=options.select)
         results["scenarios"] = sc["entries"]
@@ -212,10 +212,10 @@ def register(sub, bench) -> None:
 
 
 def cmd_suite(args) -> int:
+    from harness.cluster.mariadb import require_mariadb
     from harness.errors import EnvironmentProblem
     from harness.lab.check import environment_problems
     from harness.report.scenario_report import summary_table
-    from harness.scenarios.mysql import require_mariadb
 
     problems = environment_problems()
     if problems:  # e.g. not root, or ipset missing: one line each, with the fix

@@ -27,6 +27,7 @@ from harness.lab.docker_engine import (
 )
 from harness.lab.docker_fixtures import docker_skip_reason
 from harness.lab.docker_pods import DockerLab, run_job_container
+from harness.lab.rootns import root_namespace_snapshot
 from harness.model.cluster import ContainerPort, Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
 
@@ -188,19 +189,25 @@ def test_controller_events_for_a_container_job_pod(lab, docker_engine):
 def test_mariadb_client_job_container_against_a_real_server(lab, docker_pods):
     """The job-to-mysql scenario's docker configuration in one run: the real ``mariadb`` client
     as the container's command, started right after network ready, against a real MariaDB."""
-    try:
-        from harness.scenarios.mysql import MARIADBD, MariaDB
-    except ImportError as e:
-        pytest.skip(f"job-to-mysql scenario module not importable: {e}")
-    if not os.path.exists(MARIADBD):
-        pytest.skip(f"{MARIADBD} missing (apt-get install mariadb-server)")
+    from harness.cluster.mariadb import MariaDB, require_mariadb
     from harness.lab.docker_pods import mariadb_job_argv
 
+    try:
+        require_mariadb()
+    except HarnessError as e:
+        pytest.skip(str(e))
     lab.add_pod(Pod("db", "mariadb-0", "node-a", {"app": "mariadb"}))
+    before = root_namespace_snapshot()
     with MariaDB(lab, "db/mariadb-0") as db:
         res = run_job_container(lab, Pod("batch", "job-1", "node-b", {"app": "backup"}),
-                                mariadb_job_argv(db.ip, db.port, query="SELECT 40 + 2"), pods=docker_pods)
+                                mariadb_job_argv(db.ip, db.port, query="SELECT 40 + 2", user=db.user),
+                                pods=docker_pods, env=db.client_env())
+        # without the password (the container's MYSQL_PWD) the same client is refused
+        denied = run_job_container(lab, Pod("batch", "job-2", "node-b", {"app": "backup"}),
+                                   mariadb_job_argv(db.ip, db.port, user=db.user), pods=docker_pods)
     assert (res.exit_code, res.output.strip()) == (0, "42"), res.output
+    assert denied.exit_code == 1 and "ERROR 1045" in denied.output, denied.output
+    assert root_namespace_snapshot() == before, "the root namespace changed around a docker + MariaDB run"
     assert res.sandbox_ns < res.network_ready_ns <= res.app_started_ns < (res.finished_ns or 0)
 
 

@@ -87,9 +87,11 @@ class _FakeLab:
 class _FakePods:
     def __init__(self):
         self.made: dict[str, list[str] | None] = {}
+        self.envs: dict[str, dict[str, str] | None] = {}
 
-    def add(self, pod, argv):
+    def add(self, pod, argv, env=None):
         self.made[pod.key] = argv
+        self.envs[pod.key] = env
 
         class R:
             network_ready_ns = 5
@@ -107,10 +109,11 @@ def test_docker_lab_routes_selected_pods_to_containers():
 
     lab, pods = _FakeLab(), _FakePods()
     dl = DockerLab(lab, pods, select=lambda p: p.namespace == "batch")  # type: ignore[arg-type]
-    dl.set_command("batch/j", ["mariadb", "-e", "SELECT 1"])
+    dl.set_command("batch/j", ["mariadb", "-e", "SELECT 1"], env={"MYSQL_PWD": "pw"})
     assert dl.add_pod(Pod("batch", "j", "node-a")) == 5
     assert dl.add_pod(Pod("web", "w", "node-a")) == 1
     assert pods.made == {"batch/j": ["mariadb", "-e", "SELECT 1"]} and lab.added == ["web/w"]
+    assert pods.envs == {"batch/j": {"MYSQL_PWD": "pw"}}  # the password reaches the container's env
     assert dl.cluster == "the cluster"  # everything else is the lab's
     assert dl.remove_pod("batch/j") == 6 and dl.remove_pod("web/w") == 2
 

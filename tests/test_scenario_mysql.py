@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import os
+import pwd
+import stat
 
 import pytest
 
-from harness.errors import EnvironmentProblem
+from harness.cluster import mariadb
+from harness.cluster.mariadb import MariaDB, require_mariadb, server_account
+from harness.cluster.private_dir import private_dir
+from harness.errors import EnvironmentProblem, HarnessError
+from harness.lab import state
+from harness.lab.rootns import root_namespace_snapshot
 from harness.model.cluster import Pod
 from harness.outcome import Outcome, errno_name, exception_errno
-from harness.scenarios.mysql import MariaDB, MysqlAttempt, cli_attempt, mysql_attempt, require_mariadb
+from harness.scenarios.mysql import MysqlAttempt, cli_attempt, mysql_attempt
 
 
 def test_pymysql_errors_are_classified_by_their_numbers_not_their_message():
@@ -44,35 +51,159 @@ def test_pymysql_errors_are_classified_by_their_numbers_not_their_message():
     assert MysqlAttempt(True, 0, 1).outcome is Outcome.CONNECTED
 
 
-@pytest.mark.kernel
-@pytest.mark.topology("default")
-def test_mariadb_in_a_pod_answers_real_clients_and_leaves_nothing(lab):
+def _need_mariadb():
     try:
         require_mariadb()
     except EnvironmentProblem as e:
         pytest.skip(str(e))
+
+
+def _status_uid(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return int(next(ln for ln in f if ln.startswith("Uid:")).split()[1])
+
+
+@pytest.mark.kernel
+@pytest.mark.topology("default")
+def test_mariadb_in_a_pod_answers_real_clients_and_leaves_nothing(lab):
+    _need_mariadb()
     lab.add_pod(Pod("db", "mariadb-0", "node-a", {"app": "mariadb"}))
     lab.add_pod(Pod("batch", "job-0", "node-b", {"app": "backup"}))
     ns = lab.pod_netns("batch/job-0")
+    before = root_namespace_snapshot()
     db = MariaDB(lab, "db/mariadb-0").start()
     try:
         pid, datadir = db.proc.pid, db.dir
-        assert open(f"/run/netpol-harness/{lab.run_id}/mariadb.pid").read().split()[0] == str(pid)
+        # the run record owns the server and its directory (gc stops them without knowing MariaDB)
+        owned = state.load(lab.run_id).owned
+        assert {(o["owner"], o["kind"], o.get("pid"), o.get("path")) for o in owned} == {
+            ("mariadb", "process", pid, None), ("mariadb", "path", None, datadir)}
+        assert not os.path.exists(f"/run/netpol-harness/{lab.run_id}/mariadb.pid")
         # the server lives in the pod's namespace, not the root one
         assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
-        ok = mysql_attempt(ns, db.ip)
+        creds = {"user": db.user, "password": db.password}
+        ok = mysql_attempt(ns, db.ip, **creds)
         assert ok.ok and ok.end_ns > ok.start_ns
-        refused = mysql_attempt(ns, db.ip, port=3307)
+        refused = mysql_attempt(ns, db.ip, port=3307, **creds)
         assert (refused.ok, refused.code, refused.errno) == (False, 2003, "ECONNREFUSED")
         assert refused.outcome is Outcome.REFUSED
-        assert cli_attempt(ns, db.ip) == (0, "")
-        code, line = cli_attempt(ns, db.ip, port=3307)
+        assert cli_attempt(ns, db.ip, **creds) == (0, "")
+        code, line = cli_attempt(ns, db.ip, port=3307, **creds)
         assert code == 1 and line.startswith("ERROR 2002 (HY000)")
     finally:
         db.stop()
     assert not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().split()[2] == "Z"
     assert not os.path.exists(datadir)
-    assert not os.path.exists(f"/run/netpol-harness/{lab.run_id}/mariadb.pid")
+    assert state.load(lab.run_id).owned == []
+    assert root_namespace_snapshot() == before, "the root namespace changed around a MariaDB server"
+
+
+@pytest.mark.kernel
+@pytest.mark.topology("default")
+def test_mariadb_refuses_strangers_and_host_files(lab, tmp_path):
+    """Grant tables on: no login without the generated password, none as root or anonymous
+    over TCP; no file access outside the empty --secure-file-priv directory; not root."""
+    _need_mariadb()
+    lab.add_pod(Pod("db", "mariadb-0", "node-a", {"app": "mariadb"}))
+    lab.add_pod(Pod("batch", "job-0", "node-b", {"app": "backup"}))
+    ns = lab.pod_netns("batch/job-0")
+    target = f"/tmp/nph-outfile-{lab.run_id}"
+    with MariaDB(lab, "db/mariadb-0") as db:
+        assert db.login(ns) == ""
+        for user, password in ((db.user, ""), (db.user, "wrong"), ("root", ""), ("", ""), ("mysql", "")):
+            err = db.login(ns, user=user, password=password)
+            assert err.startswith(("(1045,", "(1698,")), (user, password, err)  # Access denied
+        wrong = mysql_attempt(ns, db.ip, user=db.user, password="wrong")
+        assert not wrong.ok and wrong.code == 1045
+        code, line = cli_attempt(ns, db.ip, user=db.user, password="")
+        assert code == 1 and line.startswith("ERROR 1045"), line
+
+        import pymysql
+
+        def as_client(sql):
+            from harness.kernel import netns
+            with netns.entered(ns):
+                conn = pymysql.connect(host=db.ip, port=db.port, user=db.user, password=db.password)
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(sql)
+                    return cur.fetchall()
+            finally:
+                conn.close()
+
+        with pytest.raises(pymysql.err.MySQLError):
+            as_client(f"SELECT 1 INTO OUTFILE '{target}'")
+        assert as_client("SELECT LOAD_FILE('/etc/shadow')") == ((None,),)
+        # even root (the harness, over the unix socket) is held to the empty --secure-file-priv dir
+        assert db.admin("SELECT 1").stdout.strip() == "1"
+        out = db.admin(f"SELECT 1 INTO OUTFILE '{target}'")
+        assert out.returncode != 0 and "secure-file-priv" in out.stderr, out.stderr
+        assert db.admin("SELECT LOAD_FILE('/etc/shadow') IS NULL").stdout.strip() == "1"
+        assert db.admin("SELECT @@secure_file_priv").stdout.strip().rstrip("/") == db.files_dir
+        assert os.listdir(db.files_dir) == []
+        assert "--skip-grant-tables" not in open(f"/proc/{db.proc.pid}/cmdline").read()
+        if server_account() is not None:
+            assert _status_uid(db.proc.pid) == pwd.getpwnam("mysql").pw_uid != 0
+        else:
+            assert _status_uid(db.proc.pid) == 0
+    assert not os.path.exists(target)
+
+
+def _need_root():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (chown to another uid)")
+
+
+def test_template_cache_is_not_in_world_writable_var_tmp():
+    assert not mariadb.CACHE_ROOT.startswith(("/var/tmp", "/tmp"))
+
+
+@pytest.mark.parametrize("attack", ["foreign-dir", "symlink", "world-writable", "foreign-parent"])
+def test_a_template_cache_prepared_by_someone_else_is_refused(tmp_path, attack):
+    """Another local user pre-creates the cache (or a symlink to a directory they own, with a
+    fake ``ready`` template in it): root refuses it with one line naming the path."""
+    _need_root()
+    _need_mariadb()
+    nobody = pwd.getpwnam("nobody").pw_uid
+    base = tmp_path / "cache"
+    base.mkdir(mode=0o755)
+    root = base / "mariadb"
+    evil = tmp_path / "evil"
+    (evil / "data").mkdir(parents=True)
+    (evil / "ready").write_text("")
+    os.chown(evil, nobody, -1)
+    version = mariadb._version()
+    if attack == "foreign-dir":
+        root.mkdir(mode=0o700)
+        os.rename(evil, root / version)
+        os.chown(root, nobody, -1)
+    elif attack == "symlink":
+        root.mkdir(mode=0o700)
+        os.symlink(evil, root / version)
+    elif attack == "world-writable":
+        root.mkdir()
+        os.chmod(root, 0o777)
+    else:
+        os.chown(base, nobody, -1)
+    with pytest.raises(HarnessError) as e:
+        mariadb.template_datadir(str(root))
+    msg = str(e.value)
+    assert "\n" not in msg and "refusing" in msg and str(base) in msg
+
+
+def test_private_dir_creates_root_0700_and_accepts_sticky_tmp(tmp_path):
+    _need_root()
+    d = tmp_path / "a" / "b"
+    os.chmod(tmp_path, 0o1777)  # like /tmp: sticky, world-writable, root-owned
+    assert private_dir(str(d)) == str(d)
+    for p in (tmp_path / "a", d):
+        st = os.lstat(p)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o700)
+    os.chmod(tmp_path, 0o777)  # world-writable without the sticky bit: anyone could rename a/
+    with pytest.raises(HarnessError, match="writable by group or others"):
+        private_dir(str(d))
+    with pytest.raises(HarnessError, match="absolute"):
+        private_dir("relative/x")
 
 
 def test_container_attempt_from_the_mariadb_cli_run():

@@ -21,10 +21,10 @@ import time
 
 import pytest
 
+from harness.cluster.mariadb import require_mariadb
 from harness.errors import EnvironmentProblem
 from harness.scenarios.clusters import SCALE_POLICIES, scenario_lab
 from harness.scenarios.job import JobConfig, JobScenario, cli_denied
-from harness.scenarios.mysql import require_mariadb
 from harness.scenarios.options import scenario_size
 
 pytestmark = [pytest.mark.kernel, pytest.mark.topology("default")]

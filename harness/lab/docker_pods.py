@@ -331,18 +331,22 @@ class DockerLab:
         self.pods = pods
         self.select = select or (lambda pod: True)
         self._commands: dict[str, list[str]] = {}
+        self._envs: dict[str, dict[str, str]] = {}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._lab, name)
 
-    def set_command(self, key: str, argv: Sequence[str]) -> None:
-        """The command the next container pod ``key`` runs."""
+    def set_command(self, key: str, argv: Sequence[str], env: dict[str, str] | None = None) -> None:
+        """The command the next container pod ``key`` runs (and its environment, e.g. a
+        client's password, which must not be on a command line)."""
         self._commands[key] = list(argv)
+        if env:
+            self._envs[key] = dict(env)
 
     def add_pod(self, pod: Any) -> int:
         if not self.select(pod):
             return self._lab.add_pod(pod)
-        return self.pods.add(pod, self._commands.pop(pod.key, None)).network_ready_ns
+        return self.pods.add(pod, self._commands.pop(pod.key, None), env=self._envs.pop(pod.key, None)).network_ready_ns
 
     def remove_pod(self, key: str) -> int:
         if self.pods.is_container(key):
@@ -398,14 +402,14 @@ def up_docker(lab: Any, spec: str, engine: Engine | None = None) -> DockerPods:
 
 
 def run_job_container(lab: Any, pod: Any, argv: Sequence[str], *, pods: DockerPods | None = None,
-                      timeout: float = 60.0, remove: bool = True) -> JobResult:
+                      timeout: float = 60.0, remove: bool = True, env: dict[str, str] | None = None) -> JobResult:
     """Run a job as a container pod: sandbox, CNI ADD, ``argv`` started right after network
-    ready, wait for it to exit (``timeout`` s), then (``remove``) CNI DEL and container removal.
+    ready (with ``env``), wait for it to exit (``timeout`` s), then (``remove``) CNI DEL and container removal.
     Uses ``pods`` (its engine) or a temporary manager (starting/reusing an engine: slow)."""
     own = pods is None
     mgr = pods if pods is not None else DockerPods(lab)
     try:
-        mgr.add(pod, argv)
+        mgr.add(pod, argv, env=env)
         res = mgr.result(pod.key, timeout)
         if remove:
             res.removed_ns = mgr.remove(pod.key)
@@ -458,9 +462,10 @@ def gc() -> dict[str, list[str]]:
 
 
 def mariadb_job_argv(host: str, port: int = 3306, *, timeout_s: int = 2, query: str = "SELECT 1",
-                     user: str = "root") -> list[str]:
+                     user: str = "nph") -> list[str]:
     """The job command of the job-to-mysql scenario: the ``mariadb`` command-line client, one
-    query, no config files (what a CronJob's container runs)."""
+    query, no config files (what a CronJob's container runs). The password goes in the
+    container's environment (``MYSQL_PWD``, see ``MariaDB.client_env``), not in ``argv``."""
     return ["mariadb", "--no-defaults", "-h", host, "-P", str(port), "-u", user,
             f"--connect-timeout={timeout_s}", "--batch", "--skip-column-names", "-e", query]
 

@@ -17,6 +17,7 @@ _TOOLS = {
     "ipset": ["ipset", "--version"],
     "conntrack": ["conntrack", "--version"],
     "iproute2": ["ip", "-V"],
+    "mariadb": ["/usr/sbin/mariadbd", "--version"],  # the server of the job-to-mysql scenario
 }
 _LIBRARIES = ("netpol-harness", "pyroute2", "scapy", "PyYAML", "tabulate", "pytest")
 
@@ -30,6 +31,14 @@ def _first_line(argv: list[str]) -> str:
         return f"unavailable ({e})"
     text = (proc.stdout or "") + (proc.stderr or "")
     return next((ln.strip() for ln in text.splitlines() if ln.strip()), "?")
+
+
+def tool_version(name: str) -> str:
+    """The first line of tool ``name``'s version output (a key of the tool table, e.g.
+    ``mariadb``, ``ipset``), ``not installed``, or ``unavailable (...)``."""
+    if name not in _TOOLS:
+        raise KeyError(f"no tool {name!r} in the machine report (known: {', '.join(_TOOLS)})")
+    return _first_line(_TOOLS[name])
 
 
 def _cpu_model() -> str:

@@ -52,12 +52,11 @@ class ScenarioRecorder:
 
     def write_report(self, out_dir: str | Path) -> Path:
         """A complete run folder ``out_dir/<run-id>/`` from these entries alone."""
-        from harness.report.machine import machine_info
+        from harness.report.machine import machine_info, tool_version
         from harness.report.scenario_report import overall, write_run
-        from harness.scenarios.mysql import server_version
 
         results: dict[str, Any] = {"run_id": new_run_id(), "started": self.started, "mode": self.mode,
                                    "wall_s": time.monotonic() - self.t0, "machine": machine_info(),
-                                   "mariadb": server_version(), "scenarios": self.entries}
+                                   "mariadb": tool_version("mariadb"), "scenarios": self.entries}
         results["summary"] = overall(results)
         return write_run(results, Path(out_dir) / results["run_id"])

@@ -37,13 +37,14 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from harness.cluster.mariadb import PORT, MariaDB
 from harness.controller import Controller, ControllerConfig
 from harness.controller.mitigations import Mitigation, PodContext, parse_mitigations
 from harness.errors import ConfigError
 from harness.model.cluster import Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
 from harness.outcome import Outcome, errno_name
-from harness.scenarios.mysql import PORT, MariaDB, MysqlAttempt, mysql_attempt
+from harness.scenarios.mysql import MysqlAttempt, mysql_attempt
 from harness.scenarios.running import controller_and_prober
 
 log = logging.getLogger(__name__)
@@ -144,7 +145,8 @@ def _job_docker_lab(lab: Any, pods: Any, hold: bool) -> Any:
         def add_pod(self, pod: Any) -> int:
             if not self.select(pod):
                 return self._lab.add_pod(pod)
-            return self.pods.add(pod, self._commands.pop(pod.key, None), start=not hold).network_ready_ns
+            return self.pods.add(pod, self._commands.pop(pod.key, None), start=not hold,
+                                 env=self._envs.pop(pod.key, None)).network_ready_ns
 
     dlab = JobDockerLab(lab, pods, select=lambda p: p.namespace == "batch" and p.name.startswith("job-"))
     dlab.hold = hold
@@ -222,8 +224,8 @@ class JobScenario:
         if self.dlab is not None:
             from harness.lab.docker_pods import mariadb_job_argv
 
-            argv = mariadb_job_argv(db.ip, PORT, timeout_s=max(1, math.ceil(cfg.client_timeout_s)))
-            self.dlab.set_command(key, argv)
+            argv = mariadb_job_argv(db.ip, PORT, timeout_s=max(1, math.ceil(cfg.client_timeout_s)), user=db.user)
+            self.dlab.set_command(key, argv, env=db.client_env())
         added = ctl.add_pod(Pod("batch", f"job-{index}", cfg.job_node, {"app": "backup"}))
         ready = added.ready_ns
         ns = lab.pod_netns(key)
@@ -238,7 +240,7 @@ class JobScenario:
         released = time.time_ns()
 
         def attempt():
-            return mysql_attempt(ns, db.ip, timeout_s=cfg.client_timeout_s)
+            return mysql_attempt(ns, db.ip, user=db.user, password=db.password, timeout_s=cfg.client_timeout_s)
 
         container = None
         if self.docker is not None:
@@ -339,7 +341,7 @@ def cli_denied(scenario: JobScenario, name: str = "intruder") -> str:
     added = ctl.add_pod(Pod("batch", name, scenario.config.job_node, {"app": "other"}))
     try:
         ctl.await_event(added.event.seq, timeout=30, nodes="all")
-        code, line = cli_attempt(scenario.lab.pod_netns(added.pod.key), db.ip)
+        code, line = cli_attempt(scenario.lab.pod_netns(added.pod.key), db.ip, user=db.user, password=db.password)
         return line or f"exit code {code}"
     finally:
         ctl.remove_pod(added.pod.key)
