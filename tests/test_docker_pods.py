@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 
@@ -219,15 +220,27 @@ def test_private_engine_leaves_root_namespace_and_host_unchanged(lab):
     from harness.lab.docker_pods import DockerPods
 
     before = root_snapshot()
+    before_bytes = root_namespace_snapshot()
     had_key = os.path.exists("/etc/docker/key.json")
     eng = Engine.start_private()
     try:
         d = eng.dir
         assert d is not None and os.path.isdir(d)
+        # root only: no member of the host's docker group can command this engine
+        sock = os.stat(os.path.join(d, "docker.sock"))
+        assert (stat.S_IMODE(sock.st_mode), sock.st_uid, sock.st_gid) == (0o600, 0, 0)
+        for p in (ENGINE_ROOT, d):
+            assert stat.S_IMODE(os.stat(p).st_mode) & 0o077 == 0, p
         with DockerPods(lab, eng) as pods:
             pods.add(Pod("dock", "x", "node-a"))
             assert eng.client.images.list(filters={"label": "netpol-harness"})
+            # a minimal /etc: no /etc/shadow, no host accounts; host programs still run
+            code, out = pods.exec("dock/x", ["sh", "-c", "test -e /etc/shadow; echo $?; cut -d: -f1 /etc/passwd"])
+            assert (code, out.split()) == (0, ["1", "root", "nobody"]), out
+            code, out = pods.exec("dock/x", ["python3", "-c", "print(6 * 7)"])
+            assert (code, out.strip()) == (0, "42"), out
             during = root_snapshot()
+            during_bytes = root_namespace_snapshot()
     finally:
         eng.close()
     after = root_snapshot()
@@ -235,6 +248,7 @@ def test_private_engine_leaves_root_namespace_and_host_unchanged(lab):
     assert not [r for r in during["iptables"] if "DOCKER" in r]  # type: ignore[union-attr]
     assert during == before, "the root namespace changed while the engine ran"
     assert after == before
+    assert during_bytes == before_bytes and root_namespace_snapshot() == before_bytes
     assert os.path.exists("/etc/docker/key.json") == had_key
     # everything the engine had is gone: directory (data root with the image), processes, cgroups, mounts
     assert not os.path.exists(d)

@@ -11,7 +11,7 @@ import pytest
 
 from harness.errors import EnvironmentProblem
 from harness.lab import docker_engine
-from harness.lab.docker_engine import ENGINE_ROOT, Engine, _engine_error_line, rootfs_tar
+from harness.lab.docker_engine import ENGINE_ROOT, MINIMAL_ETC, Engine, _engine_error_line, rootfs_tar
 from harness.lab.docker_pods import ENTRYPOINT, DockerLab, _iso_ns, mariadb_job_argv
 
 
@@ -27,12 +27,20 @@ def test_rootfs_is_deterministic_and_mirrors_the_host_layout():
     for d in ("usr", "etc", "proc", "sys", "dev", "tmp", "nph"):
         assert members[d].isdir(), d
     assert members["tmp"].mode & stat.S_ISVTX
-    assert all(m.isdir() or m.issym() for m in members.values())  # no host file is copied in
+    files = {n for n, m in members.items() if m.isfile()}
+    # the only files: the generated minimal /etc and the host's linker cache (no host secrets)
+    assert files <= {f"etc/{n}" for n in MINIMAL_ETC} | {"etc/ld.so.cache"}, files
+    assert {f"etc/{n}" for n in MINIMAL_ETC} <= files and "etc/shadow" not in members
+    passwd = tarfile.open(fileobj=io.BytesIO(a)).extractfile("etc/passwd").read().decode()  # type: ignore[union-attr]
+    assert [ln.split(":")[0] for ln in passwd.splitlines()] == ["root", "nobody"]
+    assert all(m.name.startswith("etc/alternatives/") for m in members.values()
+               if m.issym() and m.name.startswith("etc/"))
 
 
 def test_host_mounts_are_read_only_and_skip_symlinks():
     mounts = Engine.host_mounts()
-    assert mounts["/usr"] == {"bind": "/usr", "mode": "ro"} and mounts["/etc"]["mode"] == "ro"
+    assert mounts["/usr"] == {"bind": "/usr", "mode": "ro"}
+    assert "/etc" not in mounts  # the pod gets a generated /etc, never the host's
     assert not [p for p in mounts if os.path.islink(p)]
     assert all(m["mode"] == "ro" for m in mounts.values())
 

@@ -10,9 +10,9 @@ import pytest
 
 from harness.cluster import mariadb
 from harness.cluster.mariadb import MariaDB, require_mariadb, server_account
-from harness.cluster.private_dir import private_dir
 from harness.errors import EnvironmentProblem, HarnessError
 from harness.lab import state
+from harness.lab.private_dir import private_dir
 from harness.lab.rootns import root_namespace_snapshot
 from harness.model.cluster import Pod
 from harness.outcome import Outcome, errno_name, exception_errno

@@ -1,2 +1,2 @@
 """What else a node runs on the client's path, built per node: today the MariaDB server of the
-job-to-mysql scenario (``mariadb``) and the root-owned private directories it caches in."""
+job-to-mysql scenario (``mariadb``)."""

@@ -41,9 +41,9 @@ import threading
 import time
 from typing import Any
 
-from harness.cluster.private_dir import private_dir, regular_file_in
 from harness.errors import EnvironmentProblem, HarnessError
 from harness.kernel import netns
+from harness.lab.private_dir import private_dir, regular_file_in
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,9 @@
 ``Engine.obtain()`` first asks an engine the user already runs (``DOCKER_HOST``, then
 ``/var/run/docker.sock``). When none answers it starts Debian's ``dockerd`` for this process
 with everything private under ``/run/nph-docker/<engine_id>/`` (data root, exec root with the
-managed containerd's state, socket, pid file, config file, trust key) and with every feature
+managed containerd's state, socket, pid file, config file, trust key; the directories ``0700``,
+the API socket ``0600 root:root`` — ``--group root`` and a chmod before first use — so
+membership of the host's ``docker`` group gives no way in) and with every feature
 that would touch the root network namespace off: ``--iptables=false --ip6tables=false
 --ip-forward=false --ip-masq=false --bridge=none --userland-proxy=false`` (no docker0, no
 iptables rules, ip_forward untouched; containers only ever use ``--network none``). Its
@@ -11,11 +13,14 @@ containers live under the cgroup parent ``nph-docker-<engine_id>`` so a crashed 
 containers can still be found and killed. ``close()`` stops it and removes every trace;
 ``gc_engines()`` does the same for engines whose owner process died.
 
-The pod image is a ``docker import`` of a tiny root filesystem (empty mount points plus the
-host's ``/bin -> usr/bin``-style symlinks); the host's ``/usr`` and ``/etc`` (and ``/lib*`` if
-they are real directories) are bind-mounted read-only at run time, so host programs such as
-``python3`` and the ``mariadb`` client run inside. Its tag carries the content hash of the tar,
-so an existing image is reused.
+The pod image is a ``docker import`` of a tiny root filesystem (empty mount points, the host's
+``/bin -> usr/bin``-style symlinks and a generated minimal ``/etc``: passwd and group with root
+and nobody only, hosts, resolv.conf, nsswitch.conf, plus the host's ``ld.so.cache`` and
+``alternatives`` symlinks so host programs find their libraries); the host's ``/usr`` (and
+``/lib*`` if they are real directories) are bind-mounted read-only at run time, so host
+programs such as ``python3`` and the ``mariadb`` client run inside. The host's ``/etc`` is not
+(no /etc/shadow, no host accounts or keys in a pod). Its tag carries the content hash of the
+tar, so an existing image is reused.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from typing import Any
 
 from harness.errors import EnvironmentProblem, HarnessError
 from harness.lab import state
+from harness.lab.private_dir import private_dir
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +54,19 @@ LABEL = "netpol-harness"  # label key on every image and container the harness m
 RUN_LABEL = "netpol-harness.run"
 DOCKERD_CANDIDATES = ("dockerd", "/usr/sbin/dockerd", "/usr/bin/dockerd")
 INSTALL_HINT = "apt-get install -y docker.io"
-HOST_RO_DIRS = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+HOST_RO_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+# The pod's /etc: generated, never the host's (which holds shadow, keys, the host's accounts).
+MINIMAL_ETC = {
+    "passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+    "group": "root:x:0:\nnogroup:x:65534:\n",
+    "hosts": "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n",
+    "resolv.conf": "# netpol-harness pod: no cluster DNS\n",
+    "nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n",
+}
+# Copied from the host: the dynamic linker's cache (Debian's multiarch library paths live only
+# there) and the alternatives symlinks some /usr/bin names resolve through.
+HOST_ETC_FILES = ("/etc/ld.so.cache",)
+HOST_ETC_SYMLINK_DIRS = ("/etc/alternatives",)
 ROOTFS_DIRS = ("proc", "sys", "dev", "tmp", "run", "nph", "var", "var/tmp", "root")
 START_TIMEOUT = 60.0
 MNT_DETACH = 2
@@ -150,12 +168,13 @@ class Engine:
             raise EnvironmentProblem("no docker engine answers and dockerd is not installed", INSTALL_HINT)
         if os.geteuid() != 0:
             raise EnvironmentProblem("starting a private docker engine needs root", "run as root")
-        os.makedirs(ENGINE_ROOT, exist_ok=True)
+        private_dir(ENGINE_ROOT)  # root-owned, no symlink, not group/world-writable
+        os.chmod(ENGINE_ROOT, 0o700)  # also when an older harness made it 0755
         while True:
             eid = secrets.token_hex(3)
             d = os.path.join(ENGINE_ROOT, eid)
             try:
-                os.mkdir(d)
+                os.mkdir(d, 0o700)
                 break
             except FileExistsError:
                 continue
@@ -166,7 +185,7 @@ class Engine:
             json.dump({"deprecated-key-path": os.path.join(d, "key.json")}, f)
         argv = [binary, "--config-file", cfg, "--data-root", os.path.join(d, "data"),
                 "--exec-root", os.path.join(d, "exec"), "-H", "unix://" + sock,
-                "--pidfile", os.path.join(d, "docker.pid"), *DOCKERD_NET_FLAGS,
+                "--pidfile", os.path.join(d, "docker.pid"), "--group", "root", *DOCKERD_NET_FLAGS,
                 "--cgroup-parent", f"nph-docker-{eid}", "--shutdown-timeout", "2"]
         record = {"engine_id": eid, "owner_pid": os.getpid(),
                   "owner_start": state.process_start_time(os.getpid()), "dockerd": None, "argv": argv}
@@ -187,6 +206,7 @@ class Engine:
                     raise EnvironmentProblem(f"dockerd exited with code {proc.returncode}: "
                                              f"{_engine_error_line(log_path)}", f"log: {log_path}")
                 if os.path.exists(sock):
+                    os.chmod(sock, 0o600)  # root only (dockerd makes it 0660 for --group)
                     client = _ping(eng.base_url, timeout=2.0)
                     if client is not None:
                         eng.client = client
@@ -394,6 +414,31 @@ def rootfs_tar() -> bytes:
                 add_dir(name)
         for name in ROOTFS_DIRS:
             add_dir(name, 0o1777 if name in ("tmp", "var/tmp") else 0o755)
+        add_dir("etc")
+
+        def add_file(name: str, data: bytes) -> None:
+            ti = tarfile.TarInfo(name)
+            ti.size = len(data)
+            ti.mode = 0o644
+            tar.addfile(ti, io.BytesIO(data))
+
+        for name, text in MINIMAL_ETC.items():
+            add_file(f"etc/{name}", text.encode())
+        for p in HOST_ETC_FILES:
+            if os.path.isfile(p) and not os.path.islink(p):
+                with open(p, "rb") as f:
+                    add_file(p.lstrip("/"), f.read())
+        for d in HOST_ETC_SYMLINK_DIRS:
+            if not os.path.isdir(d) or os.path.islink(d):
+                continue
+            add_dir(d.lstrip("/"))
+            for name in sorted(os.listdir(d)):
+                p = os.path.join(d, name)
+                if os.path.islink(p):
+                    ti = tarfile.TarInfo(p.lstrip("/"))
+                    ti.type = tarfile.SYMTYPE
+                    ti.linkname = os.readlink(p)
+                    tar.addfile(ti)
     return buf.getvalue()
 
 
