@@ -156,6 +156,11 @@ def _need_root():
 
 def test_template_cache_is_not_in_world_writable_var_tmp():
     assert not mariadb.CACHE_ROOT.startswith(("/var/tmp", "/tmp"))
+    if os.geteuid() == 0 and os.path.exists(mariadb.MARIADBD):
+        path = mariadb.template_datadir()
+        assert path.startswith(mariadb.CACHE_ROOT + "/")
+        st = os.lstat(mariadb.CACHE_ROOT)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o700)
 
 
 @pytest.mark.parametrize("attack", ["foreign-dir", "symlink", "world-writable", "foreign-parent"])
@@ -264,3 +269,46 @@ def test_scenario_cluster_at_scale_adds_seeded_policies_outside_the_scenario_nam
     bad.write_text("name: one\nnodes:\n  - {name: node-a, kind: real}\n")
     with pytest.raises(ConfigError, match="node-b"):
         scenario_cluster(str(bad))
+
+
+GC_CHILD = """
+import time
+from harness.cluster.mariadb import MariaDB
+from harness.lab.lab import Lab
+from harness.model.cluster import Pod
+from harness.model.topology import load_topology
+lab = Lab(load_topology("default"), servers=False)
+lab.up()
+lab.add_pod(Pod("db", "mariadb-0", "node-a", {"app": "mariadb"}))
+db = MariaDB(lab, "db/mariadb-0").start()
+print(lab.run_id, db.proc.pid, db.dir, flush=True)
+time.sleep(300)
+"""
+
+
+@pytest.mark.kernel
+def test_gc_after_a_killed_owner_removes_the_server_and_its_files():
+    """SIGKILL the process that runs a lab with a MariaDB server: ``gc`` removes the run, and
+    with it the server's process and directory, from the run record alone."""
+    import signal
+    import subprocess
+    import sys
+
+    _need_mariadb()
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    child = subprocess.Popen([sys.executable, "-c", GC_CHILD], stdout=subprocess.PIPE, text=True,
+                             cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    try:
+        run_id, pid_s, datadir = child.stdout.readline().split()  # type: ignore[union-attr]
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    assert [o["kind"] for o in state.load(run_id).owned] == ["path", "process"]
+    rep = state.gc()
+    assert run_id in rep.removed
+    assert not os.path.exists(datadir)
+    with pytest.raises(HarnessError):
+        state.load(run_id)
+    cmd = open(f"/proc/{pid_s}/cmdline", "rb").read() if os.path.exists(f"/proc/{pid_s}") else b""
+    assert datadir.encode() not in cmd  # the server is gone (PDEATHSIG, else gc's stop)

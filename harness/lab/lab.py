@@ -246,6 +246,8 @@ class Lab:
             return
         t0 = time.perf_counter()
         self._stop_servers()
+        if self.state is not None:  # what components left running for the run (e.g. a MariaDB server)
+            state.remove_owned(self.state)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None

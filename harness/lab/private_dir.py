@@ -37,8 +37,7 @@ def private_dir(path: str, *, create: bool = True) -> str:
     """``path`` (absolute) verified as a root-owned directory chain; missing components are
     created ``0700`` (with ``create``). Returns ``path``; HarnessError naming the offending
     component (a symlink, not a directory, a foreign owner, group/world-writable) otherwise.
-    Only components at or below the first one created or the last one (``own``) must not be
-    group/world-writable even with the sticky bit."""
+    An ancestor may be world-writable if it is sticky (``/tmp``); ``path`` itself never."""
     if not os.path.isabs(path):
         raise HarnessError(f"{path}: a private directory needs an absolute path")
     parts = [p for p in path.split("/") if p]
