@@ -312,3 +312,21 @@ def test_gc_after_a_killed_owner_removes_the_server_and_its_files():
         state.load(run_id)
     cmd = open(f"/proc/{pid_s}/cmdline", "rb").read() if os.path.exists(f"/proc/{pid_s}") else b""
     assert datadir.encode() not in cmd  # the server is gone (PDEATHSIG, else gc's stop)
+
+
+def test_template_is_built_root_only_and_a_half_made_one_is_replaced(tmp_path):
+    _need_root()
+    _need_mariadb()
+    root = tmp_path / "cache" / "mariadb"
+    half = root / mariadb._version()
+    half.mkdir(parents=True, mode=0o700)  # a crashed build: no ready marker
+    os.chmod(root.parent, 0o700)
+    os.chmod(root, 0o700)
+    (half / "junk").write_text("x")
+    path = mariadb.template_datadir(str(root))
+    assert path == str(half) and (half / "ready").is_file() and not (half / "junk").exists()
+    assert (half / "data" / "mysql").is_dir()
+    for p in (root, half):
+        st = os.lstat(p)
+        assert (st.st_uid, stat.S_IMODE(st.st_mode) & 0o077) == (0, 0), p
+    assert mariadb.template_datadir(str(root)) == path  # cached: reused as is

@@ -27,8 +27,8 @@ What a process in the lab can and cannot do with it:
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
+import fcntl
 import logging
 import os
 import pwd
@@ -89,29 +89,34 @@ def template_datadir(cache_root: str = CACHE_ROOT) -> str:
     path = os.path.join(cache_root, _version())
     with _template_lock:
         private_dir(cache_root)
-        if os.path.lexists(path):
-            private_dir(path, create=False)  # an existing template must pass the same checks
-            if regular_file_in(path, "ready"):
-                return path
-        tmp = tempfile.mkdtemp(prefix="template-", dir=cache_root)  # 0700, in a root-only dir
-        data = os.path.join(tmp, "data")
-        proc = subprocess.run([INSTALL_DB, "--no-defaults", f"--datadir={data}", "--user=root",
-                               "--skip-test-db", "--auth-root-authentication-method=socket",
-                               *SERVER_OPTIONS[:2]], capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            shutil.rmtree(tmp, ignore_errors=True)
-            first = next((ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()), "?")
-            raise HarnessError(f"mariadb-install-db failed: {first}")
-        open(os.path.join(tmp, "ready"), "w").close()
-        if os.path.lexists(path):  # half-made or unsafe: ours to replace (the cache is root-only)
-            shutil.rmtree(path, ignore_errors=True)
-        with contextlib.suppress(OSError):
-            os.rename(tmp, path)  # a concurrent process may have won: use theirs
+        # one builder at a time across processes too (the lock file lives in the root-only cache)
+        lock_fd = os.open(os.path.join(cache_root, ".lock"), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                          0o600)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            return _template_locked(cache_root, path)
+        finally:
+            os.close(lock_fd)
+
+
+def _template_locked(cache_root: str, path: str) -> str:
+    if os.path.lexists(path):
+        private_dir(path, create=False)  # an existing template must pass the same checks
+        if regular_file_in(path, "ready"):
+            return path
+        shutil.rmtree(path)  # half-made by a crashed build (only root can write here)
+    tmp = tempfile.mkdtemp(prefix="template-", dir=cache_root)  # 0700, in a root-only dir
+    data = os.path.join(tmp, "data")
+    proc = subprocess.run([INSTALL_DB, "--no-defaults", f"--datadir={data}", "--user=root",
+                           "--skip-test-db", "--auth-root-authentication-method=socket",
+                           *SERVER_OPTIONS[:2]], capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
         shutil.rmtree(tmp, ignore_errors=True)
-        private_dir(path, create=False)
-        if not regular_file_in(path, "ready"):
-            raise HarnessError(f"{path}: could not create the MariaDB template")
-        return path
+        first = next((ln for ln in (proc.stderr + proc.stdout).splitlines() if ln.strip()), "?")
+        raise HarnessError(f"mariadb-install-db failed: {first}")
+    open(os.path.join(tmp, "ready"), "w").close()
+    os.rename(tmp, path)
+    return path
 
 
 def server_account() -> tuple[int, int] | None:
