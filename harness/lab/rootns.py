@@ -36,20 +36,22 @@ def _run(argv: list[str]) -> str:
     return p.stdout if p.returncode == 0 else f"<{argv[0]} failed: {p.stderr.strip()}>"
 
 
+def normalize(name: str, text: str) -> str:
+    """Command ``name``'s output with only what changes by itself replaced (pure)."""
+    if name == "iptables-legacy-save":
+        text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
+        return _COUNTERS.sub("[0:0]", text)
+    if name == "nft list ruleset":
+        return _NFT_COUNTERS.sub("counter packets 0 bytes 0", text)
+    if name == "ip addr":
+        return _LIFETIMES.sub(r"\1 N", text)
+    return text
+
+
 def root_namespace_snapshot() -> dict[str, str]:
     """Each command's output (normalized as the module says) and ``net.ipv4.ip_forward``.
     Read-only; must run in the root namespace (as the calling thread is, outside ``netns.entered``)."""
-    snap = {}
-    for name, argv in COMMANDS.items():
-        text = _run(argv)
-        if name == "iptables-legacy-save":
-            text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("#"))
-            text = _COUNTERS.sub("[0:0]", text)
-        elif name == "nft list ruleset":
-            text = _NFT_COUNTERS.sub("counter packets 0 bytes 0", text)
-        elif name == "ip addr":
-            text = _LIFETIMES.sub(r"\1 N", text)
-        snap[name] = text
+    snap = {name: normalize(name, _run(argv)) for name, argv in COMMANDS.items()}
     with open("/proc/sys/net/ipv4/ip_forward") as f:
         snap["net.ipv4.ip_forward"] = f.read()
     return snap
