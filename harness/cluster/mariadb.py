@@ -191,11 +191,29 @@ class MariaDB:
         return {"MYSQL_PWD": self.password}
 
     def start(self, timeout: float = 60.0) -> MariaDB:
+        """Copy the template, start the server in the pod's namespace, create the client
+        account; returns once it can log in over TCP. On any failure everything made is removed."""
         t0 = time.monotonic()
         template = template_datadir()
-        account = server_account()
         # mkdtemp: 0700, a fresh unguessable name; 0711 so the server account can reach its subdirs
         self.dir = tempfile.mkdtemp(prefix=f"nph-mariadb-{self.lab.run_id}-")
+        try:
+            self._launch(template)
+            self._wait_socket(timeout)
+            self._grant()
+            self._wait_tcp(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.started_s = time.monotonic() - t0
+        assert self.proc is not None
+        log.info("mariadbd %d in %s on %s:%d up in %.2f s", self.proc.pid, self.pod_key, self.ip, self.port,
+                 self.started_s)
+        return self
+
+    def _launch(self, template: str) -> None:
+        assert self.dir is not None
+        account = server_account()
         os.chmod(self.dir, 0o711)
         st = self.lab.state
         if st is not None:  # recorded before anything is made in it: gc finds it after a crash
@@ -225,17 +243,6 @@ class MariaDB:
             from harness.lab.state import process_start_time
 
             st.own_process(OWNER, self.proc.pid, process_start_time(self.proc.pid), marker=self.dir)
-        try:
-            self._wait_socket(timeout)
-            self._grant()
-            self._wait_tcp(timeout)
-        except BaseException:
-            self.stop()
-            raise
-        self.started_s = time.monotonic() - t0
-        log.info("mariadbd %d in %s on %s:%d up in %.2f s", self.proc.pid, self.pod_key, self.ip, self.port,
-                 self.started_s)
-        return self
 
     def admin(self, sql: str, timeout: float = 10.0) -> subprocess.CompletedProcess:
         """Run ``sql`` as root over the unix socket (``unix_socket`` authentication: this
