@@ -63,8 +63,9 @@ MINIMAL_ETC = {
     "resolv.conf": "# netpol-harness pod: no cluster DNS\n",
     "nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\nhosts: files dns\n",
 }
-# Copied from the host: the dynamic linker's cache (Debian's multiarch library paths live only
-# there) and the alternatives symlinks some /usr/bin names resolve through.
+# Copied from the host: the dynamic linker's cache (libraries in directories only
+# /etc/ld.so.conf.d names are found through it; the multiarch dirs are built into ld.so) and the
+# alternatives symlinks some /usr/bin names resolve through (/usr/bin/x -> /etc/alternatives/x).
 HOST_ETC_FILES = ("/etc/ld.so.cache",)
 HOST_ETC_SYMLINK_DIRS = ("/etc/alternatives",)
 ROOTFS_DIRS = ("proc", "sys", "dev", "tmp", "run", "nph", "var", "var/tmp", "root")
