@@ -14,7 +14,7 @@ The kubelet order, reproduced with real processes:
 3. **application start**: one write to the fifo releases the entrypoint, which ``exec``s the
    pod's command. ``app_started_ns`` is the moment the harness saw the exec happen (the
    process's command line changed; polled every 0.1 ms, so it is an upper bound with that
-   resolution); ``go_ns`` is when the signal was written.
+   resolution); ``go_ns`` is taken right before the signal is written.
 
 Removal mirrors CNI DEL: the application is killed, the veth deleted (the pod is cut off at
 the returned time), the namespace name unmounted, then the container (the sandbox) removed.
@@ -229,8 +229,11 @@ class DockerPods:
                     raise KernelError(f"container pod {key}: entrypoint never waited for the go signal") from None
                 time.sleep(0.0005)
         try:
+            # stamped just before the write: the command cannot have started earlier, even if
+            # this thread is descheduled right after the write (seen on a loaded 2-core runner)
+            go = time.time_ns()
             os.write(fd, b"go\n")
-            cp.go_ns = time.time_ns()
+            cp.go_ns = go
         finally:
             os.close(fd)
         seen = cp.go_ns
