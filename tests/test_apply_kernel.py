@@ -152,15 +152,31 @@ def test_backends_are_never_mixed_in_one_namespace(node_ns):
     assert set(legacy) <= {"INPUT", "FORWARD", "OUTPUT"} and not any(legacy.values())
 
 
-def test_netlink_without_pipelining_uses_pyroute2_requests(node_ns):
-    from harness.engines.kube_router.apply.strategies import apply_netlink
+def test_ipset_netlink_runs_many_windows_and_names_the_refused_operation(node_ns):
+    from harness.kernel import ipset_netlink
+    from harness.kernel.ipset_ops import IPSetOp
 
     before = _root_state()
-    rs = kube_router_ruleset(sync_version=1, local_pods=2, policies=2, peers=3)
-    t = netns.call_in(node_ns, apply_netlink, rs, node_ns, "nft", 512, False)
-    state = inspect(node_ns, "nft")
-    assert state["sets"] == {s.name: sorted(map(entry_key, s.entries)) for s in rs.sets}
-    assert t.netlink_requests >= 4 * len(rs.sets)  # add + create + swap + flush per set, one ack each
+    entries = [f"10.{i >> 8}.{i & 255}.1" for i in range(3000)]
+    ops = [IPSetOp("create", ["NPH-A", "hash:ip", "family", "inet", "hashsize", "1024", "maxelem", "65536",
+                              "timeout", "0"]),
+           IPSetOp("create", ["NPH-B", "hash:net", "family", "inet"]),
+           *(IPSetOp("add", ["NPH-A", e, "timeout", "0"]) for e in entries),
+           IPSetOp("add", ["NPH-B", "172.16.0.0/12"]), IPSetOp("add", ["NPH-B", "172.17.0.0/16", "nomatch"])]
+    stats = ipset_netlink.apply_ops(node_ns, ops, batch=16)  # 188 add messages: three ack windows
+    assert stats.entries == 3002 and stats.requests == 2 + 188 + 1
+    assert sorted(ipset_netlink.list_set_names(node_ns)) == ["NPH-A", "NPH-B"]
+    members = netns.run(node_ns, ["ipset", "list", "NPH-A"]).stdout
+    assert sum(1 for ln in members.splitlines() if ln.startswith("10.")) == 3000 and "timeout 0" in members
+    assert netns.run(node_ns, ["ipset", "test", "NPH-B", "172.17.1.1"], check=False).returncode != 0
+    assert netns.run(node_ns, ["ipset", "test", "NPH-B", "172.18.1.1"], check=False).returncode == 0
+    with pytest.raises(KernelError, match=rf"^ipset swap NPH-A NPH-NONE in {node_ns}: the second set does not exist"):
+        ipset_netlink.apply_ops(node_ns, [IPSetOp("swap", ["NPH-A", "NPH-NONE"])])
+    with pytest.raises(KernelError, match=rf"^ipset add NPH-B \(1 entries from 10.9.9.9 timeout 5\) in {node_ns}: "
+                                          "timeout cannot be used"):
+        ipset_netlink.apply_ops(node_ns, [IPSetOp("add", ["NPH-B", "10.9.9.9", "timeout", "5"])])
+    ipset_netlink.destroy_sets(node_ns, ["NPH-A", "NPH-B"])
+    assert ipset_netlink.list_set_names(node_ns) == []
     assert _root_state() == before
 
 

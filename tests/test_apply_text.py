@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 from harness.engines.kube_router.apply.restore_text import (
@@ -21,7 +19,6 @@ from harness.engines.kube_router.apply.strategies import SyncTimings
 from harness.engines.kube_router.apply.synthetic import SCALES, kube_router_ruleset, scaled_ruleset
 from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
 from harness.errors import ConfigError
-from harness.kernel import ipset_netlink
 from harness.kernel.backends import get_backend, has_rules
 
 OPTS = "family inet hashsize 1024 maxelem 65536 timeout 0"
@@ -209,56 +206,6 @@ def test_backend_names_and_rule_detection():
     assert has_rules("*nat\n:PREROUTING ACCEPT [0:0]\n-A PREROUTING -j ACCEPT\nCOMMIT\n")
 
 
-def test_netlink_entry_attributes_carry_nomatch_and_timeout():
-    attrs = ipset_netlink.entry_data(["172.17.0.0/16", "timeout", "0", "nomatch"])
-    assert ["IPSET_ATTR_CIDR", 16] in attrs and ["IPSET_ATTR_TIMEOUT", 0] in attrs
-    assert ["IPSET_ATTR_CADT_FLAGS", ipset_netlink.IPSET_FLAG_NOMATCH] in attrs
-    assert not any(a[0] == "IPSET_ATTR_CADT_FLAGS" for a in ipset_netlink.entry_data(["10.0.0.1"]))
-    with pytest.raises(ValueError, match="comment"):
-        ipset_netlink.entry_data(["10.0.0.1", "comment", "x"])
-    kw = ipset_netlink._parse_create(["hash:net", *OPTS.split(), "bucketsize", "12"])
-    assert kw == {"stype": "hash:net", "family": socket.AF_INET, "hashsize": 1024, "maxelem": 65536, "timeout": 0}
-
-
-def _pyroute2_bytes(cmd: int, seq: int, attrs: list) -> bytes:
-    from pyroute2.netlink import NLM_F_ACK, NLM_F_REQUEST
-    from pyroute2.netlink.nfnetlink import NFNL_SUBSYS_IPSET
-    from pyroute2.netlink.nfnetlink.ipset import ipset_msg
-
-    msg = ipset_msg()
-    msg["header"]["type"] = (NFNL_SUBSYS_IPSET << 8) | cmd
-    msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_ACK
-    msg["header"]["sequence_number"] = seq
-    msg["nfgen_family"] = socket.AF_INET
-    msg["attrs"] = [["IPSET_ATTR_PROTOCOL", 7], *attrs]
-    msg.encode()
-    return bytes(msg.data)
-
-
-def test_fast_netlink_encoding_is_byte_identical_to_pyroute2():
-    from pyroute2.netlink.nfnetlink.ipset import (
-        IPSET_CMD_ADD,
-        IPSET_CMD_CREATE,
-        IPSET_CMD_DESTROY,
-        IPSET_CMD_SWAP,
-    )
-
-    entries = [["172.16.0.0/12", "timeout", "0"], ["172.17.0.0/16", "timeout", "0", "nomatch"], ["10.0.0.1"]]
-    assert ipset_netlink.encode_add(5, 7, "KUBE-SRC-X", entries) == _pyroute2_bytes(IPSET_CMD_ADD, 5, [
-        ["IPSET_ATTR_SETNAME", "KUBE-SRC-X"], ["IPSET_ATTR_LINENO", 0],
-        ["IPSET_ATTR_ADT", {"attrs": [["IPSET_ATTR_DATA", {"attrs": ipset_netlink.entry_data(e)}] for e in entries]}]])
-    assert ipset_netlink.encode_create(6, 7, "S", "hash:net", 7, maxelem=65536, hashsize=1024, timeout=0) == \
-        _pyroute2_bytes(IPSET_CMD_CREATE, 6, [
-            ["IPSET_ATTR_SETNAME", "S"], ["IPSET_ATTR_TYPENAME", "hash:net"], ["IPSET_ATTR_REVISION", 7],
-            ["IPSET_ATTR_FAMILY", socket.AF_INET],
-            ["IPSET_ATTR_DATA", {"attrs": [["IPSET_ATTR_MAXELEM", 65536], ["IPSET_ATTR_HASHSIZE", 1024],
-                                           ["IPSET_ATTR_TIMEOUT", 0]]}]])
-    assert ipset_netlink.encode_simple(7, 7, IPSET_CMD_SWAP, "TMP-A", "S") == _pyroute2_bytes(
-        IPSET_CMD_SWAP, 7, [["IPSET_ATTR_SETNAME", "TMP-A"], ["IPSET_ATTR_TYPENAME", "S"]])
-    assert ipset_netlink.encode_simple(8, 7, IPSET_CMD_DESTROY, "TMP-A") == _pyroute2_bytes(
-        IPSET_CMD_DESTROY, 8, [["IPSET_ATTR_SETNAME", "TMP-A"]])
-
-
 def test_missing_kernel_features_get_a_modprobe_hint():
     from harness.engines.kube_router.apply.strategies import _module_hint
 
@@ -267,19 +214,3 @@ def test_missing_kernel_features_get_a_modprobe_hint():
     assert "modprobe ip_tables" in _module_hint("iptables-legacy-restore", legacy)
     assert "modprobe ip_set" in _module_hint("ipset", "ipset v7.17: Cannot open session to kernel.")
     assert _module_hint("iptables-nft", "iptables: Bad rule (does a matching rule exist in that chain?).") is None
-
-
-def test_netlink_runner_batches_consecutive_adds_to_one_set_only():
-    from harness.engines.kube_router.apply.restore_text import IPSetOp
-    from harness.kernel.ipset_netlink import coalesce_adds
-
-    ops = [IPSetOp("create", ["A", "hash:ip"]), IPSetOp("add", ["A", "10.0.0.1"]),
-           IPSetOp("add", ["A", "10.0.0.2", "timeout", "0"]), IPSetOp("add", ["B", "10.1.0.0/16", "nomatch"]),
-           IPSetOp("swap", ["A", "B"]), IPSetOp("add", ["A", "10.0.0.3"])]
-    assert list(coalesce_adds(ops)) == [
-        ("create", ["A", "hash:ip"]),
-        ("add", ("A", [["10.0.0.1"], ["10.0.0.2", "timeout", "0"]])),
-        ("add", ("B", [["10.1.0.0/16", "nomatch"]])),
-        ("swap", ["A", "B"]),
-        ("add", ("A", [["10.0.0.3"]])),
-    ]

@@ -16,7 +16,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.rtmsg import rtmsg
 
 from harness.errors import HarnessError
-from harness.kernel import rtnl
+from harness.kernel import netlink, rtnl
 from harness.lab import check, reach, state
 from harness.lab.bench import bench_cluster
 from harness.model.cluster import PodKind
@@ -24,8 +24,7 @@ from harness.model.cluster import PodKind
 
 def decode(msg_class, req: rtnl.Request):
     """Parse our hand-packed request with pyroute2's independent decoder."""
-    data = struct.pack("=IHHII", 16 + len(req.body), req.type, rtnl.NLM_F_REQUEST | req.flags, 1, 0) + req.body
-    m = msg_class(data)
+    m = msg_class(netlink.pack(req, 1))
     m.decode()
     return m
 

@@ -27,6 +27,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from harness.engines.kube_router.render.ruleset import IPSetSpec, Ruleset
+from harness.kernel.ipset_ops import IPSetOp
 
 FILTER_BUILTINS = ("INPUT", "FORWARD", "OUTPUT")
 TMP_SET_PREFIX = "TMP-"
@@ -240,17 +241,6 @@ def _existing_headers(existing_sets: Mapping[str, str] | Iterable[str] | None) -
     if isinstance(existing_sets, Mapping):
         return {k: (v.header if isinstance(v, SavedSet) else str(v)) for k, v in existing_sets.items()}
     return {name: "" for name in existing_sets}
-
-
-@dataclass
-class IPSetOp:
-    """One ipset command: ``verb`` plus its arguments, as a line of ``ipset restore`` input."""
-
-    verb: str
-    args: list[str]
-
-    def line(self) -> str:
-        return " ".join([self.verb, *self.args])
 
 
 def ipset_ops(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str] | None = None

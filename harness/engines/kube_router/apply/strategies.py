@@ -12,7 +12,7 @@ every rule and chain of other owners untouched, stale chains and sets of older s
 - ``per-rule`` is kube-router before 1.2: one ``ipset`` exec per set operation and entry, one
   ``iptables`` exec per chain and rule (-N/-A/-I/-D/-F/-X). Make-before-break: new rules are
   added before old ones are deleted, so no packet meets an empty chain.
-- ``netlink``: sets over netlink (pyroute2, batched, see ``ipset_netlink``), chains through
+- ``netlink``: sets over netlink (batched, see ``harness.kernel.ipset_netlink``), chains through
   one ``iptables-restore``.
 
 Durations are measured with the monotonic ``perf_counter_ns``; event timestamps are
@@ -345,9 +345,9 @@ def apply_per_rule(ruleset: Ruleset, netns_name: str, backend: str | Backend = "
 
 
 def apply_netlink(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
-                  batch: int = ipset_netlink.DEFAULT_BATCH, pipeline: bool = True) -> SyncTimings:
-    """Sets over netlink (``batch`` entries per message, messages pipelined unless
-    ``pipeline=False``), chains by one iptables-restore."""
+                  batch: int = ipset_netlink.DEFAULT_BATCH) -> SyncTimings:
+    """Sets over netlink (``batch`` entries per message, many messages per datagram), chains by
+    one iptables-restore."""
     b = get_backend(backend)
     tools = _Tools(netns_name, b)
     t = _new_timings("netlink", ruleset, netns_name, b)
@@ -356,7 +356,7 @@ def apply_netlink(ruleset: Ruleset, netns_name: str, backend: str | Backend = "n
     names = clock.phase("ipset_save_time", ipset_netlink.list_set_names, netns_name)
     t.netlink_requests += 1
     ops = ipset_ops(ruleset, names)  # names only: sets are created with the rendered options
-    stats = clock.phase("ipset_restore_time", ipset_netlink.apply_ops, netns_name, ops, batch, pipeline)
+    stats = clock.phase("ipset_restore_time", ipset_netlink.apply_ops, netns_name, ops, batch)
     t.netlink_requests += stats.requests
     t.sets_ns = time.time_ns()
     clock.phase("iptables_restore_time", tools.run, b.restore_argv(), input=filter_restore_text(ruleset, saved))
