@@ -236,17 +236,25 @@ class DockerPods:
             cp.go_ns = go
         finally:
             os.close(fd)
-        seen = cp.go_ns
+        # The exec happened between the last poll that still saw the entrypoint (``last``) and
+        # the first that saw the command (``seen``): record ``seen``, the later bound. If the
+        # command has already exited by then, its exit (Docker's FinishedAt) may lie before
+        # ``seen``, so the earlier bound is the one consistent with it.
+        seen = last = cp.go_ns
         end = time.monotonic() + 2.0
         while time.monotonic() < end:
+            exited = False
             try:
                 with open(f"/proc/{cp.pid}/cmdline", "rb") as f:
                     now = f.read()
             except OSError:
-                now = b""  # exited already: it did start
+                now, exited = b"", True
             seen = time.time_ns()
             if now != before:
+                if exited or not now:
+                    seen = last
                 break
+            last = seen
             time.sleep(EXEC_POLL_S)
         cp.app_started_ns = seen
         return seen
