@@ -3,7 +3,10 @@
 Each area of the harness contributes its subcommands through a ``register(sub, bench)``
 function in its own ``commands`` module (``sub`` the top-level subparsers, ``bench`` the
 subparsers of ``netpol-harness bench``); a handler is ``args.func(args) -> int``.
-User errors (``HarnessError``) print one line and exit 2; ``--debug`` shows the traceback.
+User errors (``HarnessError``) print one line and exit 2 (4 for ``EnvironmentProblem``, and for
+a permission the caller lacks); any other exception prints one line naming its type and exits 1;
+a bad command line is one line and exit 2. ``--debug`` shows the traceback. SIGINT, SIGTERM and
+SIGHUP tear down like Ctrl-C (``harness.signals``) and exit 130, 143 or 129.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import importlib
 import logging
 import sys
 
+from harness import signals
 from harness.errors import EnvironmentProblem, HarnessError
 
 COMMAND_MODULES = (
@@ -29,8 +33,26 @@ COMMAND_MODULES = (
 )
 
 
+MESSAGE_LIMIT = 200  # characters of an error message shown; the rest is cut, never a huge repr
+DEBUG_HINT = "(run with --debug for the traceback)"
+
+
+def one_line(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` on one line, cut to ``limit`` characters (a user sees the start of a huge value)."""
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``netpol-harness up: error: ... (see --help)``, exit 2.
+    (The stock parser prints the usage block first; subparsers inherit this class.)"""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {one_line(message)} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="netpol-harness",
         description="Kernel-level test harness for Kubernetes NetworkPolicy enforcement.",
     )
@@ -46,25 +68,46 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    signals.install()  # first: a signal during the imports or the build tears down like Ctrl-C
+    debug = "--debug" in (sys.argv[1:] if argv is None else argv)
     try:
-        return int(args.func(args) or 0)
-    except HarnessError as e:
-        if args.debug:
-            raise
-        print(f"netpol-harness: error: {e}", file=sys.stderr)
-        return 4 if isinstance(e, EnvironmentProblem) else 2
-    except KeyboardInterrupt:
-        print("netpol-harness: interrupted", file=sys.stderr)
-        return 130
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        debug = args.debug
+        logging.basicConfig(
+            level=logging.DEBUG if args.debug else logging.WARNING,
+            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        )
+        rc = int(args.func(args) or 0)
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP through harness.signals
+        signum = e.signum if isinstance(e, signals.Terminated) else signals.received()
+        print(f"netpol-harness: {'interrupted' if signum in (None, 2) else e}", file=sys.stderr)
+        return signals.exit_code(signum)
     except BrokenPipeError:  # output piped into head & co.: not an error of ours
         sys.stderr.close()
         return 0
+    except SystemExit:  # argparse (--help, a bad argument) has printed its line already
+        raise
+    except Exception as e:
+        if debug:
+            raise
+        return _report(e)
+    # A signal a command caught (``up`` waits for Ctrl-C) still ends with its exit code.
+    return signals.exit_code() if signals.received() else rc
+
+
+def _report(e: Exception) -> int:
+    """Print one line for an exception a command let through; return the exit code."""
+    if isinstance(e, HarnessError):
+        print(f"netpol-harness: error: {one_line(str(e))}", file=sys.stderr)
+        return 4 if isinstance(e, EnvironmentProblem) else 2
+    if isinstance(e, PermissionError):  # e.g. non-root `gc` with a root-owned leftover
+        what = f"{e.strerror}: {e.filename}" if e.filename else str(e)
+        print(f"netpol-harness: error: {one_line(what)} (run as root: the lab's kernel objects, "
+              f"run records and processes belong to root)", file=sys.stderr)
+        return 4
+    print(f"netpol-harness: error: {type(e).__name__}: {one_line(str(e))} {DEBUG_HINT}", file=sys.stderr)
+    return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness import signals
 from harness.controller.fixtures import controller_factory
 from harness.lab.docker_fixtures import docker_engine, docker_pods
 from harness.lab.fixtures import lab, lab_factory, netpol_kernel_guard
@@ -36,3 +37,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     for name, text in MARKERS.items():
         config.addinivalue_line("markers", f"{name}: {text}")
+    # SIGTERM/SIGHUP become KeyboardInterrupt like Ctrl-C: pytest then ends the session in
+    # order and every fixture finalizer (lab teardown) runs.
+    signals.install()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    if signals.received():  # 130/143/129 like the CLI, instead of pytest's generic 2
+        session.exitstatus = signals.exit_code()

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from harness.argtypes import positive_float, positive_int
 from harness.bench import baseline as bl
 from harness.bench.baseline import Baseline, fmt, machine_label
 from harness.errors import ConfigError
@@ -260,7 +261,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     ``compare``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", help="baseline JSON path (default reports/bench/<suite>-<UTC time>.json)")
-    common.add_argument("--repeat", type=int, default=5, help="repeats per measurement (median, min-max; default 5)")
+    common.add_argument("--repeat", type=positive_int, default=5, help="repeats per measurement (median, min-max; default 5)")
     common.add_argument("--backend", action="append", choices=["legacy", "nft"],
                         help="iptables backend (repeatable; default both)")
     common.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): checks the suite works")
@@ -274,10 +275,10 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     s.add_argument("--point", action="append", metavar="NxPxQ",
                    help="cluster: N nodes x P pods per node x Q policies (repeatable; default 5 points)")
     s.add_argument("--strategy", action="append", choices=["restore", "netlink", "incremental", "per-rule"])
-    s.add_argument("--budget", type=float, default=600, help="seconds; no new point is started after it (600)")
-    s.add_argument("--cell-budget", type=float, default=20,
+    s.add_argument("--budget", type=positive_float, default=600, help="seconds; no new point is started after it (600)")
+    s.add_argument("--cell-budget", type=positive_float, default=20,
                    help="seconds; a strategy/backend slower than this is skipped at larger points (20)")
-    s.add_argument("--max-execs", type=int, default=6000,
+    s.add_argument("--max-execs", type=positive_int, default=6000,
                    help="per-rule re-syncs spawning more processes are extrapolated, not run (6000)")
     s.add_argument("--profile", default="v2.10", help="kube-router profile (default v2.10)")
     s.add_argument("--plot", help="write a PNG of sync time vs scale")
@@ -286,12 +287,12 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     d = bench.add_parser("datapath", parents=[common], help="per-packet cost of N rules vs one ipset",
                          description="RTT and forwarded pps between two pods with N non-matching rules in the "
                                      "node's FORWARD chain, or one rule over an ipset of N entries.")
-    d.add_argument("--count", action="append", type=int, metavar="N",
+    d.add_argument("--count", action="append", type=positive_int, metavar="N",
                    help="rule counts (repeatable; default 0 100 1000 5000 10000 50000)")
     d.add_argument("--mode", action="append", choices=["rules", "ipset"])
-    d.add_argument("--pings", type=int, default=200, help="round trips per repeat (200)")
-    d.add_argument("--window", type=float, default=0.5, help="seconds of sending per throughput repeat (0.5)")
-    d.add_argument("--budget", type=float, default=300, help="seconds; later cells are skipped with a note (300)")
+    d.add_argument("--pings", type=positive_int, default=200, help="round trips per repeat (200)")
+    d.add_argument("--window", type=positive_float, default=0.5, help="seconds of sending per throughput repeat (0.5)")
+    d.add_argument("--budget", type=positive_float, default=300, help="seconds; later cells are skipped with a note (300)")
     d.add_argument("--plot", help="write a PNG of latency and throughput vs N")
     d.set_defaults(func=_datapath)
 
@@ -301,10 +302,10 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                                      "fresh namespace.")
     c.add_argument("--canary", action="append", choices=["iptables_calls", "ipset_swap", "iptables_restore",
                                                          "ipset_restore"])
-    c.add_argument("--calls", type=int, help="sequential iptables calls (200)")
-    c.add_argument("--swaps", type=int, help="ipset swaps (1000)")
-    c.add_argument("--rules", type=int, help="rules in the big restore (100000)")
-    c.add_argument("--entries", type=int, help="entries in the big ipset restore (100000)")
+    c.add_argument("--calls", type=positive_int, help="sequential iptables calls (200)")
+    c.add_argument("--swaps", type=positive_int, help="ipset swaps (1000)")
+    c.add_argument("--rules", type=positive_int, help="rules in the big restore (100000)")
+    c.add_argument("--entries", type=positive_int, help="entries in the big ipset restore (100000)")
     c.set_defaults(func=_canaries)
 
     g = bench.add_parser("plot", help="PNG of a saved sweep or datapath result",
@@ -317,7 +318,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                        description=COMPARE_HELP)
     p.add_argument("base", help="baseline JSON (before)")
     p.add_argument("new", help="baseline JSON (after)")
-    p.add_argument("--threshold", type=float, default=1.5, help="regression factor (default 1.5)")
+    p.add_argument("--threshold", type=positive_float, default=1.5, help="regression factor (default 1.5)")
     p.add_argument("--strict", action="store_true", help="medians only, ignore the min-max ranges")
     p.add_argument("--fail-missing", action="store_true", help="a metric missing on one side is a failure")
     p.set_defaults(func=_compare)

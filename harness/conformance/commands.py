@@ -13,6 +13,7 @@ import os
 
 from tabulate import tabulate
 
+from harness.argtypes import positive_float
 from harness.conformance.case import Case, load_case, plan
 from harness.conformance.runner import (
     DEFAULT_TIMEOUT,
@@ -22,6 +23,7 @@ from harness.conformance.runner import (
     render_oracle_vs_hand,
     run_case,
 )
+from harness.errors import ConfigError
 
 STRATEGY_CHOICES = ("restore", "per-rule", "netlink")
 BACKEND_CHOICES = ("nft", "legacy")
@@ -37,7 +39,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     p.add_argument("--profile", default="v2.10", help="kube-router version profile (default v2.10)")
     p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="restore",
                    help="apply strategy (default restore, kube-router's full sync)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT,
+    p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT,
                    help=f"probe timeout in seconds (default {DEFAULT_TIMEOUT})")
     p.add_argument("--prober", choices=("packet", "socket"), default="packet",
                    help="packet: the probe engine (raw probes, kernel timestamps; default); "
@@ -51,11 +53,15 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
 
 
 def expand_case_paths(paths: list[str]) -> list[str]:
-    """Case files from the command line; a directory stands for its ``*.yaml`` files, sorted."""
+    """Case files from the command line; a directory stands for its ``*.yaml`` files, sorted.
+    A directory without case files is a ConfigError: a wrong path in CI must not pass as 0/0."""
     out: list[str] = []
     for path in paths:
         if os.path.isdir(path):
-            out.extend(sorted(glob.glob(os.path.join(path, "*.yaml"))))
+            found = sorted(glob.glob(os.path.join(path, "*.yaml")))
+            if not found:
+                raise ConfigError(path, None, "directory holds no case files (*.yaml)")
+            out.extend(found)
         else:
             out.append(path)
     return out

@@ -12,6 +12,7 @@ import sys
 import time
 from typing import Any
 
+from harness.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from harness.controller.delivery import Delivery
 from harness.controller.loop import CONTROLLER_STRATEGIES, Controller, ControllerConfig
 from harness.controller.metrics import quantile
@@ -152,7 +153,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("topology", nargs="?", default="default",
                    help="shipped topology name or path, 'example', or 'synthetic:NODESxPODSxPOLICIES'")
     p.add_argument("--manifest", action="append", default=[], help="extra manifest file (repeatable)")
-    p.add_argument("--synthetic-policies", type=int, default=0, metavar="N", help="add N generated policies")
+    p.add_argument("--synthetic-policies", type=non_negative_int, default=0, metavar="N", help="add N generated policies")
     p.add_argument("--seed", type=int, default=1, help="seed for --synthetic-policies")
     p.add_argument("--profile", default="v2.10", choices=list(PROFILES), help="kube-router version profile")
     p.add_argument("--backend", default="nft", choices=["nft", "legacy"], help="iptables backend")
@@ -161,12 +162,12 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="event delivery delay: 0.05, uniform:0.01,0.2, lognormal:0.08,0.5, exponential:0.05 "
                         "(repeatable with NODE=)")
     p.add_argument("--delivery-seed", type=int, default=0, help="seed of the delivery delay draws")
-    p.add_argument("--resync-period", type=float, default=300.0, metavar="S", help="periodic full sync (s)")
-    p.add_argument("--pods", type=int, default=10, help="client pods to add, one by one")
+    p.add_argument("--resync-period", type=positive_float, default=300.0, metavar="S", help="periodic full sync (s)")
+    p.add_argument("--pods", type=positive_int, default=10, help="client pods to add, one by one")
     p.add_argument("--node", help="node the pods are added to (default: the last real node)")
-    p.add_argument("--interval", type=float, default=0.2, metavar="S", help="seconds between pod additions")
+    p.add_argument("--interval", type=non_negative_float, default=0.2, metavar="S", help="seconds between pod additions")
     p.add_argument("--light", action="store_true", help="add light pods (an address each) instead of full pods")
-    p.add_argument("--timeout", type=float, default=60.0, metavar="S", help="wait for the last sync at most")
+    p.add_argument("--timeout", type=positive_float, default=60.0, metavar="S", help="wait for the last sync at most")
     p.add_argument("--out", metavar="FILE", help="write the runs (timeline, metrics) as JSON")
 
 

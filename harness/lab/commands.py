@@ -6,13 +6,13 @@ import argparse
 import contextlib
 import os
 import platform
-import signal
 import sys
 import time
 from typing import Any
 
 from tabulate import tabulate
 
+from harness.argtypes import non_negative_int, positive_int
 from harness.errors import HarnessError
 
 
@@ -46,10 +46,11 @@ def register(sub: Any, bench: Any) -> None:
     p.set_defaults(func=cmd_gc)
 
     p = bench.add_parser("lab", help="time realizing and removing full and light pods")
-    p.add_argument("--full", type=int, default=1000, help="full pods (own namespace + veth); default 1000")
-    p.add_argument("--light", type=int, default=0, help="light pods (addresses in a shared namespace)")
-    p.add_argument("--nodes", type=int, default=2, help="real nodes; default 2")
-    p.add_argument("--repeat", type=int, default=1, help="runs (one row each)")
+    p.add_argument("--full", type=non_negative_int, default=1000,
+                   help="full pods (own namespace + veth); default 1000")
+    p.add_argument("--light", type=non_negative_int, default=0, help="light pods (addresses in a shared namespace)")
+    p.add_argument("--nodes", type=positive_int, default=2, help="real nodes; default 2")
+    p.add_argument("--repeat", type=positive_int, default=1, help="runs (one row each)")
     p.add_argument("--no-servers", action="store_true", help="without echo listeners")
     p.set_defaults(func=cmd_bench_lab)
 
@@ -91,6 +92,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     if args.docker and args.keep:  # a private engine belongs to the process that started it
         raise HarnessError("up: --docker cannot be combined with --keep")
     cluster = _load_cluster(args.topology)
+    if args.docker:  # a selector that matches nothing is a mistake: say so before building anything
+        from harness.lab.docker_commands import check_docker_selector
+
+        check_docker_selector(cluster, args.docker)
     lab = Lab(cluster, servers=not args.no_servers, topology=args.topology)
     lab.up()
     docker = None
@@ -105,14 +110,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             lab.detach()
             print(f"kept. `netpol-harness exec POD -- CMD`, `netpol-harness down {lab.run_id}`")
             return 0
-        print("press Ctrl-C to tear down")
-
-        def interrupt(*_: object) -> None:
-            raise KeyboardInterrupt
-
-        # Explicit handlers: a shell's background job starts with SIGINT ignored.
-        signal.signal(signal.SIGINT, interrupt)
-        signal.signal(signal.SIGTERM, interrupt)
+        print("press Ctrl-C to tear down", flush=True)
+        # SIGINT/SIGTERM/SIGHUP raise KeyboardInterrupt here (harness.signals, installed by main).
         with contextlib.suppress(KeyboardInterrupt):
             while True:
                 time.sleep(3600)
@@ -129,7 +128,7 @@ def _pick_run(run_id: str | None) -> Any:
     from harness.lab import state
 
     if run_id:
-        return state.load(run_id)
+        return state.load(state.check_run_id(run_id, "RUN"))
     runs = state.list_runs()
     kept = [r for r in runs if r.kept]
     if len(kept) == 1:

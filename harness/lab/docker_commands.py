@@ -18,6 +18,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.argtypes import positive_int
 from harness.errors import HarnessError
 
 
@@ -27,9 +28,38 @@ def register(sub: Any, bench: Any) -> None:
     p.set_defaults(func=cmd_docker_gc)
 
     p = bench.add_parser("docker", help="time engine start and container-pod add/remove (CNI-like)")
-    p.add_argument("--pods", type=int, default=10, help="container pods added one by one; default 10")
+    p.add_argument("--pods", type=positive_int, default=10, help="container pods added one by one; default 10")
     p.add_argument("--private", action="store_true", help="always start a private engine (never reuse)")
     p.set_defaults(func=cmd_bench_docker)
+
+
+def check_docker_selector(cluster: Any, spec: str) -> list[str]:
+    """The model's pods that ``up --docker SPEC`` would turn into containers (full pods on real
+    nodes, the ones the lab realizes in a namespace of their own), with the grammar of
+    ``docker_pods.select_pods``; HarnessError if the selector is malformed or matches none.
+    Checked before the lab is built, so a typo costs nothing."""
+    from harness.model.cluster import PodKind
+
+    full = [k for k, p in cluster.pods.items()
+            if p.kind is PodKind.FULL and p.node in cluster.nodes and cluster.nodes[p.node].is_real]
+    if spec.strip() == "all":
+        out = full
+    else:
+        out = []
+        for item in (x.strip() for x in spec.split(",") if x.strip()):
+            if "/" in item:
+                if item not in full:
+                    raise HarnessError(f"--docker: {item[:80]}: no full pod of that name in the topology")
+                out.append(item)
+            elif "=" in item:
+                k, _, v = item.partition("=")
+                out += [p for p in full if cluster.pods[p].labels.get(k) == v]
+            else:
+                raise HarnessError(f"--docker: {item[:80]!r}: expected all, ns/name or label=value")
+    if not out:
+        raise HarnessError(f"--docker: {spec[:80]!r} matches no full pod of topology {cluster.name} "
+                           f"(selectable: all, ns/name or label=value of a full pod on a real node)")
+    return list(dict.fromkeys(out))
 
 
 def cmd_docker_gc(args: argparse.Namespace) -> int:

@@ -41,6 +41,15 @@ JOURNAL = "pods.jsonl"
 _write_lock = threading.RLock()
 
 
+def check_run_id(run_id: object, what: str = "run id") -> str:
+    """``run_id`` if it is a run id (6 hex digits), else HarnessError: every path built from a
+    run id goes through here, so ``../../x`` never names a directory outside STATE_ROOT."""
+    if not isinstance(run_id, str) or not RUN_ID_RE.match(run_id):
+        shown = repr(run_id)[:40]
+        raise HarnessError(f"{what}: {shown} is not a run id (6 hex digits, e.g. 3fa9c1)")
+    return run_id
+
+
 def netns_prefix(run_id: str) -> str:
     """Every namespace of run ``run_id`` starts with this."""
     return f"{PREFIX}{run_id}-"
@@ -183,6 +192,8 @@ def _path_of_run(path: str, run_id: str, run_dir: str) -> bool:
 
 def new_run(*, kept: bool = False, run_id: str | None = None) -> RunState:
     """Reserve a fresh run id (mkdir is the atomic claim) and write its first record."""
+    if run_id is not None:
+        check_run_id(run_id)
     os.makedirs(STATE_ROOT, exist_ok=True)
     for _ in range(100):
         rid = run_id or secrets.token_hex(3)
@@ -204,8 +215,9 @@ def new_run(*, kept: bool = False, run_id: str | None = None) -> RunState:
 
 
 def load(run_id: str) -> RunState:
-    """The record of ``run_id``; HarnessError if there is none."""
-    p = os.path.join(STATE_ROOT, run_id, "state.json")
+    """The record of ``run_id``; HarnessError if there is none, or if ``run_id`` or the record's
+    own ``run_id`` is not a run id (a crafted record must not steer ``remove_run``'s rmtree)."""
+    p = os.path.join(STATE_ROOT, check_run_id(run_id), "state.json")
     try:
         with open(p) as f:
             data = json.load(f)
@@ -213,6 +225,8 @@ def load(run_id: str) -> RunState:
         raise HarnessError(f"no lab run {run_id!r} (see `netpol-harness gc` / `up --keep`)") from None
     except json.JSONDecodeError as e:
         raise HarnessError(f"{p}: unreadable run record: {e}") from None
+    if not isinstance(data, dict) or data.get("run_id") != run_id:
+        raise HarnessError(f"{p}: not the record of run {run_id} (its run_id differs)")
     known = set(RunState.__dataclass_fields__)
     st = RunState(**{k: v for k, v in data.items() if k in known})
     with contextlib.suppress(FileNotFoundError):

@@ -21,6 +21,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.argtypes import positive_float
 from harness.errors import ConfigError, EnvironmentProblem
 
 PAIRS = {  # name -> (source pod, destination pod), both on node-a so the rule goes in one FORWARD
@@ -47,7 +48,7 @@ def register(sub: Any, bench: Any) -> None:
     p = bench.add_parser("probe", help="sustained probes/s with correct classification, CPU per 1,000 probes")
     p.add_argument("--rates", type=_rates, default=[1000.0, 2000.0, 5000.0, 8000.0, 10000.0],
                    help="comma-separated target rates, probes/s (default 1000,2000,5000,8000,10000)")
-    p.add_argument("--duration", type=float, default=3.0, help="seconds per rate (default 3)")
+    p.add_argument("--duration", type=positive_float, default=3.0, help="seconds per rate (default 3)")
     p.add_argument("--flows", type=_positive_int, default=1, help="concurrent flows sharing each rate")
     p.add_argument("--proto", choices=("TCP", "UDP", "ICMP"), default="TCP", help="probe protocol (default TCP)")
     p.add_argument("--repeat", type=_positive_int, default=1, help="runs per rate (one row each)")

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from harness.argtypes import positive_int
 from harness.engines.kube_router.apply.restore_text import ipset_ops
 from harness.engines.kube_router.apply.strategies import STRATEGIES, SyncTimings, apply
 from harness.engines.kube_router.apply.synthetic import SCALES, scaled_ruleset
@@ -192,9 +193,9 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                    help="rulesets from the kube-router renderer on generated clusters (default) or "
                         "the apply module's own kube-router-shaped generator")
     b.add_argument("--profile", default="v2.10", help="kube-router profile for --source render")
-    b.add_argument("--repeat", type=int, default=3, help="runs per cell (median reported)")
-    b.add_argument("--per-rule-repeat", type=int, default=1, help="runs per per-rule cell (they are slow)")
-    b.add_argument("--max-execs", type=int, default=25000,
+    b.add_argument("--repeat", type=positive_int, default=3, help="runs per cell (median reported)")
+    b.add_argument("--per-rule-repeat", type=positive_int, default=1, help="runs per per-rule cell (they are slow)")
+    b.add_argument("--max-execs", type=positive_int, default=25000,
                    help="skip per-rule cells whose re-sync would spawn more processes than this")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=_bench_checked)

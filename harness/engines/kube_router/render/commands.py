@@ -12,6 +12,7 @@ import statistics
 import sys
 import time
 
+from harness.argtypes import int_in, non_negative_int, positive_int
 from harness.engines.kube_router.render.kube_router import ClusterIndex, dump, render_node
 from harness.engines.kube_router.render.profiles import PROFILES
 from harness.engines.kube_router.render.synthetic import (
@@ -23,6 +24,8 @@ from harness.errors import ConfigError
 from harness.model.cluster import Cluster
 
 _SYNTHETIC = re.compile(r"^synthetic:(\d+)x(\d+)x(\d+)$")
+
+SYNC_VERSION = int_in(0, 2**63 - 1)  # nanoseconds since the epoch, as kube-router uses
 
 
 def load_cluster(spec: str, manifests: list[str] | None = None) -> Cluster:
@@ -111,19 +114,19 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     p.add_argument("topology", help="shipped topology name or path, 'example', or 'synthetic:NODESxPODSxPOLICIES'")
     p.add_argument("--node", help="node to render (default: the first node)")
     p.add_argument("--profile", default="v2.10", choices=list(PROFILES), help="kube-router version profile")
-    p.add_argument("--sync-version", type=int, help="sync version hashed into chain names (default: now, in ns)")
+    p.add_argument("--sync-version", type=SYNC_VERSION, help="sync version hashed into chain names (default: now, in ns)")
     p.add_argument("--default-deny", action="store_true", help="--netpol-default-deny (v2.10)")
     p.add_argument("--reject-with", choices=["icmp-port-unreachable", "tcp-reset"],
                    help="not a kube-router option: explicit REJECT type, for contrast")
     p.add_argument("--manifest", action="append", default=[], help="extra manifest file (repeatable)")
-    p.add_argument("--synthetic-policies", type=int, default=0, metavar="N", help="add N generated policies")
+    p.add_argument("--synthetic-policies", type=non_negative_int, default=0, metavar="N", help="add N generated policies")
     p.add_argument("--seed", type=int, default=1, help="seed for --synthetic-policies")
     p.set_defaults(func=_render)
 
     b = bench.add_parser("render", help="render time of kube-router rulesets at several scales",
                          description="Time render_node on generated clusters and on scale-100 with 1,000 "
                                      "generated policies; prints rules, set entries and the median time.")
-    b.add_argument("--repeat", type=int, default=5, help="renders per cell (median reported)")
+    b.add_argument("--repeat", type=positive_int, default=5, help="renders per cell (median reported)")
     b.add_argument("--profile", action="append", choices=list(PROFILES), help="profile (repeatable)")
     b.add_argument("--quick", action="store_true", help="smallest scale only")
     b.add_argument("--json", action="store_true", help="machine-readable output")
