@@ -33,7 +33,7 @@ COMMAND_MODULES = (
 )
 
 
-MESSAGE_LIMIT = 200  # characters of an error message shown; the rest is cut, never a huge repr
+MESSAGE_LIMIT = 500  # characters of an error line shown; the rest is cut, never a huge repr
 DEBUG_HINT = "(run with --debug for the traceback)"
 
 

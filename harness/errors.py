@@ -7,6 +7,8 @@ The CLI prints ``str(error)`` without a traceback; pytest skips or fails with it
 
 from __future__ import annotations
 
+MESSAGE_LIMIT = 300  # characters of a ConfigError's message (after the file and field)
+
 
 class HarnessError(Exception):
     """Base of every user-facing error; ``str()`` is the one-line message."""
@@ -18,6 +20,9 @@ class ConfigError(HarnessError):
     def __init__(self, source: str | None, field: str | None, message: str):
         self.source = source
         self.field = field
+        # A message quotes user values: never let one make a line of megabytes.
+        if len(message) > MESSAGE_LIMIT:
+            message = message[: MESSAGE_LIMIT - 3] + "..."
         self.message = message
         parts = [p for p in (source, field) if p]
         super().__init__(": ".join([*parts, message]))

@@ -43,6 +43,7 @@ from harness.errors import ConfigError
 from harness.model.cluster import NAMESPACE_NAME_LABEL, PROTOCOLS, Cluster, Namespace, PodKind
 from harness.model.fields import Fields, items, load_yaml_documents
 from harness.model.labels import validate_labels, validate_name
+from harness.model.limits import MAX_CASE_STEPS
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,8 @@ def parse_case(data: Any, source: str) -> Case:
     f.done()
     if not raw_steps:
         raise ConfigError(source, "steps", "needs at least one step")
+    if len(raw_steps) > MAX_CASE_STEPS:
+        raise ConfigError(source, "steps", f"{len(raw_steps)} steps, more than the limit of {MAX_CASE_STEPS}")
     steps = [_parse_step(i, raw, source, path) for i, (path, raw) in enumerate(items(raw_steps, source, "steps"))]
     return Case(name=name, topology=topology, steps=steps, source=source)
 

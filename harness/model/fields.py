@@ -10,11 +10,21 @@ problem reported as one line naming the file and the field path.
 from __future__ import annotations
 
 import difflib
+import os
+import stat
 from typing import Any
 
 import yaml
 
 from harness.errors import ConfigError
+from harness.model.limits import (
+    MAX_FILE_BYTES,
+    MAX_YAML_ALIASES,
+    MAX_YAML_DEPTH,
+    MAX_YAML_NODES,
+    cut,
+    shown,
+)
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "a boolean", list: "a list", dict: "a mapping",
                float: "a number"}
@@ -86,7 +96,7 @@ class Fields:
         if not _is(value, t):
             raise self.error(key, f"must be {type_name(t)}, got {_describe(value)}")
         if choices is not None and value not in choices:
-            raise self.error(key, f"{value!r} is not one of {', '.join(map(str, choices))}")
+            raise self.error(key, f"{shown(value)} is not one of {', '.join(map(str, choices))}")
         return value
 
     def done(self) -> None:
@@ -114,28 +124,119 @@ def _describe(value: Any) -> str:
         return f"a boolean ({value})"
     if isinstance(value, (dict, list)):
         return type_name(type(value))
-    return f"{type_name(type(value))} ({value!r})"
+    return f"{type_name(type(value))} ({shown(value)})"
 
 
 def load_yaml_documents(path: str) -> list[Any]:
-    """All YAML documents of a file (empty ones dropped), with one-line errors for a missing file
-    or malformed YAML (naming line and column)."""
+    """All YAML documents of a file (empty ones dropped), with one-line errors for a missing,
+    special (a FIFO would block) or too large file and for malformed YAML (naming line and
+    column); the limits of ``harness.model.limits`` apply."""
     try:
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(path, None, "not a regular file")
+        if st.st_size > MAX_FILE_BYTES:
+            raise ConfigError(path, None, f"file too large ({st.st_size} bytes, at most {MAX_FILE_BYTES})")
         with open(path, encoding="utf-8") as fh:
-            text = fh.read()
+            text = fh.read(MAX_FILE_BYTES + 1)  # bounded even if the file grows meanwhile
     except FileNotFoundError:
         raise ConfigError(path, None, "file not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(path, None, f"cannot read: {e}") from None
+        raise ConfigError(path, None, f"cannot read: {cut(str(e))}") from None
     return parse_yaml_documents(text, path)
+
+
+class _LimitExceeded(yaml.YAMLError):
+    def __init__(self, problem: str, mark: Any):
+        super().__init__(problem)
+        self.problem = problem
+        self.problem_mark = mark
+
+
+class BoundedSafeLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` with bounds checked while composing, before any object is built:
+    nesting depth (PyYAML's composer recurses: deep nesting would be a RecursionError),
+    alias uses, recursive aliases and the size of a document with its aliases expanded (a
+    billion-laughs file is a few lines)."""
+
+    def __init__(self, stream: Any):
+        super().__init__(stream)
+        self._depth = 0
+        self._aliases = 0
+
+    def compose_document(self) -> Any:
+        self._aliases = 0
+        node = super().compose_document()
+        _check_expanded(node)
+        return node
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_YAML_ALIASES:
+                raise _LimitExceeded(f"more than {MAX_YAML_ALIASES} aliases in one document",
+                                     self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _LimitExceeded(f"nested deeper than {MAX_YAML_DEPTH} levels", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _children(node: Any) -> list[Any]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [x for pair in node.value for x in pair]
+    return []
+
+
+def _check_expanded(root: Any) -> None:
+    """Refuse a node graph with a cycle (``&a [*a]``) or more than MAX_YAML_NODES nodes once
+    aliases are expanded. Iterative, memoized by node: linear in the composed graph."""
+    if root is None:
+        return
+    size: dict[int, int] = {}
+    started: set[int] = set()
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    while stack:
+        node, leaving = stack.pop()
+        nid = id(node)
+        if leaving:
+            size[nid] = min(MAX_YAML_NODES + 1, 1 + sum(size[id(c)] for c in _children(node)))
+            continue
+        if nid in size:
+            continue
+        started.add(nid)
+        stack.append((node, True))
+        for child in _children(node):
+            cid = id(child)
+            if cid in started and cid not in size:  # an ancestor still being summed
+                raise _LimitExceeded("recursive alias (a node contains itself)", child.start_mark)
+            if cid not in size:
+                stack.append((child, False))
+    if size[id(root)] > MAX_YAML_NODES:
+        raise _LimitExceeded(f"more than {MAX_YAML_NODES} nodes with aliases expanded (an alias bomb?)",
+                             root.start_mark)
 
 
 def parse_yaml_documents(text: str, source: str | None) -> list[Any]:
     """Like ``load_yaml_documents`` for text already in memory."""
+    if len(text) > MAX_FILE_BYTES:
+        raise ConfigError(source, None, f"more than {MAX_FILE_BYTES} characters of YAML")
     try:
-        return [d for d in yaml.safe_load_all(text) if d is not None]
+        return [d for d in yaml.load_all(text, Loader=BoundedSafeLoader) if d is not None]
+    except _LimitExceeded as e:
+        mark = e.problem_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}" if mark else None
+        raise ConfigError(source, where, f"refused YAML: {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}" if mark else None
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(source, where, f"malformed YAML: {problem}") from None
+        raise ConfigError(source, where, f"malformed YAML: {cut(problem)}") from None
+    except (ValueError, OverflowError, RecursionError) as e:  # e.g. an integer of 5,000 digits
+        raise ConfigError(source, None, f"cannot read YAML: {type(e).__name__}: {cut(str(e))}") from None

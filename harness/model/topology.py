@@ -26,7 +26,9 @@ A topology file is one YAML mapping::
     manifests: [policies.yaml]       # Kubernetes YAML, relative to this file
     x-ports: &web [{port: 80}]       # top-level keys starting with x- are ignored: room for anchors
 
-Templates are ``str.format`` strings. Node generators know ``{index}`` (``start``, ``start+1``
+Templates are ``str.format`` strings with plain substitutions only: ``{n}`` or a zero-padded
+width ``{n:04d}`` (at most ``MAX_TEMPLATE_WIDTH``); no other format spec, no ``!r``, no
+attribute or index lookups. Node generators know ``{index}`` (``start``, ``start+1``
 ...); pod generators know ``{node}`` (node name), ``{node_index}`` (position of the node in the
 topology, from 0), ``{i}`` (pod index on its node, from 0), ``{n}`` (pod index in the generator,
 from 0) and, except in ``namespace``, ``{namespace}``. A list of templates picks element
@@ -48,6 +50,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -58,6 +61,7 @@ from harness.errors import ConfigError
 from harness.model.cluster import Cluster, ContainerPort, Namespace, Node, NodeKind, Pod, PodKind
 from harness.model.fields import Fields, items, join, load_yaml_documents
 from harness.model.labels import label_value_problem, validate_labels, validate_name
+from harness.model.limits import MAX_NODES, MAX_PODS, MAX_TEMPLATE_WIDTH, shown
 from harness.model.manifests import (
     DEFAULT_NAMESPACE,
     PodDecl,
@@ -85,6 +89,8 @@ POD_TEMPLATE_VARIABLES = POD_NAMESPACE_VARIABLES | {"namespace"}
 NODE_SELECTIONS = ("all", "real", "virtual")
 
 _FORMATTER = string.Formatter()
+# The one format spec a template may carry: a (zero-padded) integer width, e.g. 03d.
+_WIDTH_SPEC = re.compile(r"^0?([1-9][0-9]?)?d$")
 
 
 # -- finding and loading ----------------------------------------------------------------------
@@ -143,6 +149,8 @@ def topology_from_dict(data: Any, source: str | None = None, base_dir: str | Pat
     ipam = PodIPAM(cluster)
     _add_topology_pods(cluster, pods, generators, source, ipam)
     apply_manifest_objects([o for o in objects if o.kind != "Namespace"], cluster, ipam)
+    if len(cluster.pods) > MAX_PODS:  # topology pods were bounded before; this counts manifest pods too
+        raise ConfigError(source, None, f"{len(cluster.pods)} pods exceed the limit of {MAX_PODS}")
     log.info("topology %s: %d nodes, %d namespaces, %d pods, %d policies", cluster.name, len(cluster.nodes),
              len(cluster.namespaces), len(cluster.pods), len(cluster.policies))
     return cluster
@@ -222,9 +230,11 @@ def _read_nodes(value: list, source: str | None) -> list[_NodeSpec]:
     specs: list[_NodeSpec] = []
     for path, entry in items(value, source, "nodes"):
         if isinstance(entry, dict) and "generate" in entry:
-            specs.extend(_generate_nodes(entry, source, path))
+            specs.extend(_generate_nodes(entry, source, path, MAX_NODES - len(specs)))
         else:
             specs.append(_read_node(entry, source, path))
+        if len(specs) > MAX_NODES:
+            raise ConfigError(source, path, f"more than {MAX_NODES} nodes in the topology")
     if not specs:
         raise ConfigError(source, "nodes", "a topology needs at least one node")
     _check_unique(((s.name, s.name_field) for s in specs), source, "node")
@@ -243,14 +253,19 @@ def _read_node(entry: Any, source: str | None, path: str) -> _NodeSpec:
                      pod_cidr=parse_network(cidr, source, f.field("pod_cidr")) if cidr is not None else None)
 
 
-def _generate_nodes(entry: dict, source: str | None, path: str) -> list[_NodeSpec]:
+def _generate_nodes(entry: dict, source: str | None, path: str, room: int) -> list[_NodeSpec]:
+    """The nodes of one ``generate`` entry; ``room`` is how many more nodes the topology may have."""
     outer = Fields(entry, source, path)
     g = Fields(outer.req("generate", dict), source, outer.field("generate"))
     outer.done()
-    count = _count(g, "count")
+    count = _count(g, "count", MAX_NODES)
+    if count > room:
+        raise g.error("count", f"{count} more nodes exceed the topology's limit of {MAX_NODES} nodes")
     name = Template.parse(g.req("name", (str, list)), source, g.field("name"), NODE_TEMPLATE_VARIABLES)
     kind = NodeKind(g.opt("kind", str, "virtual", choices=tuple(NodeKind)))
     start = g.opt("start", int, 0)
+    if not 0 <= start <= 10**9:  # rendered into names: a huge start is a typo
+        raise g.error("start", f"{shown(start)} is not between 0 and 1000000000")
     g.done()
     specs = []
     for index in range(start, start + count):
@@ -359,6 +374,8 @@ def _add_topology_pods(cluster: Cluster, pods: Any, generators: Any, source: str
     decls = [_read_pod(entry, source, path) for path, entry in items(pods, source, "pods")]
     for path, entry in items(generators, source, "pod_generators"):
         decls.extend(PodGenerator.parse(entry, source, path).generate(cluster))
+        if len(decls) > MAX_PODS:
+            raise ConfigError(source, path, f"more than {MAX_PODS} pods in the topology")
     add_pods(cluster, decls, ipam)  # explicit pods first, then generators, each in declaration order
 
 
@@ -392,10 +409,13 @@ def read_ports(value: Any, source: str | None, path: str) -> list[ContainerPort]
     return [p for _, p in ports]
 
 
-def _count(f: Fields, key: str) -> int:
+def _count(f: Fields, key: str, limit: int) -> int:
+    """A required count in ``[0, limit]``."""
     count = f.req(key, int)
     if count < 0:
-        raise f.error(key, f"{count} must not be negative")
+        raise f.error(key, f"{shown(count)} must not be negative")
+    if count > limit:
+        raise f.error(key, f"{shown(count)} is more than the limit of {limit}")
     return count
 
 
@@ -426,24 +446,31 @@ class Template:
         try:
             return text.format_map(values)
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as e:
-            raise ConfigError(self.source, self.field, f"cannot render {text!r}: {e}") from None
+            raise ConfigError(self.source, self.field, f"cannot render {shown(text)}: {e}") from None
 
 
 def _check_template(text: Any, source: str | None, field: str, variables: frozenset[str]) -> None:
     known = ", ".join(sorted(variables))
     if not isinstance(text, str):
-        raise ConfigError(source, field, f"must be a string template, got {text!r}")
+        raise ConfigError(source, field, f"must be a string template, got {shown(text)}")
     try:
         parsed = list(_FORMATTER.parse(text))
     except ValueError as e:
-        raise ConfigError(source, field, f"invalid template {text!r}: {e}") from None
-    for _, name, _, _ in parsed:
+        raise ConfigError(source, field, f"invalid template {shown(text)}: {e}") from None
+    for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if not name.isidentifier():
-            raise ConfigError(source, field, f"template {text!r} must use plain variables like {{n}} (known: {known})")
+            raise ConfigError(source, field, f"template {shown(text)} must use plain variables like {{n}} "
+                              f"(known: {known})")
         if name not in variables:
-            raise ConfigError(source, field, f"unknown template variable {name!r} in {text!r} (known: {known})")
+            raise ConfigError(source, field, f"unknown template variable {shown(name)} in {shown(text)} "
+                              f"(known: {known})")
+        # A format spec is code run at render time: "{n:>3000000000}" allocates gigabytes.
+        width = _WIDTH_SPEC.match(spec or "d")
+        if conversion is not None or width is None or int(width.group(1) or 0) > MAX_TEMPLATE_WIDTH:
+            raise ConfigError(source, field, f"template {shown(text)}: {{{name}}} may only carry a width like "
+                              f"{{{name}:03d}} (at most {MAX_TEMPLATE_WIDTH}), no other format spec or !conversion")
 
 
 # -- pod generators ---------------------------------------------------------------------------
@@ -467,7 +494,7 @@ class PodGenerator:
         """A generator from its YAML entry (templates and ports checked here)."""
         f = Fields(entry, source, path)
         gen = cls(
-            path=path, source=source, nodes=_node_selection(f), per_node=_count(f, "per_node"),
+            path=path, source=source, nodes=_node_selection(f), per_node=_count(f, "per_node", MAX_PODS),
             namespace=Template.parse(f.opt("namespace", (str, list), DEFAULT_NAMESPACE), source,
                                      f.field("namespace"), POD_NAMESPACE_VARIABLES),
             name=Template.parse(f.req("name", (str, list)), source, f.field("name"), POD_TEMPLATE_VARIABLES),
@@ -494,7 +521,12 @@ class PodGenerator:
         node_index = {name: i for i, name in enumerate(cluster.nodes)}
         decls = []
         n = 0
-        for node in self.selected_nodes(cluster):
+        selected = self.selected_nodes(cluster)
+        if self.per_node * len(selected) > MAX_PODS:  # before any pod is made
+            raise ConfigError(self.source, join(self.path, "per_node"),
+                              f"{self.per_node} pods on each of {len(selected)} nodes exceed the limit "
+                              f"of {MAX_PODS} pods")
+        for node in selected:
             for i in range(self.per_node):
                 values = {"node": node.name, "node_index": node_index[node.name], "i": i, "n": n}
                 decls.append(self._pod(node, values))
