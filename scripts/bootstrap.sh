@@ -26,7 +26,36 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
+# others_can_run PYTHON: can users other than its owner run this interpreter and read its
+# standard library? A venv links to its interpreter (and --copies still reads the stdlib from
+# the base install), so a pyenv under root's 0700 home gives a venv only root can run, and the
+# non-root path (kernel tests skip with the reason, kernel commands exit 4 with a hint) is
+# then unreachable for everyone else.
+others_can_run() {
+  "$1" - <<'PYEOF' 2>/dev/null
+import os, stat, sys, sysconfig
+for target in (os.path.realpath(sys.executable), os.path.realpath(sysconfig.get_paths()["stdlib"])):
+    path = target
+    while True:
+        mode = os.stat(path).st_mode
+        need = stat.S_IXOTH | (stat.S_IROTH if path == target else 0)
+        if mode & need != need:
+            sys.exit(1)
+        if path == "/":
+            break
+        path = os.path.dirname(path)
+PYEOF
+}
 PY=${PYTHON:-python3}
+if ! others_can_run "$PY" && [ -z "${PYTHON:-}" ] && others_can_run /usr/bin/python3 \
+   && /usr/bin/python3 -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  echo "bootstrap: $(command -v "$PY") is not usable by other users: the venv uses /usr/bin/python3"
+  PY=/usr/bin/python3
+fi
+if [ -x .venv/bin/python ] && ! others_can_run .venv/bin/python && others_can_run "$PY"; then
+  echo "bootstrap: .venv links to an interpreter other users cannot run: recreating it"
+  rm -rf .venv
+fi
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv"
   "$PY" -m venv .venv
