@@ -3,6 +3,8 @@ file and the field path (never a traceback, never a vaguer message)."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from harness.errors import ConfigError
@@ -139,6 +141,88 @@ TOPOLOGY_ERRORS = {
     "negative count": ("nodes: [{generate: {count: -1, name: 'v{index}'}}]\n",
                        "nodes[0].generate.count: -1 must not be negative"),
 }
+
+# Bounds (harness.model.limits): each refused in bounded time and memory, with a short message.
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [{', '.join(['*' + p] * 10)}]\n" for p, n in zip("abcdef", "bcdefg", strict=True))
+LIMIT_ERRORS = {
+    "node count above the limit": ("nodes: [{generate: {count: 100000000000, name: 'v{index}'}}]\n",
+                                   "nodes[0].generate.count: 100000000000 is more than the limit of 5000"),
+    "node generators together above the limit":
+        ("nodes: [{generate: {count: 3000, name: 'a{index}'}}, {generate: {count: 3000, name: 'b{index}'}}]\n",
+         "nodes[1].generate.count: 3000 more nodes exceed the topology's limit of 5000 nodes"),
+    "per_node above the limit":
+        ("nodes: [{name: a}]\npod_generators: [{per_node: 99999999999, namespace: default, name: 'p{n}'}]\n",
+         "pod_generators[0].per_node: 99999999999 is more than the limit of 150000"),
+    "generated pods above the total":
+        ("cluster_cidr: 10.0.0.0/8\nnodes: [{generate: {count: 2000, name: 'v{index}'}}]\n"
+         "pod_generators: [{per_node: 100, namespace: default, name: 'p{n}'}]\n",
+         "pod_generators[0].per_node: 100 pods on each of 2000 nodes exceed the limit of 150000 pods"),
+    "format width in a template":
+        ("nodes: [{generate: {count: 2, name: 'v{index:>3000000000}'}}]\n",
+         "nodes[0].generate.name: template 'v{index:>3000000000}': {index} may only carry a width like "
+         "{index:03d} (at most 63), no other format spec or !conversion"),
+    "conversion in a template":
+        ("nodes: [{generate: {count: 2, name: 'v{index!r}'}}]\n",
+         "nodes[0].generate.name: template 'v{index!r}': {index} may only carry a width like "
+         "{index:03d} (at most 63), no other format spec or !conversion"),
+    "width above the limit": ("nodes: [{generate: {count: 2, name: 'v{index:099d}'}}]\n",
+                              "nodes[0].generate.name: template 'v{index:099d}': {index} may only carry a width "
+                              "like {index:03d} (at most 63), no other format spec or !conversion"),
+    "alias bomb": (ALIAS_BOMB, "line 1 column 1: refused YAML: more than 1000000 nodes with aliases expanded "
+                               "(an alias bomb?)"),
+    "recursive alias": ("nodes: &a [*a]\n", "line 1 column 8: refused YAML: recursive alias (a node contains itself)"),
+    "deep nesting": ("nodes: " + "[" * 100000 + "]" * 100000 + "\n",
+                     "line 1 column 71: refused YAML: nested deeper than 64 levels"),
+    "too many aliases": ("x-a: &a 1\nx-b: [" + ", ".join(["*a"] * 1001) + "]\nnodes: [{name: a}]\n",
+                         "line 2 column 4007: refused YAML: more than 1000 aliases in one document"),
+    "integer of 6000 digits": ("nodes: [{name: a}]\nnode_cidr_mask_size: 1" + "0" * 6000 + "\n",
+                               "cannot read YAML: ValueError: Exceeds the limit (4300 digits) for integer string "
+                               "conversion: value has 6001 digits; use sys.set_int_max_str_digits() to increase "
+                               "the limit"),
+}
+
+
+@pytest.mark.parametrize("text, expected", LIMIT_ERRORS.values(), ids=LIMIT_ERRORS.keys())
+def test_limits(tmp_path, monkeypatch, text, expected):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "topo.yaml").write_text(text)
+    with pytest.raises(ConfigError) as excinfo:
+        load_topology("topo.yaml")
+    assert str(excinfo.value) == f"topo.yaml: {expected}"
+
+
+def test_shipped_width_templates_still_load():
+    """``{index:02d}``-style widths are what shipped topologies use: still accepted."""
+    c = load_topology("scale-100")
+    assert len(c.nodes) == 100
+
+
+def test_file_size_limit(tmp_path, monkeypatch):
+    from harness.model.limits import MAX_FILE_BYTES
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "topo.yaml").write_text("nodes: [{name: a}]\n" + "#" * MAX_FILE_BYTES + "\n")
+    with pytest.raises(ConfigError, match=r"^topo.yaml: file too large \(\d+ bytes, at most 8388608\)$"):
+        load_topology("topo.yaml")
+
+
+def test_special_file_refused(tmp_path):
+    from harness.conformance.case import load_case
+
+    fifo = tmp_path / "case.yaml"
+    os.mkfifo(fifo)  # opening it would block until a writer comes
+    with pytest.raises(ConfigError, match="case.yaml: not a regular file$"):
+        load_case(str(fifo))
+
+
+def test_huge_value_is_cut_in_the_message(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "topo.yaml").write_text("nodes: [{name: a, kind: " + "k" * 1_000_000 + "}]\n")
+    with pytest.raises(ConfigError) as excinfo:
+        load_topology("topo.yaml")
+    assert str(excinfo.value).startswith("topo.yaml: nodes[0].kind: 'kkk")
+    assert len(str(excinfo.value)) < 400
 
 
 @pytest.mark.parametrize("text, expected", TOPOLOGY_ERRORS.values(), ids=TOPOLOGY_ERRORS.keys())
