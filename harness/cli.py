@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP through harness.signals
         signum = e.signum if isinstance(e, signals.Terminated) else signals.received()
         print(f"netpol-harness: {'interrupted' if signum in (None, 2) else e}", file=sys.stderr)
+        signals.teardown_done()
         return signals.exit_code(signum)
     except BrokenPipeError:  # output piped into head & co.: not an error of ours
         sys.stderr.close()
@@ -93,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
             raise
         return _report(e)
     # A signal a command caught (``up`` waits for Ctrl-C) still ends with its exit code.
-    return signals.exit_code() if signals.received() else rc
+    if signals.received():
+        signals.teardown_done()
+        return signals.exit_code()
+    return rc
 
 
 def _report(e: Exception) -> int:

@@ -45,3 +45,4 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     if signals.received():  # 130/143/129 like the CLI, instead of pytest's generic 2
         session.exitstatus = signals.exit_code()
+        signals.teardown_done()

@@ -64,6 +64,16 @@ def install() -> None:
         signal.signal(sig, _handler)
 
 
+def teardown_done() -> None:
+    """After the teardown a signal started: ignore the three signals until the process exits.
+    (At interpreter shutdown Python puts back the default action for handlers it installed, so
+    a repeated SIGTERM arriving then would kill the process and replace its exit code.)"""
+    if _received is None or threading.current_thread() is not threading.main_thread():
+        return
+    for sig in SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+
+
 def received() -> int | None:
     """The signal number that started the teardown, or None."""
     return _received

@@ -212,11 +212,11 @@ class Lab:
         ensure_br_netfilter()
         self.state = state.new_run(run_id=self.run_id)
         self.run_id = self.state.run_id
-        self.state.cluster_name = self.cluster.name
-        self.state.topology = self.topology
-        self._up = True
+        self._up = True  # at once: a signal from here on reaches down() through the except below
         t0 = time.perf_counter()
         try:
+            self.state.cluster_name = self.cluster.name
+            self.state.topology = self.topology
             self._build_infrastructure()
             t1 = time.perf_counter()
             full = [p for p in self.cluster.pods.values() if self._kind(p) is PodKind.FULL]
