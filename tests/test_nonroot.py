@@ -1,4 +1,4 @@
-"""The non-root path, run as a real other user (``nobody``): kernel commands exit 4 with a hint,
+"""The non-root path, run as a real other user (``nobody``, through runuser): kernel commands exit 4 with a hint,
 kernel tests skip with the reason. Needs root to switch users, and a venv other users can run
 (``scripts/bootstrap.sh`` builds it on such an interpreter; see README)."""
 
@@ -18,7 +18,9 @@ from harness.lab import state
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-NOBODY = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--reset-env"]
+# runuser, not setpriv: setpriv here could exec a binary under a 0700 directory that runuser (a
+# real login context) cannot, which hid exactly the problem this file is about.
+NOBODY = ["runuser", "-u", "nobody", "--", "env", "-i", "PATH=/usr/bin:/bin", "LANG=C.UTF-8"]
 
 
 def _as_nobody(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -28,8 +30,8 @@ def _as_nobody(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="module", autouse=True)
 def _can_switch_users() -> None:
-    if os.geteuid() != 0 or shutil.which("setpriv") is None:
-        pytest.skip("needs root and setpriv to run commands as another user")
+    if os.geteuid() != 0 or shutil.which("runuser") is None:
+        pytest.skip("needs root and runuser to run commands as another user")
 
 
 def _venv_problem() -> str | None:
