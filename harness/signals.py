@@ -54,10 +54,10 @@ def install() -> None:
     SIGINT is installed even when inherited as ignored: a shell starts background jobs with
     SIGINT ignored, and ``kill -INT`` must still tear them down. An ignored SIGHUP is kept
     ignored: that is what ``nohup`` asked for."""
-    global _received
     if threading.current_thread() is not threading.main_thread():
         return
-    _received = None
+    # A signal already received stays received: ``suite`` runs pytest in process, and the
+    # plugin installing again must not forget a SIGTERM that ended the CLI's first part.
     for sig in SIGNALS:
         if sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN:
             continue
@@ -72,6 +72,19 @@ def teardown_done() -> None:
         return
     for sig in SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
+
+
+def reset() -> None:
+    """Forget a received signal (for tests that raise one in process)."""
+    global _received
+    _received = None
+
+
+def raise_if_received() -> None:
+    """Raise ``Terminated`` again for a signal that something in between caught (pytest ends
+    an interrupted session and returns): the caller's own teardown must run too."""
+    if _received is not None:
+        raise Terminated(_received)
 
 
 def received() -> int | None:

@@ -138,6 +138,8 @@ def run_scenarios(size: str, folder: Path, *, select: str | None = None,
     dies with the thread that started it) and return their entries plus the test run's facts."""
     import pytest
 
+    from harness import signals
+
     folder.mkdir(parents=True, exist_ok=True)
     dump = folder / "scenarios.json"
     args = [str(SCENARIO_DIR), "-p", "no:cacheprovider", "-q", "--scenario-size", size,
@@ -148,6 +150,7 @@ def run_scenarios(size: str, folder: Path, *, select: str | None = None,
     outcomes = _Outcomes()
     t0 = time.monotonic()
     code = pytest.main(args, plugins=[outcomes])
+    signals.raise_if_received()  # pytest ended its session on SIGTERM/SIGINT: the suite stops too
     wall = time.monotonic() - t0
     data = json.loads(dump.read_text()) if dump.exists() else {"scenarios": []}
     with contextlib.suppress(FileNotFoundError):

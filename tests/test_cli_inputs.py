@@ -5,6 +5,7 @@ selectors, and the signal module's one-teardown rule."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -175,6 +176,7 @@ def test_up_checks_the_selector_before_building(capsys, monkeypatch):
 def test_first_signal_raises_terminated_later_ones_are_dropped():
     saved = {s: signal.getsignal(s) for s in signals.SIGNALS}
     try:
+        signals.reset()
         signals.install()
         with pytest.raises(signals.Terminated) as excinfo:
             signal.raise_signal(signal.SIGTERM)
@@ -184,6 +186,28 @@ def test_first_signal_raises_terminated_later_ones_are_dropped():
         assert signals.received() == signal.SIGTERM and signals.exit_code() == 143
         assert signals.exit_code(signal.SIGINT) == 130 and signals.exit_code(signal.SIGHUP) == 129
     finally:
-        signals.install()  # clears the received signal (the plugin's session status reads it)
+        signals.reset()  # the plugin's session status reads it
+        for s, h in saved.items():
+            signal.signal(s, h)
+
+
+def test_suite_stops_when_its_pytest_run_ended_on_a_signal(monkeypatch, tmp_path):
+    """pytest turns SIGTERM into an orderly end and returns; the suite must not go on."""
+    from harness import suite
+
+    def interrupted_session(args, plugins):
+        with contextlib.suppress(signals.Terminated):  # what pytest does with it
+            signal.raise_signal(signal.SIGTERM)
+        return 143
+
+    saved = {s: signal.getsignal(s) for s in signals.SIGNALS}
+    monkeypatch.setattr(pytest, "main", interrupted_session)
+    try:
+        signals.reset()
+        signals.install()
+        with pytest.raises(signals.Terminated):
+            suite.run_scenarios("smoke", tmp_path)
+    finally:
+        signals.reset()
         for s, h in saved.items():
             signal.signal(s, h)
