@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from harness import signals
@@ -81,14 +82,12 @@ def main(argv: list[str] | None = None) -> int:
         rc = int(args.func(args) or 0)
     except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM/SIGHUP through harness.signals
         signum = e.signum if isinstance(e, signals.Terminated) else signals.received()
-        print(f"netpol-harness: {'interrupted' if signum in (None, 2) else e}", file=sys.stderr)
+        print(f"netpol-harness: {'interrupted' if signum in (None, signal.SIGINT) else e}", file=sys.stderr)
         signals.teardown_done()
         return signals.exit_code(signum)
     except BrokenPipeError:  # output piped into head & co.: not an error of ours
         sys.stderr.close()
         return 0
-    except SystemExit:  # argparse (--help, a bad argument) has printed its line already
-        raise
     except Exception as e:
         if debug:
             raise
