@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """A tiny external network policy controller for netpol-harness (the protocol is described in
-harness/controller/external.py).
+harness/engines/external/engine.py).
 
 It is started by the harness *inside* a node's network namespace, reads one JSON line per
 event on stdin, keeps its own view of the cluster and programs the namespace it runs in:
@@ -10,9 +10,12 @@ once per *batch* of events already waiting on stdin, and reports each sync on st
 
 Run it through the harness, e.g.:
 
+    netpol-harness conformance cases/conformance --engine external \
+        --external-cmd "python3 examples/external_controller.py"
     ControllerConfig(external={"node-a": [sys.executable, "examples/external_controller.py"]})
 
-Environment (set by the harness): NPH_NODE, NPH_BACKEND (nft | legacy), NPH_PROFILE.
+Environment (set by the harness, nothing else is inherited): NPH_NODE, NPH_BACKEND (nft | legacy),
+NPH_PROFILE, PATH, PYTHONPATH (the repository), LANG.
 """
 
 from __future__ import annotations

@@ -62,7 +62,7 @@ def step_json(step: StepResult) -> dict[str, Any]:
         "mismatch_lines": [str(m) for m in step.mismatches],
         "oracle_vs_hand": [str(m) for m in step.oracle_vs_hand.mismatches] if step.oracle_vs_hand else [],
         "sync_version": step.sync_version,
-        "syncs": [{"node": s.node, "render_ns": s.render_ns, "timings": s.timings.as_dict()}
+        "syncs": [{"node": s.node, "render_ns": s.render_ns, "timings": dict(s.timings)}
                   for s in step.syncs],
         "outcomes": dict(step.outcomes),
         "probe_time_ns": step.probe_time_ns,
@@ -93,8 +93,7 @@ def run_conformance(options: SuiteOptions, *, progress=None) -> dict[str, Any]:
     section: dict[str, Any] = {
         "run_id": "conformance", "started": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {},
-        "options": {"backend": options.run.backend, "profile": options.run.profile,
-                    "strategy": options.run.strategy, "timeout": options.run.timeout,
+        "options": {**options.run.describe(), "timeout": options.run.timeout,
                     "cases": [str(f) for f in files]},
         "cases": [],
     }

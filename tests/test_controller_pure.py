@@ -23,6 +23,7 @@ from harness.controller.metrics import DEFAULT_BUCKETS, ControllerMetrics, Histo
 from harness.controller.mitigations import CniWait, DefaultDeny, Retry, Sleep, parse_mitigations, retry
 from harness.controller.timeline import Timeline
 from harness.engines.kube_router.apply import SyncTimings
+from harness.engines.kube_router.engine import KubeRouterEngine
 from harness.engines.kube_router.incremental import noflush_restore_text, plan_incremental
 from harness.engines.kube_router.render.kube_router import render_node
 from harness.errors import ConfigError
@@ -88,7 +89,9 @@ class MemoryApplier:
 
 def node_controller(cluster: Cluster, node: str = "node-a", applier=None, **cfg) -> NodeController:
     config = ControllerConfig(**cfg).validated()
-    return NodeController(node, "nph-none", ev.view_of(cluster), config, Timeline(), applier or MemoryApplier())
+    timeline = Timeline()
+    engine = KubeRouterEngine().node(node, "nph-none", config, timeline, applier=applier or MemoryApplier())
+    return NodeController(node, "nph-none", ev.view_of(cluster), config, timeline, engine)
 
 
 def emit(nc: NodeController, event: ev.ClusterEvent) -> ev.ClusterEvent:
@@ -279,7 +282,7 @@ def test_loop_orders_events_and_each_sync_sees_a_prefix():
     assert set(view.pods) == set(c.pods) | {e.key for e in sent}
     assert view.pods["batch/job-3"].labels == {"app": "other"} and not view.policies
     # the last ruleset was rendered from the final view
-    assert nc.applier.applied[-1] == render_node(view, "node-a", sync_version=syncs[-1].sync_version)
+    assert nc.engine.applier.applied[-1] == render_node(view, "node-a", sync_version=syncs[-1].sync_version)
 
 
 def test_burst_of_100_pod_events_during_one_sync_gives_at_most_two_syncs():

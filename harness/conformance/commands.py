@@ -23,10 +23,8 @@ from harness.conformance.runner import (
     render_oracle_vs_hand,
     run_case,
 )
+from harness.engines import options as engine_options
 from harness.errors import ConfigError
-
-STRATEGY_CHOICES = ("restore", "per-rule", "netlink")
-BACKEND_CHOICES = ("nft", "legacy")
 
 
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
@@ -35,10 +33,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("cases", nargs="+", metavar="CASE.yaml",
                    help="case files (a directory means every *.yaml in it)")
-    p.add_argument("--backend", choices=BACKEND_CHOICES, default="nft", help="iptables backend (default nft)")
-    p.add_argument("--profile", default="v2.10", help="kube-router version profile (default v2.10)")
-    p.add_argument("--strategy", choices=STRATEGY_CHOICES, default="restore",
-                   help="apply strategy (default restore, kube-router's full sync)")
+    engine_options.add_arguments(p)
     p.add_argument("--timeout", type=positive_float, default=DEFAULT_TIMEOUT,
                    help=f"probe timeout in seconds (default {DEFAULT_TIMEOUT})")
     p.add_argument("--prober", choices=("packet", "socket"), default="packet",
@@ -71,12 +66,12 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     cases = [load_case(p) for p in expand_case_paths(args.cases)]  # every file validated before any run
     if args.plan:
         return _print_plan(cases)
-    options = RunOptions(backend=args.backend, profile=args.profile, strategy=args.strategy,
-                         timeout=args.timeout, flush_conntrack=not args.keep_conntrack, prober=args.prober)
+    options = RunOptions(timeout=args.timeout, flush_conntrack=not args.keep_conntrack,
+                         prober=args.prober).with_enforcement(engine_options.from_args(args))
     results: list[CaseResult] = []
     for case in cases:
-        print(f"=== {case.name} ({case.source}) backend={options.backend} profile={options.profile} "
-              f"strategy={options.strategy}", flush=True)
+        print(f"=== {case.name} ({case.source}) engine={options.engine} backend={options.backend} "
+              f"profile={options.profile} strategy={options.strategy}", flush=True)
 
         def show(step: StepResult) -> None:
             failing = not step.ok or (step.oracle_vs_hand is not None and not step.oracle_vs_hand.ok)
@@ -84,6 +79,8 @@ def cmd_conformance(args: argparse.Namespace) -> int:
                 print(step.report() + "\n", flush=True)
 
         result = run_case(case, options, on_step=show)
+        for problem in result.engine_errors:
+            print(f"engine: {problem}", flush=True)
         if result.error:
             print(f"error: {result.error}\n", flush=True)
         results.append(result)
@@ -104,13 +101,13 @@ def summary_table(results: list[CaseResult]) -> str:
         timeouts = sum(s.outcomes.get("timeout", 0) for s in r.steps)
         retried = sum(s.retried for s in r.steps)
         rows.append([
-            os.path.basename(r.source), r.options.backend, len(r.steps), len(syncs), checked,
+            os.path.basename(r.source), r.options.engine, r.options.backend, len(r.steps), len(syncs), checked,
             r.mismatch_count, r.oracle_disagreements or "",
             f"{max((s.sync_ms for s in syncs), default=0):.1f}",
             f"{timeouts} (retried {retried})" if retried else (timeouts or ""),
             f"{r.total_ns / 1e9:.2f}", "ok" if r.ok else ("ERROR" if r.error else "FAIL"),
         ])
-    return tabulate(rows, headers=["case", "backend", "steps", "syncs", "cells", "mismatches", "oracle≠hand",
+    return tabulate(rows, headers=["case", "engine", "backend", "steps", "syncs", "cells", "mismatches", "oracle≠hand",
                                    "max sync ms", "timeouts", "time s", "result"])
 
 

@@ -1,11 +1,15 @@
 """Run conformance cases against the kernel: build the lab of the case's topology, and for every
-step change the model, program kube-router's rules on every real node (a full sync with a new
-sync version), probe every pair of pods and compare with the expected truth table.
+step change the model, have the policy engine program every real node for it (a full sync with
+a new sync version, through ``harness.engines.base.NodeEngine.program``), probe every pair of
+pods and compare with the expected truth table.
 
     from harness.conformance.case import load_case
     from harness.conformance.runner import RunOptions, run_case
     result = run_case(load_case("cases/conformance/01-default-deny-ingress.yaml"), RunOptions(backend="nft"))
     assert result.ok, result.report()
+
+The engine is the one ``options.engine`` names (``harness.engines.registry``) or the one handed
+in: ``run_case(case, options, engine=MyEngine())``.
 
 The library never prints: ``run_case`` hands every finished step to an optional ``on_step``
 callback (the CLI prints it) and logs with ``logging``.
@@ -23,6 +27,9 @@ from dataclasses import dataclass, field
 
 from harness.analysis.truthtable import Mismatch, TableDiff, TruthTable, diff, verdict_word
 from harness.conformance.case import Case, Probe, Step, apply_step, hand_table, oracle_table, plan, probe_pods
+from harness.controller.timeline import Timeline
+from harness.engines import registry
+from harness.engines.config import EnforcementConfig
 from harness.errors import ConfigError, EnvironmentProblem, HarnessError
 from harness.model.cluster import Cluster
 from harness.outcome import Outcome
@@ -32,20 +39,17 @@ log = logging.getLogger(__name__)
 NOT_SERVED = Outcome.NOT_SERVED
 NOT_JUDGED = frozenset(o for o in Outcome if not o.judged)
 SILENT = frozenset(o for o in Outcome if o.silent)
-DEFAULT_TIMEOUT = 0.4  # s per probe; kube-router REJECTs, so only a dropped packet costs this
+DEFAULT_TIMEOUT = 0.4  # s per probe; the shipped engine REJECTs, so only a dropped packet costs this
+INITIAL_SYNC_TIMEOUT_S = 60.0  # an asynchronous engine's first report after its start
 
 
 @dataclass
-class RunOptions:
-    """How to run: iptables ``backend`` (nft | legacy), kube-router ``profile``, apply ``strategy``
-    (restore | per-rule | netlink), probe ``timeout`` in seconds, and ``flush_conntrack`` (forget
-    tracked flows in every node namespace after each sync, so a UDP probe that happens to reuse
-    a source port of an earlier step is judged as the new flow it is, not by an old
-    ESTABLISHED entry)."""
+class RunOptions(EnforcementConfig):
+    """How to run: the enforcement fields (``EnforcementConfig``: engine, profile, strategy,
+    backend, ...), probe ``timeout`` in seconds, and ``flush_conntrack`` (forget tracked flows in
+    every node namespace after each sync, so a UDP probe that happens to reuse a source port of
+    an earlier step is judged as the new flow it is, not by an old ESTABLISHED entry)."""
 
-    backend: str = "nft"
-    profile: str = "v2.10"
-    strategy: str = "restore"
     timeout: float = DEFAULT_TIMEOUT
     flush_conntrack: bool = True
     # packet: the probe engine (raw probes with kernel timestamps, all cells from one process);
@@ -58,12 +62,12 @@ class NodeSync:
     """One node's part of a full sync."""
 
     node: str
-    render_ns: int  # time to render the node's ruleset
-    timings: object  # harness.engines.kube_router.apply.SyncTimings
+    render_ns: int  # time to render the node's rules
+    timings: dict  # the engine's Programmed.timings (phase durations, counts, moments; "total")
 
     @property
     def total_ns(self) -> int:
-        return int(getattr(self.timings, "total", 0))
+        return int(self.timings.get("total") or 0)
 
 
 @dataclass
@@ -128,6 +132,7 @@ class CaseResult:
     lab_down_ns: int = 0
     total_ns: int = 0
     error: str | None = None  # a HarnessError that stopped the case
+    engine_errors: list[str] = field(default_factory=list)  # what the engine survived (e.g. bad lines)
 
     @property
     def mismatch_count(self) -> int:
@@ -143,9 +148,10 @@ class CaseResult:
 
     def report(self) -> str:
         """Every step's report (what the CLI prints and a pytest failure shows)."""
-        parts = [f"case {self.name} ({self.source}) backend={self.options.backend} "
+        parts = [f"case {self.name} ({self.source}) engine={self.options.engine} backend={self.options.backend} "
                  f"profile={self.options.profile} strategy={self.options.strategy}"]
         parts += [s.report() for s in self.steps]
+        parts += [f"engine: {e}" for e in self.engine_errors]
         if self.error:
             parts.append(f"error: {self.error}")
         return "\n\n".join(parts)
@@ -187,21 +193,39 @@ def observed_table(outcomes: dict[tuple[str, str], Outcome], pods: list[str], ig
     return table
 
 
-def full_sync(cluster: Cluster, lab, options: RunOptions) -> tuple[int, list[NodeSync]]:
-    """Render and apply kube-router's ruleset on every real node with one new sync version (the
-    sync's start time in ns, as kube-router names it); returns (sync_version, per-node syncs)."""
-    from harness.engines.kube_router.apply import apply
-    from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
+@contextlib.contextmanager
+def node_engines(lab, cluster: Cluster, options: RunOptions, engine=None) -> Iterator[dict]:
+    """Every real node's engine (``engine`` or the one ``options.engine`` names), started on
+    ``cluster`` (an asynchronous one has reported its first sync) and stopped on exit."""
+    eng = registry.resolve(options, engine)
+    timeline = Timeline()
+    nodes = {}
+    try:
+        for node in cluster.real_nodes():
+            ne = eng.node(node.name, lab.node_netns(node.name), options, timeline)
+            nodes[node.name] = ne
+            ne.start(cluster)
+        for ne in nodes.values():
+            if ne.reports_syncs:
+                ne.wait_initial(INITIAL_SYNC_TIMEOUT_S)
+        yield nodes
+    finally:
+        for ne in nodes.values():
+            ne.stop()
 
+
+def full_sync(cluster: Cluster, lab, options: RunOptions, engines: dict | None = None) -> tuple[int, list[NodeSync]]:
+    """Program every real node for ``cluster`` with one new sync version (the sync's start time
+    in ns) through its engine (``engines``: node -> started NodeEngine; None: the configured
+    engine's, for this one sync); returns (sync_version, per-node syncs)."""
+    if engines is None:
+        with node_engines(lab, cluster, options) as made:
+            return full_sync(cluster, lab, options, made)
     sync_version = time.time_ns()
-    index = ClusterIndex(cluster)  # one index for all nodes: the cluster does not change mid-sync
     syncs = []
     for node in cluster.real_nodes():
-        t0 = time.perf_counter_ns()
-        ruleset = render_node(cluster, node.name, profile=options.profile, sync_version=sync_version, index=index)
-        render_ns = time.perf_counter_ns() - t0
-        timings = apply(ruleset, lab.node_netns(node.name), backend=options.backend, strategy=options.strategy)
-        syncs.append(NodeSync(node.name, render_ns, timings))
+        done = engines[node.name].program(cluster, sync_version=sync_version, full=True)
+        syncs.append(NodeSync(node.name, done.render_ns, done.timings))
     if options.flush_conntrack:
         from harness.kernel import netns
 
@@ -249,7 +273,7 @@ def judge(expected: TruthTable, observed: TruthTable, outcomes: dict[tuple[str, 
 def retry_timeouts(lab, outcomes: dict[tuple[str, str], Outcome], probe: Probe,
                    timeout: float) -> tuple[int, int]:
     """Probe every cell that timed out once more, with a longer timeout, and keep the second
-    answer. kube-router never drops a denied packet silently (it REJECTs), so a timeout means a
+    answer. The shipped engine never drops a denied packet silently (it REJECTs), so a timeout means a
     lost or starved probe (an echo server descheduled on a loaded runner) or a real drop; a
     real drop times out again and stays visible. Returns (retried, answered)."""
     cells = [c for c, o in outcomes.items() if o in SILENT]
@@ -284,16 +308,14 @@ def _lab_for(cluster: Cluster, topology: str) -> Iterator[object]:
 
 # -- one case -----------------------------------------------------------------------------------
 def run_case(case: Case, options: RunOptions | None = None, *,
-             on_step: Callable[[StepResult], None] | None = None) -> CaseResult:
-    """Run ``case`` in a fresh lab and return its result (never raises for a mismatch; a
-    HarnessError during the run is recorded in ``error`` after the lab is torn down, except an
-    EnvironmentProblem, which is raised so callers can skip)."""
-    from harness.engines.kube_router.apply import require_tools
-    from harness.engines.kube_router.render.profiles import get_profile
-
+             on_step: Callable[[StepResult], None] | None = None, engine=None) -> CaseResult:
+    """Run ``case`` in a fresh lab through ``engine`` (default: the one ``options.engine``
+    names) and return its result (never raises for a mismatch; a HarnessError during the run is
+    recorded in ``error`` after the lab is torn down, except a ConfigError or an
+    EnvironmentProblem, which are raised so callers can report or skip)."""
     options = options or RunOptions()
-    get_profile(options.profile)
-    require_tools(options.backend)
+    eng = registry.resolve(options, engine)
+    eng.require_tools(options)
     cluster = case.load_cluster()
     plan(case, cluster)  # validate every step before any kernel work (plan works on copies)
     pods = probe_pods(cluster)
@@ -304,12 +326,16 @@ def run_case(case: Case, options: RunOptions | None = None, *,
         with _lab_for(cluster, case.topology_ref) as lab:
             result.lab_up_ns = time.perf_counter_ns() - t_up
             model = getattr(lab, "cluster", cluster)
-            for step in case.steps:
-                sr = _run_step(case, step, model, lab, pods, options, first=step.index == 0)
-                result.steps.append(sr)
-                log.info("%s step %d: %s", case.name, step.index, sr.diff.summary())
-                if on_step:
-                    on_step(sr)
+            with node_engines(lab, model, options, eng) as engines:
+                try:
+                    for step in case.steps:
+                        sr = _run_step(case, step, model, lab, pods, options, engines, first=step.index == 0)
+                        result.steps.append(sr)
+                        log.info("%s step %d: %s", case.name, step.index, sr.diff.summary())
+                        if on_step:
+                            on_step(sr)
+                finally:
+                    result.engine_errors = [e for ne in engines.values() for e in ne.errors]
             t_down = time.perf_counter_ns()
         result.lab_down_ns = time.perf_counter_ns() - t_down
     except (ConfigError, EnvironmentProblem):
@@ -321,16 +347,16 @@ def run_case(case: Case, options: RunOptions | None = None, *,
 
 
 def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], options: RunOptions,
-              *, first: bool) -> StepResult:
+              engines: dict, *, first: bool) -> StepResult:
     changes = apply_step(model, step, case.source)
     hand = hand_table(step, pods)
     oracle = oracle_table(step, model, pods)
     expected = hand if hand is not None else oracle
     sync_version, syncs = None, []
-    # A probe-only step changes nothing, and kube-router would not sync for it; the first step
-    # always syncs so the node has kube-router's chains before anything is probed.
+    # A probe-only step changes nothing, and a controller would not sync for it; the first step
+    # always syncs so every node has the engine's rules before anything is probed.
     if step.changes_cluster or first:
-        sync_version, syncs = full_sync(model, lab, options)
+        sync_version, syncs = full_sync(model, lab, options, engines)
     t0 = time.perf_counter_ns()
     outcomes = probe_all(lab, pods, step.probe, step.ignore_self, options.timeout, options.prober)
     retried, recovered = retry_timeouts(lab, outcomes, step.probe, options.timeout)
@@ -347,11 +373,11 @@ def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], opti
 
 def run_cases(cases: list[Case], options: RunOptions | None = None, *,
               on_step: Callable[[StepResult], None] | None = None,
-              on_case: Callable[[CaseResult], None] | None = None) -> list[CaseResult]:
+              on_case: Callable[[CaseResult], None] | None = None, engine=None) -> list[CaseResult]:
     """Run several cases one after the other (each in its own lab)."""
     results = []
     for case in cases:
-        r = run_case(case, options, on_step=on_step)
+        r = run_case(case, options, on_step=on_step, engine=engine)
         results.append(r)
         if on_case:
             on_case(r)

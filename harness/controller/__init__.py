@@ -1,6 +1,5 @@
-"""Controller model: kube-router's per-node sync loop against the lab, apply strategies
-(restore, per-rule, netlink, incremental), delivery delays, mitigations, external controllers
-and kube-router's sync metrics.
+"""Controller model: the per-node sync loop around a policy engine (``harness.engines``) against
+the lab, delivery delays, the 1-slot channel, mitigations and the sync metrics.
 
     from harness.controller import Controller, ControllerConfig
     with Controller(lab, ControllerConfig(strategy="restore", delivery="uniform:0.01,0.1")) as ctl:
@@ -12,7 +11,6 @@ and kube-router's sync metrics.
 from harness.controller.channel import SyncChannel, SyncRequest
 from harness.controller.delivery import DelayModel, Delivery, parse_delay
 from harness.controller.loop import (
-    CONTROLLER_STRATEGIES,
     AddedPod,
     Controller,
     ControllerConfig,
@@ -22,7 +20,7 @@ from harness.controller.loop import (
 from harness.controller.timeline import EventRecord, Phase, SyncRecord, Timeline
 
 __all__ = [
-    "CONTROLLER_STRATEGIES", "AddedPod", "Controller", "ControllerConfig", "DelayModel", "Delivery", "EventRecord",
+    "AddedPod", "Controller", "ControllerConfig", "DelayModel", "Delivery", "EventRecord",
     "NodeController", "NotProgrammed", "Phase", "SyncChannel", "SyncRecord", "SyncRequest", "Timeline",
     "parse_delay",
 ]

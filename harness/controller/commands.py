@@ -14,9 +14,9 @@ from typing import Any
 
 from harness.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from harness.controller.delivery import Delivery
-from harness.controller.loop import CONTROLLER_STRATEGIES, Controller, ControllerConfig
+from harness.controller.loop import Controller, ControllerConfig
 from harness.controller.metrics import quantile
-from harness.engines.kube_router.render.profiles import PROFILES
+from harness.engines import options as engine_options
 from harness.errors import ConfigError
 from harness.model.cluster import Pod, PodKind
 
@@ -57,9 +57,9 @@ def run_lag(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
     node = args.node or real[-1]
     if node not in cluster.nodes:
         raise ConfigError("--node", None, f"unknown node {node!r} (nodes: {', '.join(cluster.nodes)})")
-    config = ControllerConfig(profile=args.profile, strategy=strategy, backend=args.backend,
-                              default_deny=args.default_deny, delivery=_delivery(args.delivery, args.delivery_seed),
-                              resync_period_s=args.resync_period)
+    config = ControllerConfig(default_deny=args.default_deny, delivery=_delivery(args.delivery, args.delivery_seed),
+                              resync_period_s=args.resync_period).with_enforcement(
+        engine_options.from_args(args, strategy=strategy))
     events = []
     with Lab(cluster, servers=False) as lab, Controller(lab, config) as ctl:
         for i in range(args.pods):
@@ -155,8 +155,7 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--manifest", action="append", default=[], help="extra manifest file (repeatable)")
     p.add_argument("--synthetic-policies", type=non_negative_int, default=0, metavar="N", help="add N generated policies")
     p.add_argument("--seed", type=int, default=1, help="seed for --synthetic-policies")
-    p.add_argument("--profile", default="v2.10", choices=list(PROFILES), help="kube-router version profile")
-    p.add_argument("--backend", default="nft", choices=["nft", "legacy"], help="iptables backend")
+    engine_options.add_arguments(p, strategy=False)
     p.add_argument("--default-deny", action="store_true", help="--netpol-default-deny (v2.10)")
     p.add_argument("--delivery", action="append", default=[], metavar="[NODE=]SPEC",
                    help="event delivery delay: 0.05, uniform:0.01,0.2, lognormal:0.08,0.5, exponential:0.05 "
@@ -173,12 +172,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
     """Add ``controller`` to the top-level commands and ``controller`` to the bench suites."""
-    p = sub.add_parser("controller", help="run kube-router-like controllers on a lab and measure enforcement lag",
+    p = sub.add_parser("controller", help="run a policy engine's controller per node on a lab and measure enforcement lag",
                        description="Build the lab of a topology, run one controller per real node, add client "
                                    "pods one by one and print per node: syncs, sync time and enforcement lag "
                                    "(pod-added emitted -> rules in force on that node).")
     _common(p)
-    p.add_argument("--strategy", default="restore", choices=list(CONTROLLER_STRATEGIES), help="apply strategy")
+    p.add_argument("--strategy", default="restore", help="apply strategy (default restore: the full sync)")
     p.add_argument("--metrics", choices=["table", "json", "prometheus"], default="table",
                    help="print the lag table, or the sync metrics as JSON or Prometheus text")
     p.set_defaults(func=_controller)
@@ -186,7 +185,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     b = bench.add_parser("controller", help="enforcement lag and sync time per apply strategy",
                          description="The `controller` run once per strategy on a fresh lab, side by side.")
     _common(b)
-    b.add_argument("--strategy", action="append", choices=list(CONTROLLER_STRATEGIES),
+    b.add_argument("--strategy", action="append",
                    help="strategy (repeatable; default restore, incremental, netlink)")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=_bench)

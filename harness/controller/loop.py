@@ -1,4 +1,4 @@
-"""A kube-router-like network policy controller per real node, running against the lab.
+"""The per-node controller loop around a policy engine, running against the lab.
 
     from harness.controller import Controller, ControllerConfig
     with Controller(lab, ControllerConfig(profile="v2.10", strategy="restore", backend="nft",
@@ -7,18 +7,20 @@
         ctl.await_programmed(added.pod.key, timeout=5, nodes="all")
         ctl.timeline.lag_ns(added.event.seq, "node-a")
 
+The engine (``harness.engines.base``) is handed in (``Controller(lab, config, engine=...)``) or
+named by ``config.engine`` and looked up in ``harness.engines.registry``; this module names none.
 Per node there are two threads (the work happens in subprocesses and the kernel):
 
 - **delivery**: events emitted by the ``Controller`` reach the node after a delay drawn from
   the node's delivery model (standing in for kubelet -> API server -> informer), in order. Each
   is applied to the node's *own view* of the cluster, so one node can lag behind another. If
-  kube-router would act on it (``events.requests_sync``: pods without an IP are ignored), a full
-  sync is requested through the 1-slot channel.
-- **sync**: an initial full sync at start, then one per taken request, plus a periodic resync
-  every ``resync_period_s`` (kube-router's ticker, default 5 min). Each sync: version = start
-  time in ns (kube-router's syncVersion), snapshot of the view, render (the node's kube-router
-  ruleset for the profile) and apply through the strategy and backend. Requests arriving during
-  a sync collapse into one follow-up sync.
+  the controller would act on it (``events.requests_sync``: pods without an IP are ignored), a
+  full sync is requested through the 1-slot channel; an asynchronous engine gets every event.
+- **sync** (synchronous engines): an initial full sync at start, then one per taken request,
+  plus a periodic resync every ``resync_period_s`` (the controller's ticker, default 5 min).
+  Each sync: version from the engine (the start time in ns: syncVersion), snapshot of the view,
+  and the engine programs the node for it (render + apply through its strategy and backend).
+  Requests arriving during a sync collapse into one follow-up sync.
 
 Everything lands in a ``Timeline`` (CLOCK_REALTIME ns): event emitted and delivered per node,
 every request (queued or collapsed), every sync with its phases.
@@ -39,83 +41,53 @@ from harness.controller import events as ev
 from harness.controller.channel import SyncChannel, SyncRequest
 from harness.controller.delivery import Delivery
 from harness.controller.timeline import Phase, SyncRecord, Timeline
-from harness.engines.kube_router.apply import STRATEGIES, SyncTimings, apply, get_backend
-from harness.engines.kube_router.incremental import IncrementalApplier
-from harness.engines.kube_router.render.kube_router import REJECT_WITH, render_node
-from harness.engines.kube_router.render.profiles import get_profile
-from harness.engines.kube_router.render.ruleset import Ruleset
+from harness.engines import registry
+from harness.engines.base import NotProgrammed
+from harness.engines.config import EnforcementConfig
 from harness.errors import ConfigError, HarnessError
 from harness.model.cluster import Cluster, Pod
 from harness.model.policy import NetworkPolicy
 
 log = logging.getLogger(__name__)
 
-DEFAULT_RESYNC_PERIOD_S = 300.0  # kube-router --iptables-sync-period default (5m)
-CONTROLLER_STRATEGIES = (*STRATEGIES, "incremental")
-# order in which each strategy runs its timed phases (harness.engines.kube_router.apply.strategies)
+DEFAULT_RESYNC_PERIOD_S = 300.0  # the reproduced controller's --iptables-sync-period default (5m)
+# order in which an apply runs its timed phases (the sync-metric names the engines report)
 PHASE_ORDER = ("top_level_time", "iptables_save_time", "ipset_save_time", "ipset_restore_time",
                "iptables_restore_time", "stale_cleanup_time")
 
-
-class NotProgrammed(HarnessError):
-    """A wait for a node's controller to program something timed out."""
+__all__ = ["DEFAULT_RESYNC_PERIOD_S", "AddedPod", "Controller", "ControllerConfig", "NodeController", "NotProgrammed",
+           "phases_of"]
 
 
 @dataclass
-class ControllerConfig:
-    """How every node's controller behaves.
-
-    ``profile`` (v1.2 | v1.3 | v2.6 | v2.10), ``strategy`` (restore | per-rule | netlink |
-    incremental), ``backend`` (nft | legacy), ``default_deny`` (kube-router
-    ``--netpol-default-deny``, v2.10 only), ``reject_with`` (None = kube-router's plain REJECT, or
-    ``tcp-reset``), ``resync_period_s`` (periodic full sync), ``delivery`` (a ``Delivery`` or a
-    spec ``harness.controller.delivery`` parses: ``0.05``, ``uniform:0.01,0.1``, ``{"default": ...,
+class ControllerConfig(EnforcementConfig):
+    """How every node's controller behaves: the enforcement fields (``EnforcementConfig``:
+    engine, profile, strategy, backend, default_deny, reject_with, external_cmd) and the loop's
+    own: ``resync_period_s`` (periodic full sync), ``delivery`` (a ``Delivery`` or a spec
+    ``harness.controller.delivery`` parses: ``0.05``, ``uniform:0.01,0.1``, ``{"default": ...,
     "node-a": ...}``), ``seed`` for the delivery draws, ``external`` (node -> argv of an external
-    controller run inside that node's namespace, see ``harness.controller.external``),
-    ``initial_sync`` (a full sync at start, as kube-router does).
-    ``before_apply(node, ruleset, sync_record)`` is a hook called in the sync thread between
+    program that is that node's engine instead, see ``harness.engines.external``),
+    ``initial_sync`` (a full sync at start).
+    ``before_apply(node, rendered, sync_record)`` is a hook called in the sync thread between
     render and apply (tests use it to hold a sync open)."""
 
-    profile: str = "v2.10"
-    strategy: str = "restore"
-    backend: str = "nft"
-    default_deny: bool = False
-    reject_with: str | None = None
     resync_period_s: float = DEFAULT_RESYNC_PERIOD_S
     delivery: Any = None
     seed: int = 0
     external: dict[str, list[str]] = field(default_factory=dict)
     initial_sync: bool = True
-    before_apply: Callable[[str, Ruleset, SyncRecord], None] | None = None
+    before_apply: Callable[[str, Any, SyncRecord], None] | None = None
 
-    def validated(self, source: str | None = None) -> ControllerConfig:
-        """A copy with ``delivery`` parsed; ConfigError (file: field: problem) on a bad value."""
-        prof = get_profile(self.profile, source)
-        if self.strategy not in CONTROLLER_STRATEGIES:
-            raise ConfigError(source, "strategy", f"unknown strategy {self.strategy!r} "
-                              f"(one of {', '.join(CONTROLLER_STRATEGIES)})")
-        get_backend(self.backend, source)
-        if self.default_deny and not prof.tail_chain:
-            raise ConfigError(source, "default_deny", f"--netpol-default-deny needs profile v2.10, not {prof.name}")
-        if self.reject_with not in REJECT_WITH:
-            raise ConfigError(source, "reject_with", f"{self.reject_with!r} is not one of icmp-port-unreachable, "
-                              "tcp-reset")
+    def validated(self, source: str | None = None, engine: Any = None) -> ControllerConfig:
+        """A copy with ``delivery`` parsed; ConfigError (file: field: problem) on a bad value
+        (the enforcement fields are checked by the engine: ``engine`` or the one named)."""
+        registry.resolve(self, engine, source)
+        for node, argv in self.external.items():
+            if not argv or not all(isinstance(a, str) and a for a in argv):
+                raise ConfigError(source, f"external.{node}", "must be a non-empty command (list of strings)")
         if not self.resync_period_s > 0:
             raise ConfigError(source, "resync_period_s", f"must be > 0, got {self.resync_period_s!r}")
         return dataclasses.replace(self, delivery=Delivery.parse(self.delivery, self.seed, source))
-
-
-class FullApplier:
-    """kube-router's way: every sync renders with a new version and applies everything."""
-
-    def __init__(self, netns_name: str, backend: str, strategy: str):
-        self.netns, self.backend, self.strategy = netns_name, backend, strategy
-
-    def sync_version(self, start_ns: int) -> int:
-        return start_ns
-
-    def apply(self, ruleset: Ruleset, *, full: bool = False) -> SyncTimings:
-        return apply(ruleset, self.netns, backend=self.backend, strategy=self.strategy)
 
 
 def phases_of(start_ns: int, render_ns: int, timings: dict[str, Any]) -> list[Phase]:
@@ -132,20 +104,23 @@ def phases_of(start_ns: int, render_ns: int, timings: dict[str, Any]) -> list[Ph
 
 
 class NodeController:
-    """One node's controller: its delivery queue, view, 1-slot channel and sync loop."""
-
-    kind = "kube-router"
+    """One node's controller: its delivery queue, view, 1-slot channel and sync loop, driving
+    the node's engine (``harness.engines.base.NodeEngine``). A synchronous engine is programmed
+    by this loop's syncs; an asynchronous one gets every delivered event and reports its own
+    syncs (then there is no sync thread here)."""
 
     def __init__(self, node: str, netns_name: str, view: Cluster, config: ControllerConfig, timeline: Timeline,
-                 applier: Any = None):
+                 engine: Any, *, kind: str | None = None):
         self.node = node
         self.netns = netns_name
         self.view = view
         self.config = config
         self.timeline = timeline
+        self.engine = engine
+        self.kind = kind or getattr(engine, "strategy", "engine")
         self.schedule = config.delivery.schedule(node)
         self.channel = SyncChannel()
-        self.errors: list[str] = []
+        self._errors: list[str] = []
         self.last_delivered_seq = 0
         self._view_lock = threading.Lock()
         self._queue: list[tuple[int, int, ev.ClusterEvent]] = []
@@ -154,16 +129,20 @@ class NodeController:
         self._stop = threading.Event()
         self._syncing = False
         self._threads: list[threading.Thread] = []
-        # an applier: sync_version(start_ns) -> int and apply(ruleset, full=) -> SyncTimings
-        if applier is not None:
-            self.applier: Any = applier
-        elif config.strategy == "incremental":
-            self.applier = IncrementalApplier(netns_name, config.backend)
-        else:
-            self.applier = FullApplier(netns_name, config.backend, config.strategy)
+
+    @property
+    def errors(self) -> list[str]:
+        """What went wrong and was survived: failed syncs, dead threads, the engine's own."""
+        return [*self._errors, *self.engine.errors]
 
     # -- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
+        if self.engine.reports_syncs:
+            with self._view_lock:
+                self.engine.start(self.view)
+            self._spawn(self._delivery_loop, "deliver")
+            return
+        self.engine.start(self.view)
         self._spawn(self._delivery_loop, "deliver")
         self._spawn(self._sync_loop, "sync")
 
@@ -177,21 +156,28 @@ class NodeController:
             fn()
         except BaseException as e:  # a dead loop must not go unnoticed
             log.exception("controller thread of %s died", self.node)
-            self.errors.append(f"{type(e).__name__}: {e}")
+            self._errors.append(f"{type(e).__name__}: {e}")
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Stop the loops; a sync in progress finishes first."""
+        """Stop the loops (a sync in progress finishes first), then the engine."""
         self._stop.set()
         self.channel.close()
         with self._queue_cond:
             self._queue_cond.notify_all()
+        if self.engine.reports_syncs:
+            self.engine.stop(timeout)
         for t in self._threads:
             t.join(timeout)
+        if not self.engine.reports_syncs:
+            self.engine.stop(timeout)
 
     def idle(self) -> bool:
-        """No event waiting for delivery, no request pending, no sync running."""
+        """No event waiting for delivery, no request pending, no sync running (an asynchronous
+        engine's own work is not visible here: only delivery counts)."""
         with self._queue_cond:
             queued = bool(self._queue) or self._in_flight > 0
+        if self.engine.reports_syncs:
+            return not queued
         return not queued and not self.channel.pending and not self._syncing
 
     # -- delivery -------------------------------------------------------------------------------
@@ -234,11 +220,17 @@ class NodeController:
         self._on_delivered(event, requested)
 
     def _on_delivered(self, event: ev.ClusterEvent, requested: bool) -> None:
-        if requested:
+        if self.engine.reports_syncs:
+            self.engine.deliver(event)  # it decides itself what to do with every event
+        elif requested:
             self.request_sync("event", event.seq)
 
     def request_sync(self, reason: str = "manual", seq: int = 0) -> bool:
-        """kube-router's RequestFullSync; True if the request took the empty slot."""
+        """RequestFullSync of the reproduced controller; True if the request took the empty slot
+        (an asynchronous engine is asked directly, and it always "takes" it)."""
+        if self.engine.reports_syncs:
+            self.engine.request_sync(reason)
+            return True
         req = SyncRequest(self.node, reason, time.time_ns(), seq)
         queued = self.channel.request(req)
         self.timeline.request(req)
@@ -269,37 +261,37 @@ class NodeController:
                 self.channel.done()
 
     def sync_once(self, reasons: Iterable[str], *, full: bool = False) -> SyncRecord:
-        """One full sync now, in the calling thread (the sync loop's normally)."""
+        """One full sync now, in the calling thread (the sync loop's normally): snapshot of the
+        view, then the engine programs the node for it."""
         cfg = self.config
         self._syncing = True
         try:
             start_ns = time.time_ns()
-            version = self.applier.sync_version(start_ns)
+            version = self.engine.sync_version(start_ns)
             with self._view_lock:
                 snap = ev.snapshot(self.view)
                 through = self.last_delivered_seq
-            rec = self.timeline.sync_started(self.node, version, start_ns, through, list(reasons),
-                                             getattr(self.applier, "strategy", cfg.strategy))
+            rec = self.timeline.sync_started(self.node, version, start_ns, through, list(reasons), self.engine.strategy)
+            hook = None
+            if cfg.before_apply is not None:
+                def hook(rendered: Any) -> None:
+                    cfg.before_apply(self.node, rendered, rec)  # type: ignore[misc]
             r0 = time.perf_counter_ns()
             try:
-                ruleset = render_node(snap, self.node, profile=cfg.profile, sync_version=version,
-                                      default_deny=cfg.default_deny, reject_with=cfg.reject_with)
-                render_ns = time.perf_counter_ns() - r0
-                if cfg.before_apply is not None:
-                    cfg.before_apply(self.node, ruleset, rec)
-                timings = self.applier.apply(ruleset, full=full).as_dict()
-            except Exception as e:  # kube-router logs a failed sync and keeps running
+                done = self.engine.program(snap, sync_version=version, full=full, before_apply=hook)
+            except Exception as e:  # the controller logs a failed sync and keeps running
                 msg = str(e) if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
                 log.warning("sync %d of %s failed: %s", rec.index, self.node, msg,
                             exc_info=not isinstance(e, HarnessError))
-                self.errors.append(msg)
+                self._errors.append(msg)
                 self.timeline.sync_finished(rec, end_ns=time.time_ns(), render_ns=time.perf_counter_ns() - r0,
                                             error=msg)
                 return rec
+            timings = done.timings
             self.timeline.sync_finished(
                 rec, end_ns=time.time_ns(), sets_ns=int(timings.get("sets_ns") or 0),
-                rules_ns=int(timings.get("rules_ns") or 0), render_ns=render_ns, timings=timings,
-                phases=phases_of(start_ns, render_ns, timings))
+                rules_ns=int(timings.get("rules_ns") or 0), render_ns=done.render_ns, timings=timings,
+                phases=phases_of(start_ns, done.render_ns, timings))
             log.debug("%s sync %d (%s) in %.1f ms", self.node, rec.index, ",".join(rec.reasons), rec.total_ns / 1e6)
             return rec
         finally:
@@ -307,6 +299,8 @@ class NodeController:
 
     def wait_initial(self, timeout: float) -> SyncRecord:
         """Wait for the node's first finished sync; NotProgrammed on timeout or failure."""
+        if self.engine.reports_syncs:
+            return self.engine.wait_initial(timeout)
         rec = self.timeline.wait_for(lambda: next(iter(self.timeline.node_syncs(self.node, done_only=True)), None),
                                      timeout)
         if rec is None:
@@ -333,10 +327,12 @@ class Controller:
     node's view changes at delivery. Use as a context manager (``start``/``stop``)."""
 
     def __init__(self, lab: Any, config: ControllerConfig | None = None, *, nodes: Iterable[str] | None = None,
-                 source: str | None = None):
+                 source: str | None = None, engine: Any = None):
         self.lab = lab
         self.api: Cluster = lab.cluster
-        self.config = (config or ControllerConfig()).validated(source)
+        # the engine is handed in (or named by the config), never imported here
+        self.engine = registry.resolve(config or ControllerConfig(), engine, source)
+        self.config = (config or ControllerConfig()).validated(source, self.engine)
         self.timeline = Timeline()
         self._emit_lock = threading.Lock()
         self._started = False
@@ -345,13 +341,13 @@ class Controller:
         for name in names:
             netns_name = lab.node_netns(name)
             argv = self.config.external.get(name)
-            if argv:
-                from harness.controller.external import ExternalNodeController
-
-                self.nodes[name] = ExternalNodeController(name, netns_name, ev.view_of(self.api), self.config,
-                                                          self.timeline, argv)
+            if argv:  # this node runs an external program instead of the configured engine
+                ext = registry.get_engine("external", source)
+                node_engine, kind = ext.node(name, netns_name, self.config, self.timeline, argv=argv), ext.name
             else:
-                self.nodes[name] = NodeController(name, netns_name, ev.view_of(self.api), self.config, self.timeline)
+                node_engine, kind = self.engine.node(name, netns_name, self.config, self.timeline), self.engine.name
+            self.nodes[name] = NodeController(name, netns_name, ev.view_of(self.api), self.config, self.timeline,
+                                              node_engine, kind=kind)
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def __enter__(self) -> Controller:
@@ -376,7 +372,7 @@ class Controller:
         return self
 
     def stop(self) -> None:
-        """Stop every node's loops (and external processes). Kernel state stays for the lab."""
+        """Stop every node's loops and engines (and external processes). Kernel state stays for the lab."""
         for nc in self.nodes.values():
             nc.stop()
         self._started = False
@@ -403,7 +399,7 @@ class Controller:
         """CNI ADD in the lab (the pod gets its IP and network), then its pod-added event (with
         the IP) is emitted, as kubelet reports the pod's IP to the API server. With
         ``announce_pending``, a pod-added event without IP goes first (the API server's view of
-        a scheduled pod; kube-router ignores it) and the IP arrives as a pod-updated event."""
+        a scheduled pod; the controller ignores it) and the IP arrives as a pod-updated event."""
         if announce_pending:
             pending = ev.pod_added(pod)
             pending.pod.ip = None  # type: ignore[union-attr]
@@ -415,7 +411,7 @@ class Controller:
 
     def announce_pod(self, pod: Pod) -> ev.ClusterEvent:
         """Emit pod-added for a pod without touching the lab (model-only pods, or a pod without
-        IP yet, which kube-router ignores)."""
+        IP yet, which the controller ignores)."""
         return self.emit(ev.pod_added(pod))
 
     def remove_pod(self, key: str) -> ev.ClusterEvent:
@@ -518,7 +514,7 @@ class Controller:
 
     # -- results ---------------------------------------------------------------------------------
     def metrics(self):  # -> ControllerMetrics
-        """Histograms of every finished sync per node under kube-router's metric names."""
+        """Histograms of every finished sync per node under the sync-metric names."""
         from harness.controller.metrics import ControllerMetrics
 
         return ControllerMetrics.from_syncs(self.timeline.syncs)

@@ -1,0 +1,137 @@
+"""The policy-engine protocol: what enforces NetworkPolicy on one node, as the harness sees it.
+
+An ``Engine`` is handed in (``Controller(lab, config, engine=...)``, ``run_case(case, options,
+engine=...)``), never imported by name outside its own package; ``harness.engines.registry``
+maps the configuration's ``engine`` name to one when none is handed in. Per real node it makes
+a ``NodeEngine`` bound to that node's namespace:
+
+- a *synchronous* node engine (``reports_syncs = False``, e.g. kube-router) is driven by the
+  caller: ``program(view, sync_version=...)`` programs the node's kernel for that view of the
+  cluster now and returns a ``Programmed`` record (render time, timed apply phases);
+- an *asynchronous* one (``reports_syncs = True``, e.g. an external process, or an engine that
+  decides per connection) gets every delivered event through ``deliver`` and writes its own
+  sync records into the ``Timeline`` as they happen; ``program`` still works (it hands the
+  whole view over and waits for the engine's report), which is how the conformance runner
+  drives every engine the same way.
+
+    engine = registry.get_engine(config.engine)
+    engine.validate(config, source)
+    ne = engine.node("node-a", lab.node_netns("node-a"), config, timeline)
+    ne.start(view)
+    done = ne.program(view, sync_version=time.time_ns())
+    ne.stop()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from harness.engines.config import EnforcementConfig
+from harness.errors import HarnessError
+from harness.model.cluster import Cluster
+
+if TYPE_CHECKING:  # the controller's records; imported for types only (the controller imports us)
+    from harness.controller.timeline import SyncRecord, Timeline
+
+# called between render and apply with the engine's rendered state (tests hold a sync open with it)
+BeforeApply = Callable[[Any], None]
+
+
+class NotProgrammed(HarnessError):
+    """A wait for a node's engine to program something timed out or failed."""
+
+
+@dataclass
+class Programmed:
+    """What one programming of a node did: the ``sync_version`` it used, the ``strategy`` that
+    applied it, ``render_ns`` (building the rules), and ``timings`` (phase durations in ns under
+    the sync-metric names, counts, and the ``start_ns``/``sets_ns``/``rules_ns``/``end_ns``
+    CLOCK_REALTIME moments; ``total`` is the apply's duration)."""
+
+    sync_version: int
+    strategy: str
+    render_ns: int
+    timings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total_ns(self) -> int:
+        """The apply's duration in ns (0 when the engine did not report it)."""
+        return int(self.timings.get("total") or 0)
+
+
+@runtime_checkable
+class NodeEngine(Protocol):
+    """One node's enforcement (see the module docstring)."""
+
+    node: str
+    strategy: str  # the label its sync records carry
+    reports_syncs: bool  # True: it records its own syncs in the timeline (asynchronous)
+    errors: list[str]  # problems it survived (shown in the run's records); never raises for them
+
+    def start(self, view: Cluster) -> None:
+        """Take the node's initial view (an asynchronous engine starts working on it)."""
+
+    def sync_version(self, start_ns: int) -> int:
+        """The version a sync starting at ``start_ns`` renders with."""
+
+    def program(self, view: Cluster, *, sync_version: int, full: bool = False,
+                before_apply: BeforeApply | None = None) -> Programmed:
+        """Program the node's kernel for ``view`` now; raise HarnessError when it could not."""
+
+    def deliver(self, event: Any) -> None:
+        """An event reached the node (asynchronous engines act on it; others ignore it)."""
+
+    def request_sync(self, reason: str) -> None:
+        """A sync is asked for without an event (asynchronous engines only)."""
+
+    def wait_initial(self, timeout: float) -> SyncRecord:
+        """Block until an asynchronous engine reported its first sync; NotProgrammed otherwise."""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Release what the engine holds (processes, threads); kernel state stays for the lab."""
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """A system under test: validates its configuration and makes one ``NodeEngine`` per node."""
+
+    name: str
+
+    def validate(self, config: EnforcementConfig, source: str | None = None) -> None:
+        """ConfigError (``source: field: problem``) when ``config`` does not fit this engine."""
+
+    def require_tools(self, config: EnforcementConfig) -> None:
+        """EnvironmentProblem with an install hint when the machine lacks what it needs."""
+
+    def node(self, node: str, netns: str, config: EnforcementConfig, timeline: Timeline) -> NodeEngine:
+        """The engine of ``node``, programming namespace ``netns`` and recording into ``timeline``."""
+
+
+class SynchronousNode:
+    """Shared defaults of a node engine the caller drives with ``program`` (no own reports)."""
+
+    reports_syncs = False
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self.errors: list[str] = []
+
+    def start(self, view: Cluster) -> None:
+        return None
+
+    def sync_version(self, start_ns: int) -> int:
+        return start_ns
+
+    def deliver(self, event: Any) -> None:
+        return None
+
+    def request_sync(self, reason: str) -> None:
+        return None
+
+    def wait_initial(self, timeout: float) -> SyncRecord:
+        raise NotImplementedError("a synchronous engine's initial sync is the caller's")
+
+    def stop(self, timeout: float = 10.0) -> None:
+        return None
