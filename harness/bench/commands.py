@@ -16,6 +16,8 @@ from pathlib import Path
 from harness.argtypes import positive_float, positive_int
 from harness.bench import baseline as bl
 from harness.bench.baseline import Baseline, fmt, machine_label
+from harness.engines.config import DEFAULT_ENGINE, DEFAULT_PROFILE
+from harness.engines.registry import ENGINE_NAMES
 from harness.errors import ConfigError
 
 DEFAULT_DIR = Path("reports/bench")
@@ -59,6 +61,7 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 def _sweep(args: argparse.Namespace) -> int:
 
     from harness.bench.common import run_id
+    from harness.bench.sweep import BACKENDS as SWEEP_BACKENDS
     from harness.bench.sweep import (
         DEFAULT_POINTS,
         SMOKE_POINTS,
@@ -74,10 +77,10 @@ def _sweep(args: argparse.Namespace) -> int:
             SMOKE_POINTS if args.smoke else DEFAULT_POINTS)
     except ValueError as e:
         raise ConfigError(None, "--point", str(e)) from None
-    backends = args.backend or ["legacy", "nft"]
+    backends = args.backend or list(SWEEP_BACKENDS)
     cfg = SweepConfig(points=points, backends=tuple(backends), strategies=tuple(args.strategy or STRATEGIES),
                       repeat=args.repeat, budget_s=args.budget, cell_budget_s=args.cell_budget,
-                      max_execs=args.max_execs, profile=args.profile, verbose=not args.quiet)
+                      max_execs=args.max_execs, engine=args.engine, profile=args.profile, verbose=not args.quiet)
     tool_versions = _require(backends)
     b = run_sweep(run_id(), cfg)
     out = _finish(b, args, tool_versions)
@@ -98,7 +101,7 @@ def format_sweep(b: Baseline) -> str:
     """The sweep's tables: render time per point, sync cost per cell, where 2 s is crossed."""
     from tabulate import tabulate
 
-    lines = [f"sync-cost sweep (kube-router {b.params.get('profile')} layout, node-000's ruleset); medians "
+    lines = [f"sync-cost sweep ({b.params.get('engine', 'kube-router')} {b.params.get('profile')} layout, node-000's ruleset); medians "
              f"of re-syncs [min-max]; phases in ms", *_head(b)]
     lines.append(tabulate([[r["point"], r["rules"], r["sets"], r["entries"], fmt(r["render_ms"])]
                            for r in b.extra.get("render", [])],
@@ -280,7 +283,9 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                    help="seconds; a strategy/backend slower than this is skipped at larger points (20)")
     s.add_argument("--max-execs", type=positive_int, default=6000,
                    help="per-rule re-syncs spawning more processes are extrapolated, not run (6000)")
-    s.add_argument("--profile", default="v2.10", help="kube-router profile (default v2.10)")
+    s.add_argument("--engine", choices=ENGINE_NAMES, default=DEFAULT_ENGINE,
+                   help=f"policy engine whose rules are rendered and applied (default {DEFAULT_ENGINE})")
+    s.add_argument("--profile", default=DEFAULT_PROFILE, help=f"engine release profile (default {DEFAULT_PROFILE})")
     s.add_argument("--plot", help="write a PNG of sync time vs scale")
     s.set_defaults(func=_sweep)
 

@@ -1,11 +1,13 @@
 """Sync cost vs cluster size: render time and per-phase apply time per strategy and backend.
 
 Each point is a generated cluster (``synthetic_cluster(nodes, pods_per_node, policies)``, seeded)
-whose first node is rendered with kube-router's layout. Per backend (legacy, nft) and strategy:
+whose first node's rules are rendered by the engine (``SweepConfig.engine``, through
+``harness.engines.base.TwoPhaseNode``: render and apply timed apart). Per backend (legacy, nft)
+and strategy:
 
 - ``restore``, ``netlink``, ``per-rule``: a first sync into a fresh ``nph-`` namespace, then the
   measured **full re-sync** with a new sync version (every chain renamed, every set swapped: what
-  kube-router does on every event and every 5 minutes);
+  the reproduced controller does on every event and every 5 minutes);
 - ``incremental``: the controller's what-if strategy: a full sync with a stable version, then the
   measured syncs alternate between "one pod added on this node" and "that pod removed"
   (changed sets and chains only, ``iptables-restore --noflush``).
@@ -25,17 +27,15 @@ from dataclasses import asdict, dataclass, field
 
 from harness.bench.baseline import Baseline
 from harness.bench.common import fresh_ns, progress
-from harness.engines.kube_router.apply import SyncTimings, apply
-from harness.engines.kube_router.apply.commands import estimated_execs
-from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
-from harness.engines.kube_router.render.ruleset import Ruleset
+from harness.engines import registry
+from harness.engines.config import BACKEND_NAMES, DEFAULT_ENGINE, DEFAULT_PROFILE, EnforcementConfig
 from harness.engines.kube_router.render.synthetic import synthetic_cluster
 from harness.model.cluster import Cluster, Pod, PodKind
 
 log = logging.getLogger(__name__)
 
 STRATEGIES = ("restore", "netlink", "incremental", "per-rule")
-BACKENDS = ("legacy", "nft")
+BACKENDS = tuple(sorted(BACKEND_NAMES))  # legacy first, as the tables read
 NODE = "node-000"
 PHASES = ("top_level_time", "iptables_save_time", "ipset_save_time", "ipset_restore_time",
           "iptables_restore_time", "stale_cleanup_time")
@@ -122,26 +122,32 @@ def _pod_added(point: Point, seed: int) -> Cluster:
     return c
 
 
-def _phases(ts: list[SyncTimings]) -> dict[str, float]:
-    return {p: statistics.median(getattr(t, p) for t in ts) / 1e6 for p in PHASES}
+def _phases(ts: list[dict]) -> dict[str, float]:
+    return {p: statistics.median(int(t.get(p) or 0) for t in ts) / 1e6 for p in PHASES}
 
 
-def _measure_full(rs1: Ruleset, rs2: Ruleset, backend: str, strategy: str, ns_name: str) -> SyncTimings:
+def _node(engine, cfg: SweepConfig, ns: str, backend: str = BACKENDS[-1], strategy: str = "restore"):
+    """The engine of NODE in namespace ``ns`` for one backend x strategy (``TwoPhaseNode``)."""
+    config = EnforcementConfig(engine=cfg.engine, profile=cfg.profile, strategy=strategy, backend=backend)
+    engine.validate(config, "bench sweep")
+    return engine.node(NODE, ns, config, None)
+
+
+def _measure_full(engine, cfg: SweepConfig, rs1, rs2, backend: str, strategy: str, ns_name: str) -> dict:
     with fresh_ns(ns_name) as ns:
-        apply(rs1, ns, backend, strategy)
-        return apply(rs2, ns, backend, strategy)
+        node = _node(engine, cfg, ns, backend, strategy)
+        node.apply(rs1, full=True)
+        return node.apply(rs2, full=True)
 
 
-def _measure_incremental(stable: Ruleset, changed: Ruleset, backend: str, ns_name: str, syncs: int
-                         ) -> list[SyncTimings]:
-    from harness.engines.kube_router.incremental import IncrementalApplier
-
+def _measure_incremental(engine, cfg: SweepConfig, stable, changed, backend: str, ns_name: str,
+                         syncs: int) -> list[dict]:
     out = []
     with fresh_ns(ns_name) as ns:
-        applier = IncrementalApplier(ns, backend)
-        applier.apply(stable)  # the first sync is a full restore
+        node = _node(engine, cfg, ns, backend, "incremental")
+        node.apply(stable)  # the first sync is a full restore
         for i in range(syncs):
-            out.append(applier.apply(changed if i % 2 == 0 else stable))
+            out.append(node.apply(changed if i % 2 == 0 else stable))
     return out
 
 
@@ -154,7 +160,8 @@ class SweepConfig:
     budget_s: float = 600.0
     cell_budget_s: float = 20.0
     max_execs: int = 6000
-    profile: str = "v2.10"
+    engine: str = DEFAULT_ENGINE
+    profile: str = DEFAULT_PROFILE
     seed: int = 1
     verbose: bool = True
 
@@ -163,6 +170,8 @@ def run_sweep(run: str, cfg: SweepConfig) -> Baseline:
     """Run the sweep; returns a Baseline of suite ``sweep`` (metrics per cell, the table of cells
     in ``extra["cells"]``, the 2-s answer in ``extra["over_2s"]``). Machine info not stamped."""
     t_start = time.monotonic()
+    engine = registry.get_engine(cfg.engine, "bench sweep")
+    renderer = _node(engine, cfg, "")  # renders only: no namespace
     result = Baseline("sweep", params={**asdict(cfg), "points": [asdict(p) for p in cfg.points]})
     result.params.pop("verbose", None)
     cells: list[Cell] = []
@@ -178,15 +187,14 @@ def run_sweep(run: str, cfg: SweepConfig) -> Baseline:
             progress(note, cfg.verbose)
             break
         cluster = synthetic_cluster(point.nodes, point.pods_per_node, point.policies, cfg.seed)
-        index = ClusterIndex(cluster)
+        index = renderer.prepare(cluster)
         renders = []
         for r in range(max(cfg.repeat, 1)):
             t0 = time.perf_counter_ns()
-            render_node(cluster, NODE, profile=cfg.profile, sync_version=1_700_000_000_000_000_000 + r,
-                             index=index)
+            renderer.render(cluster, sync_version=1_700_000_000_000_000_000 + r, prepared=index)
             renders.append((time.perf_counter_ns() - t0) / 1e6)
-        rs1 = render_node(cluster, NODE, profile=cfg.profile, sync_version=1_700_000_000_000_000_001, index=index)
-        rs2 = render_node(cluster, NODE, profile=cfg.profile, sync_version=1_700_000_000_000_000_002, index=index)
+        rs1 = renderer.render(cluster, sync_version=1_700_000_000_000_000_001, prepared=index)
+        rs2 = renderer.render(cluster, sync_version=1_700_000_000_000_000_002, prepared=index)
         result.add(f"{point.label}.render_ms", "ms", renders)
         render_rows.append({"point": point.label, "pods": point.pods, "rules": rs2.rule_count, "sets": len(rs2.sets),
                             "entries": rs2.set_entry_count, "render_ms": statistics.median(renders)})
@@ -202,15 +210,15 @@ def run_sweep(run: str, cfg: SweepConfig) -> Baseline:
                 if key in dropped:
                     cell.skipped = dropped[key]
                     if strategy == "per-rule" and backend in per_exec_ms:
-                        cell.execs = estimated_execs(rs2)
+                        cell.execs = renderer.estimated_execs(rs2)
                         cell.total_ms = [per_exec_ms[backend] * cell.execs]
                         cell.extrapolated = True
                     continue
                 if time.monotonic() - t_start > cfg.budget_s:  # a large point can take minutes: check per cell
                     cell.skipped = f"budget {cfg.budget_s:.0f} s spent"
                     continue
-                if strategy == "per-rule" and estimated_execs(rs2) > cfg.max_execs:
-                    cell.execs = estimated_execs(rs2)
+                if strategy == "per-rule" and renderer.estimated_execs(rs2) > cfg.max_execs:
+                    cell.execs = renderer.estimated_execs(rs2)
                     if backend in per_exec_ms:
                         cell.total_ms = [per_exec_ms[backend] * cell.execs]
                         cell.extrapolated = True
@@ -218,27 +226,25 @@ def run_sweep(run: str, cfg: SweepConfig) -> Baseline:
                     continue
                 if strategy == "incremental":
                     if incr_pair is None:
-                        stable = render_node(cluster, NODE, profile=cfg.profile, sync_version=1_700_000_000_000_000_001,
-                                             index=index)
-                        changed_cluster = _pod_added(point, cfg.seed)
-                        changed = render_node(changed_cluster, NODE, profile=cfg.profile,
-                                              sync_version=1_700_000_000_000_000_001)
+                        stable = renderer.render(cluster, sync_version=1_700_000_000_000_000_001, prepared=index)
+                        changed = renderer.render(_pod_added(point, cfg.seed), sync_version=1_700_000_000_000_000_001)
                         incr_pair = (stable, changed)
                     n += 1
-                    ts = _measure_incremental(*incr_pair, backend, f"nph-{run}-sw-{n}", max(cfg.repeat, 1))
+                    ts = _measure_incremental(engine, cfg, *incr_pair, backend, f"nph-{run}-sw-{n}",
+                                              max(cfg.repeat, 1))
                 else:
                     # per-rule is slow: fewer repeats (noted in params), still at least 1
                     reps = max(1, min(cfg.repeat, 2)) if strategy == "per-rule" else cfg.repeat
                     ts = []
                     for _ in range(reps):
                         n += 1
-                        ts.append(_measure_full(rs1, rs2, backend, strategy, f"nph-{run}-sw-{n}"))
+                        ts.append(_measure_full(engine, cfg, rs1, rs2, backend, strategy, f"nph-{run}-sw-{n}"))
                 cell.runs = len(ts)
-                cell.total_ms = [t.total / 1e6 for t in ts]
+                cell.total_ms = [t["total"] / 1e6 for t in ts]
                 cell.phases_ms = _phases(ts)
-                cell.execs = ts[0].execs
+                cell.execs = ts[0].get("execs", 0)
                 if strategy == "incremental":  # what the change touched, not the whole ruleset
-                    cell.rules, cell.sets, cell.entries = ts[0].rules, ts[0].sets, ts[0].set_entries
+                    cell.rules, cell.sets, cell.entries = ts[0]["rules"], ts[0]["sets"], ts[0]["set_entries"]
                 if strategy == "per-rule" and cell.execs:
                     per_exec_ms[backend] = cell.median_ms / cell.execs
                 result.add(f"{point.label}.{backend}.{strategy}.sync_ms", "ms", cell.total_ms)

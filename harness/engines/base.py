@@ -94,6 +94,24 @@ class NodeEngine(Protocol):
 
 
 @runtime_checkable
+class TwoPhaseNode(Protocol):
+    """A synchronous node engine whose render and apply can be timed apart (what the sync-cost
+    sweep measures: the apply of a ruleset rendered beforehand). ``program`` = both."""
+
+    def prepare(self, view: Cluster) -> Any:
+        """What renders of an unchanged ``view`` can share (e.g. an index of its pods)."""
+
+    def render(self, view: Cluster, *, sync_version: int, prepared: Any = None) -> Any:
+        """The node's rules for ``view`` (``rule_count``, ``sets``, ``set_entry_count``)."""
+
+    def apply(self, rendered: Any, *, full: bool = False) -> dict[str, Any]:
+        """Program ``rendered``; the timings as in ``Programmed.timings``."""
+
+    def estimated_execs(self, rendered: Any) -> int:
+        """How many processes an apply of ``rendered`` would spawn (0 when not exec-based)."""
+
+
+@runtime_checkable
 class Engine(Protocol):
     """A system under test: validates its configuration and makes one ``NodeEngine`` per node."""
 

@@ -16,8 +16,9 @@ from typing import Any
 from harness.engines.base import BeforeApply, Programmed, SynchronousNode
 from harness.engines.config import EnforcementConfig, check_common
 from harness.engines.kube_router.apply import STRATEGIES, SyncTimings, apply, get_backend, require_tools
+from harness.engines.kube_router.apply.commands import estimated_execs
 from harness.engines.kube_router.incremental import IncrementalApplier
-from harness.engines.kube_router.render.kube_router import render_node
+from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
 from harness.engines.kube_router.render.profiles import get_profile
 from harness.engines.kube_router.render.ruleset import Ruleset
 from harness.errors import ConfigError
@@ -59,17 +60,32 @@ class KubeRouterNode(SynchronousNode):
     def sync_version(self, start_ns: int) -> int:
         return self.applier.sync_version(start_ns)
 
+    def prepare(self, view: Cluster) -> ClusterIndex:
+        """An index of ``view`` that renders of the unchanged view (any node) can share."""
+        return ClusterIndex(view)
+
+    def render(self, view: Cluster, *, sync_version: int, prepared: ClusterIndex | None = None) -> Ruleset:
+        """The node's ruleset for ``view`` (``prepared``: from ``prepare`` of the same view)."""
+        cfg = self.config
+        return render_node(view, self.node, profile=cfg.profile, sync_version=sync_version,
+                           default_deny=cfg.default_deny, reject_with=cfg.reject_with, index=prepared)
+
+    def apply(self, rendered: Ruleset, *, full: bool = False) -> dict[str, Any]:
+        """Apply a rendered ruleset through the node's strategy and backend; its timings."""
+        return self.applier.apply(rendered, full=full).as_dict()
+
+    def estimated_execs(self, rendered: Ruleset) -> int:
+        return estimated_execs(rendered)
+
     def program(self, view: Cluster, *, sync_version: int, full: bool = False,
                 before_apply: BeforeApply | None = None) -> Programmed:
         """Render the node's ruleset for ``view`` and apply it; the timings are the apply's."""
-        cfg = self.config
         r0 = time.perf_counter_ns()
-        ruleset = render_node(view, self.node, profile=cfg.profile, sync_version=sync_version,
-                              default_deny=cfg.default_deny, reject_with=cfg.reject_with)
+        ruleset = self.render(view, sync_version=sync_version)
         render_ns = time.perf_counter_ns() - r0
         if before_apply is not None:
             before_apply(ruleset)
-        timings = self.applier.apply(ruleset, full=full).as_dict()
+        timings = self.apply(ruleset, full=full)
         return Programmed(sync_version, str(timings.get("strategy") or self.strategy), render_ns, timings)
 
 
