@@ -9,12 +9,13 @@ from __future__ import annotations
 import pytest
 
 from harness import signals
-from harness.controller.fixtures import controller_factory
+from harness.controller.fixtures import controller_factory, enforcement
+from harness.engines.options import add_pytest_options
 from harness.lab.docker_fixtures import docker_engine, docker_pods
 from harness.lab.fixtures import lab, lab_factory, netpol_kernel_guard
 from harness.probe.fixtures import long_lived_flows, prober
 
-__all__ = ["controller_factory", "docker_engine", "docker_pods", "lab", "lab_factory", "long_lived_flows",
+__all__ = ["controller_factory", "docker_engine", "enforcement", "docker_pods", "lab", "lab_factory", "long_lived_flows",
            "netpol_kernel_guard", "prober"]
 
 MARKERS = {
@@ -30,8 +31,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--topology", default=None,
                     help="topology for the lab fixture: a shipped name (default, k8s-e2e, scale-100) or a path")
     group.addoption("--keep-lab", action="store_true", help="leave the lab in the kernel after the run")
-    group.addoption("--backend", default="nft", choices=("nft", "legacy"), help="iptables backend")
-    group.addoption("--profile", default="v2.10", help="kube-router version profile")
+    add_pytest_options(group)  # --engine, --profile, --strategy, --backend, --external-cmd
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -15,6 +15,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,8 @@ from typing import Any
 
 from harness.conformance.case import load_case
 from harness.conformance.runner import CaseResult, RunOptions, StepResult, run_case
+from harness.engines import options as engine_options
+from harness.engines.config import EnforcementConfig
 from harness.report.machine import machine_info
 from harness.report.recorder import new_run_id
 
@@ -131,10 +134,20 @@ class _Outcomes:
                 self.failed.append(report.nodeid)
 
 
+def enforcement_args(config: EnforcementConfig) -> list[str]:
+    """The pytest options that make ``config`` the scenarios' session configuration."""
+    args = ["--engine", config.engine, "--profile", config.profile, "--strategy", config.strategy,
+            "--backend", config.backend]
+    if config.external_cmd:
+        args += ["--external-cmd", shlex.join(config.external_cmd)]
+    return args
+
+
 def run_scenarios(size: str, folder: Path, *, select: str | None = None,
-                  extra_args: list[str] | None = None) -> dict[str, Any]:
+                  extra_args: list[str] | None = None, enforcement: EnforcementConfig | None = None) -> dict[str, Any]:
     """Run the scenario pytest modules in this process (its main thread: the MariaDB server
-    dies with the thread that started it) and return their entries plus the test run's facts."""
+    dies with the thread that started it) with ``enforcement`` as their session configuration
+    (the pytest options), and return their entries plus the test run's facts."""
     import pytest
 
     from harness import signals
@@ -145,6 +158,8 @@ def run_scenarios(size: str, folder: Path, *, select: str | None = None,
             "--scenario-json", str(dump), f"--junitxml={folder / 'junit.xml'}", "-o", "junit_family=xunit1"]
     if select:
         args += ["-k", select]
+    if enforcement is not None:
+        args += enforcement_args(enforcement)
     args += extra_args or []
     outcomes = _Outcomes()
     t0 = time.monotonic()
@@ -171,7 +186,7 @@ def run_suite(options: SuiteOptions, *, progress=None) -> tuple[Path, dict[str, 
     results: dict[str, Any] = {"run_id": run_id, "started": started, "mode": options.size,
                                "machine": machine_info(), "mariadb": tool_version("mariadb")}
     if options.scenarios:
-        sc = run_scenarios(options.size, folder, select=options.select)
+        sc = run_scenarios(options.size, folder, select=options.select, enforcement=options.run.enforcement())
         results["scenarios"] = sc["entries"]
         results["scenario_run"] = sc["run"]
     if options.conformance:
@@ -204,11 +219,8 @@ def register(sub, bench) -> None:
     p.add_argument("-k", dest="select", default=None, help="only scenario tests matching this pytest -k expression")
     p.add_argument("--no-scenarios", dest="scenarios", action="store_false", help="skip the scenarios")
     p.add_argument("--no-conformance", dest="conformance", action="store_false", help="skip the conformance cases")
-    p.add_argument("--backend", choices=("nft", "legacy"), default="nft",
-                   help="iptables backend of the conformance cases (default nft)")
-    p.add_argument("--profile", default="v2.10", help="kube-router profile of the conformance cases (default v2.10)")
-    p.add_argument("--strategy", choices=("restore", "per-rule", "netlink"), default="restore",
-                   help="apply strategy of the conformance cases (default restore: kube-router's full sync)")
+    engine_options.add_arguments(p, what="every scenario configuration that does not pin it and the conformance "
+                                          "cases")
     p.add_argument("--out", type=Path, default=REPO / "reports", help="report folder (default reports/)")
     p.set_defaults(func=cmd_suite)
 
@@ -225,7 +237,7 @@ def cmd_suite(args) -> int:
     if args.scenarios:
         require_mariadb()
     options = SuiteOptions(case_paths=args.cases or list(DEFAULT_CASES),
-                           run=RunOptions(backend=args.backend, profile=args.profile, strategy=args.strategy),
+                           run=RunOptions().with_enforcement(engine_options.from_args(args)),
                            out_dir=args.out, size=args.size, scenarios=args.scenarios,
                            conformance=args.conformance, select=args.select)
     folder, results = run_suite(options, progress=lambda line: print(line, flush=True))

@@ -8,13 +8,14 @@ import time
 
 import pytest
 
+from harness.engines.config import configured
 from harness.scenarios.options import scenario_size
 from harness.scenarios.windows import EstablishedSurvivesSync, WindowConfig
 
 pytestmark = [pytest.mark.kernel, pytest.mark.topology("default")]
 
 SYNCS = {"smoke": 10, "full": 100}
-CONFIGS = [("v2.10", "v2.10", "nft"), ("v1.2-legacy", "v1.2", "legacy")]
+CONFIGS = [("v2.10", "v2.10", None), ("v1.2-legacy", "v1.2", "legacy")]  # None: the session's backend
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -23,10 +24,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("config", chosen, ids=[c[0] for c in chosen])
 
 
-def test_established_survives_sync(lab, config, scenario_recorder, record_property, pytestconfig):
+def test_established_survives_sync(lab, config, scenario_recorder, record_property, pytestconfig, enforcement):
     name, profile, backend = config
     size = scenario_size(pytestconfig)
-    cfg = WindowConfig(name, profile=profile, backend=backend, delivery=0.0)
+    pinned = {"backend": backend} if backend else {}
+    cfg = configured(WindowConfig, enforcement, name, profile=profile, delivery=0.0, **pinned)
     t0 = time.monotonic()
     with EstablishedSurvivesSync(lab, cfg) as sc:
         obs = sc.run(SYNCS[size])

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from harness.engines.config import configured
 from harness.scenarios.options import scenario_size
 from harness.scenarios.windows import FailOpen, WindowConfig
 
@@ -29,9 +30,9 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("fo_config", CONFIGS, ids=[c[0] for c in CONFIGS])
 
 
-def test_fail_open(lab, fo_config, scenario_recorder, record_property, pytestconfig):
+def test_fail_open(lab, fo_config, scenario_recorder, record_property, pytestconfig, enforcement):
     name, fields, expectation, check = fo_config
-    cfg = WindowConfig(name, delivery=DELAY, **fields)
+    cfg = configured(WindowConfig, enforcement, name, delivery=DELAY, **fields)
     t0 = time.monotonic()
     with FailOpen(lab, cfg) as sc:
         obs = [sc.run_once(i) for i in range(RUNS[scenario_size(pytestconfig)])]

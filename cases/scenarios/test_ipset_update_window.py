@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from harness.engines.config import configured
 from harness.scenarios.options import scenario_size
 from harness.scenarios.windows import SetUpdateWindow, WindowConfig
 
@@ -25,9 +26,9 @@ UPDATES = {"smoke": 20, "full": 300}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_ipset_update_window(lab, config, scenario_recorder, record_property, pytestconfig):
+def test_ipset_update_window(lab, config, scenario_recorder, record_property, pytestconfig, enforcement):
     name, profile, expectation, check = config
-    cfg = WindowConfig(name, profile=profile, delivery=0.0, probe_rate=2000.0)
+    cfg = configured(WindowConfig, enforcement, name, profile=profile, delivery=0.0, probe_rate=2000.0)
     t0 = time.monotonic()
     with SetUpdateWindow(lab, cfg) as sc:
         obs = sc.run(UPDATES[scenario_size(pytestconfig)], rate=2000.0)

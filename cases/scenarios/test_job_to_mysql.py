@@ -22,6 +22,7 @@ import time
 import pytest
 
 from harness.cluster.mariadb import require_mariadb
+from harness.engines.config import configured
 from harness.errors import EnvironmentProblem
 from harness.scenarios.clusters import SCALE_POLICIES, scenario_lab
 from harness.scenarios.job import JobConfig, JobScenario, cli_denied
@@ -88,13 +89,13 @@ def smoke_runs(cfg: JobConfig) -> int:
     return SCALE_SMOKE_RUNS if cfg.topology != "default" else RUNS["smoke"]
 
 
-def test_job_to_mysql(job_config, size, scenario_recorder, record_property, request):
+def test_job_to_mysql(job_config, size, scenario_recorder, record_property, request, enforcement):
     try:
         require_mariadb()
     except EnvironmentProblem as e:
         pytest.skip(str(e))
     name, fields, (expectation, check) = job_config
-    cfg = JobConfig(name, delivery=DELAY, **fields)
+    cfg = configured(JobConfig, enforcement, name, delivery=DELAY, **fields)
     # skips with the engine's reason when Docker cannot run here
     engine = request.getfixturevalue("docker_engine") if cfg.pod_backend == "docker" else None
     t0 = time.monotonic()

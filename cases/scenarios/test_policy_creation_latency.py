@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from harness.engines.config import configured
 from harness.scenarios.clusters import SCALE_POLICIES, scenario_lab
 from harness.scenarios.options import scenario_size
 from harness.scenarios.windows import PolicyCreation, WindowConfig
@@ -28,10 +29,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              ids=[s if t == "default" else f"{s}-{t}" for s, t in params])
 
 
-def test_policy_creation_latency(strategy, topology, scenario_recorder, record_property, pytestconfig, request):
+def test_policy_creation_latency(strategy, topology, scenario_recorder, record_property, pytestconfig, request,
+                                 enforcement):
     policies = SCALE_POLICIES if topology != "default" else 0
     name = strategy if topology == "default" else f"{strategy}-{topology}"
-    cfg = WindowConfig(name, strategy=strategy, delivery=0.0, topology=topology, synthetic_policies=policies)
+    cfg = configured(WindowConfig, enforcement, name, strategy=strategy, delivery=0.0, topology=topology,
+                     synthetic_policies=policies)
     lab = scenario_lab(request, topology, policies)
     t0 = time.monotonic()
     with PolicyCreation(lab, cfg) as sc:

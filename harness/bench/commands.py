@@ -101,7 +101,7 @@ def format_sweep(b: Baseline) -> str:
     """The sweep's tables: render time per point, sync cost per cell, where 2 s is crossed."""
     from tabulate import tabulate
 
-    lines = [f"sync-cost sweep ({b.params.get('engine', 'kube-router')} {b.params.get('profile')} layout, node-000's ruleset); medians "
+    lines = [f"sync-cost sweep ({b.params.get('engine', DEFAULT_ENGINE)} {b.params.get('profile')} layout, node-000's ruleset); medians "
              f"of re-syncs [min-max]; phases in ms", *_head(b)]
     lines.append(tabulate([[r["point"], r["rules"], r["sets"], r["entries"], fmt(r["render_ms"])]
                            for r in b.extra.get("render", [])],

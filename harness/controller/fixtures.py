@@ -6,8 +6,10 @@
         ...
 
 ``controller_factory(lab, **config)`` starts one controller per real node of ``lab`` with a
-``ControllerConfig`` whose ``backend`` and ``profile`` default to the ``--backend`` and
-``--profile`` options, and stops every controller it made when the test ends.
+``ControllerConfig`` whose enforcement fields (engine, profile, strategy, backend, external
+command) default to the session's (``enforcement``: the ``--engine``, ``--profile``,
+``--strategy``, ``--backend``, ``--external-cmd`` options), and stops every controller it made
+when the test ends.
 """
 
 from __future__ import annotations
@@ -18,23 +20,23 @@ from typing import Any
 import pytest
 
 from harness.controller.loop import Controller, ControllerConfig
+from harness.engines.config import EnforcementConfig, configured
+from harness.engines.options import from_pytest
+
+
+@pytest.fixture(scope="session")
+def enforcement(pytestconfig: pytest.Config) -> EnforcementConfig:
+    """The session's enforcement configuration (the pytest options; defaults where absent)."""
+    return from_pytest(pytestconfig)
 
 
 @pytest.fixture
-def controller_factory(request: pytest.FixtureRequest) -> Iterator[Callable[..., Controller]]:
+def controller_factory(enforcement: EnforcementConfig) -> Iterator[Callable[..., Controller]]:
     """A function ``(lab, **ControllerConfig fields) -> started Controller``; all stopped at teardown."""
     made: list[Controller] = []
 
-    def option(name: str, default: str) -> str:
-        try:
-            return request.config.getoption(name) or default
-        except ValueError:  # the plugin's options are not registered
-            return default
-
     def make(lab: Any, **fields: Any) -> Controller:
-        fields.setdefault("backend", option("--backend", "nft"))
-        fields.setdefault("profile", option("--profile", "v2.10"))
-        ctl = Controller(lab, ControllerConfig(**fields))
+        ctl = Controller(lab, configured(ControllerConfig, enforcement, **fields))
         made.append(ctl)
         return ctl.start()
 

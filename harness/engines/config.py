@@ -98,3 +98,13 @@ def check_common(config: EnforcementConfig, source: str | None = None) -> None:
     if config.reject_with not in REJECT_WITH_NAMES:
         raise ConfigError(source, "reject_with", f"{config.reject_with!r} is not one of icmp-port-unreachable, "
                           "tcp-reset")
+
+
+def configured(cls: type, base: EnforcementConfig | None, *args: Any, **fields: Any) -> Any:
+    """``cls(*args, **fields)`` (a subclass of EnforcementConfig) whose enforcement fields not in
+    ``fields`` come from ``base`` (the session's: ``--backend legacy`` reaches a configuration
+    that names no backend, while one that pins ``backend="legacy"`` keeps it)."""
+    if base is not None:
+        for f in dataclasses.fields(EnforcementConfig):
+            fields.setdefault(f.name, getattr(base, f.name))
+    return cls(*args, **fields)

@@ -56,7 +56,11 @@ def from_args(args: argparse.Namespace, **overrides: Any) -> EnforcementConfig:
 def add_pytest_options(group: Any) -> None:
     """The same flags as pytest options (``--engine``, ``--profile``, ``--strategy``,
     ``--backend``, ``--external-cmd``)."""
-    add_arguments(group)
+    class _Group:  # pytest's option group spells add_argument "addoption"
+        def add_argument(self, *names: str, **kw: Any) -> None:
+            group.addoption(*names, **kw)
+
+    add_arguments(_Group())
 
 
 def from_pytest(config: Any) -> EnforcementConfig:

@@ -80,9 +80,18 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
         st = s["stats"]
         rows.append([e["scenario"], e["config"], e["verdict"].upper(), s["metric"], st.get("n", 0) - st.get("missing", 0),
                      _f(st.get("p50")), _f(st.get("p90")), _f(st.get("p99")), _f(st.get("max")),
-                     _f((s.get("server_sync") or {}).get("p50")),
+                     _f((s.get("server_sync") or {}).get("p50")), enforcement_label(e["params"]),
                      f"{s['failures']}/{s['runs']} {s['failure_label']}"])
     return rows
+
+
+def enforcement_label(params: dict[str, Any]) -> str:
+    """``engine profile/strategy/backend`` of a configuration's recorded params (the defaults of
+    ``harness.engines.config`` for a field an older results.json lacks)."""
+    from harness.engines.config import DEFAULT_BACKEND, DEFAULT_ENGINE, DEFAULT_PROFILE, DEFAULT_STRATEGY
+
+    return (f"{params.get('engine') or DEFAULT_ENGINE} {params.get('profile') or DEFAULT_PROFILE}/"
+            f"{params.get('strategy') or DEFAULT_STRATEGY}/{params.get('backend') or DEFAULT_BACKEND}")
 
 
 def ordered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -93,7 +102,7 @@ def ordered(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def summary_table(results: dict[str, Any], fmt: str = "github") -> str:
     return tabulate(summary_rows(results), headers=["scenario", "configuration", "verdict", "metric (ms)", "samples",
                                                    "p50", "p90", "p99", "max", "node-a sync p50",
-                                                   "failures"], tablefmt=fmt)
+                                                   "engine profile/strategy/backend", "failures"], tablefmt=fmt)
 
 
 def _by(results: dict[str, Any], scenario: str) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.engines.config import DEFAULT_ENGINE
 from harness.report.machine import machine_lines
 
 PHASES = (  # (our field, kube-router metric name, or a description where kube-router has none)
@@ -89,8 +90,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"- started: {results['started']}  (wall time {results['wall_s']:.1f} s)",
         f"- verdict: **{s['verdict']}** — {s['cases_passed']}/{s['cases']} cases passed, "
         f"{s['cells_checked']} truth-table cells checked, {s['mismatches']} mismatches",
-        f"- configuration: backend `{opts['backend']}`, kube-router profile `{opts['profile']}`, "
-        f"apply strategy `{opts['strategy']}`, probe timeout {opts['timeout']} s",
+        f"- configuration: engine `{opts.get('engine', DEFAULT_ENGINE)}`, profile `{opts['profile']}`, "
+        f"apply strategy `{opts['strategy']}`, backend `{opts['backend']}`, probe timeout {opts['timeout']} s",
         "",
         "## Machine",
         "",
@@ -98,8 +99,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "## Cases",
         "",
-        "Each case builds its topology in the kernel, and per step changes the model, runs a full",
-        "kube-router sync on every real node (render + apply), probes every pair of pods and",
+        "Each case builds its topology in the kernel, and per step changes the model, has the engine",
+        "run a full sync on every real node (render + apply), probes every pair of pods and",
         "compares the observed truth table with the expected one (hand-written, else the oracle's).",
         "",
         tabulate(case_rows(results), headers=["case", "topology", "steps", "syncs", "cells", "mismatches",

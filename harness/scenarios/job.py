@@ -1,4 +1,4 @@
-"""job-to-mysql (kube-router #1652, k0s #2261): job pods that talk to a protected MariaDB right
+"""job-to-mysql (the seed issue #1652 of DESIGN.md, k0s #2261): job pods that talk to a protected MariaDB right
 after they start.
 
 Setting (on the default topology): ``db/mariadb-0`` on node-a runs a real ``mariadbd`` on
@@ -40,6 +40,7 @@ from typing import Any
 from harness.cluster.mariadb import PORT, MariaDB
 from harness.controller import Controller, ControllerConfig
 from harness.controller.mitigations import Mitigation, PodContext, parse_mitigations
+from harness.engines.config import EnforcementConfig
 from harness.errors import ConfigError
 from harness.model.cluster import Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
@@ -67,23 +68,20 @@ def allow_backup(port: int = PORT) -> NetworkPolicy:
 
 
 @dataclass
-class JobConfig:
-    """One configuration of the scenario. ``delivery``: the controller's per-node delivery delay
-    (node-a learning late is what makes the cross-node race); ``mitigation``: a
-    ``parse_mitigations`` spec; ``reject_with``: None (kube-router's REJECT = ICMP
-    port-unreachable) or ``tcp-reset``; ``pod_backend``: ``netns`` (the job is a PyMySQL client
-    in a netns pod) or ``docker`` (the job pod is a container running the ``mariadb`` CLI).
-    ``backend`` is the iptables backend (nft or legacy). ``topology`` / ``synthetic_policies``:
+class JobConfig(EnforcementConfig):
+    """One configuration of the scenario: the enforcement fields (``EnforcementConfig``: engine,
+    profile, strategy, iptables backend, reject_with = None (a plain REJECT: ICMP
+    port-unreachable) or ``tcp-reset``, ...) and the scenario's own. ``delivery``: the
+    controller's per-node delivery delay (node-a learning late is what makes the cross-node
+    race); ``mitigation``: a ``parse_mitigations`` spec; ``pod_backend``: ``netns`` (the job is a
+    PyMySQL client in a netns pod) or ``docker`` (the job pod is a container running the
+    ``mariadb`` CLI). ``topology`` / ``synthetic_policies``:
     the cluster the lab is built from (``harness.scenarios.clusters.scenario_cluster``; the job
     scenario itself works on any topology whose node-a and node-b are real). ``probe_s`` and
     ``until_success_s`` must outlast node-a's delivery delay plus its sync (seconds at scale)."""
 
     name: str
     mitigation: str = "none"
-    profile: str = "v2.10"
-    strategy: str = "restore"
-    backend: str = "nft"
-    reject_with: str | None = None
     delivery: Any = field(default_factory=lambda: {"node-a": 0.3, "node-b": 0.0})
     job_node: str = "node-b"
     probe_rate: float = 200.0
@@ -200,9 +198,8 @@ class JobScenario:
                 hold = any(type(m).network_ready is not Mitigation.network_ready for m in self.mits)
                 self.dlab = _job_docker_lab(lab, self.docker, hold)
                 ctl_lab = self.dlab
-            ccfg = self.mits.configure(ControllerConfig(
-                profile=cfg.profile, strategy=cfg.strategy, backend=cfg.backend, reject_with=cfg.reject_with,
-                delivery=cfg.delivery, seed=cfg.seed))
+            ccfg = self.mits.configure(ControllerConfig(delivery=cfg.delivery, seed=cfg.seed)
+                                       .with_enforcement(cfg.enforcement()))
             self.ctl, self.prober = stack.enter_context(controller_and_prober(ctl_lab, ccfg, 0.5))
         except BaseException:
             stack.close()

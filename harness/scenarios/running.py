@@ -1,5 +1,5 @@
-"""What every timed scenario runs beside its pods: kube-router-like controllers on the lab and one
-packet prober, started together and stopped in reverse order on every exit path."""
+"""What every timed scenario runs beside its pods: the configured engine's controllers on the lab
+and one packet prober, started together and stopped in reverse order on every exit path."""
 
 from __future__ import annotations
 

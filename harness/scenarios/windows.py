@@ -4,7 +4,7 @@ Common setting: the ``db/allow-backup`` policy (app=mariadb pods accept TCP 3306
 pods of namespace batch); ``db/target-0`` on node-a (app=mariadb, echo listener on 3306);
 ``batch/client-0`` on node-b (app=backup, allowed); ``frontend/web-1`` on node-b (not allowed).
 
-- ``FailOpen`` (kube-router #873): a new protected pod is created while node-a learns of it
+- ``FailOpen`` (seed issue #873, DESIGN.md): a new protected pod is created while node-a learns of it
   late; a denied client probes it from the start. fail_open_window = how long denied traffic
   was let through; a connection established inside the window must survive enforcement
   (conntrack ESTABLISHED is accepted before the pod chain's REJECT).
@@ -26,6 +26,7 @@ from typing import Any
 
 from harness.analysis.windows import DENIED, first_of, last_of, stable_since, windows
 from harness.controller import Controller, ControllerConfig
+from harness.engines.config import EnforcementConfig
 from harness.kernel import netns
 from harness.model.cluster import ContainerPort, Pod
 from harness.model.policy import LabelSelector, NetworkPolicy
@@ -46,16 +47,13 @@ def _target_pod(name: str = "target-0") -> Pod:
 
 
 @dataclass
-class WindowConfig:
-    """A configuration of one of the window scenarios (fields used as each scenario needs).
+class WindowConfig(EnforcementConfig):
+    """A configuration of one of the window scenarios: the enforcement fields
+    (``EnforcementConfig``) and the scenario's own (used as each scenario needs).
     ``topology`` / ``synthetic_policies`` name the cluster the lab is built from
     (``harness.scenarios.clusters.scenario_cluster``); they are recorded, the lab is the caller's."""
 
     name: str
-    profile: str = "v2.10"
-    strategy: str = "restore"
-    backend: str = "nft"
-    default_deny: bool = False
     delivery: Any = field(default_factory=lambda: {"node-a": 0.3, "node-b": 0.0})
     probe_rate: float = 1000.0
     topology: str = "default"
@@ -82,8 +80,7 @@ class _Base:
             lab.add_pod(Pod("batch", "client-0", "node-b", {"app": "backup"}))
         for pol in self._policies:
             lab.cluster.policies[pol.key] = pol
-        ccfg = ControllerConfig(profile=cfg.profile, strategy=cfg.strategy, backend=cfg.backend,
-                                default_deny=cfg.default_deny, delivery=cfg.delivery)
+        ccfg = ControllerConfig(delivery=cfg.delivery).with_enforcement(cfg.enforcement())
         self._stack = contextlib.ExitStack()
         self.ctl, self.prober = self._stack.enter_context(controller_and_prober(lab, ccfg, 0.25))
         return self
@@ -112,7 +109,7 @@ def conntrack_established(node_netns: str, src_ip: str, dst_ip: str, port: int =
 
 
 class FailOpen(_Base):
-    """kube-router #873: a new denied-to pod is reachable until its chain lands."""
+    """Seed issue #873: a new denied-to pod is reachable until its chain lands."""
 
     probe_s = 0.9
 
@@ -209,14 +206,16 @@ class SetUpdateWindow(_Base):
                          "outcomes": list(w.outcomes)} for w in wins],
             "ipset_restore_phases": sets,
             "ipset_restore_ms": [(e - s) / 1e6 for s, e in sets],
-            "set_mode": "flush+refill" if not lab_swap(self.config.profile) else "tmp+swap",
+            "set_mode": set_update_mode(self.config),
         }
 
 
-def lab_swap(profile: str) -> bool:
-    from harness.engines.kube_router.render.profiles import get_profile
+def set_update_mode(config: EnforcementConfig) -> str | None:
+    """How the configured engine updates a set in place (``flush+refill`` | ``tmp+swap``), if it says."""
+    from harness.engines import registry
 
-    return bool(get_profile(profile).swap_sets)
+    mode = getattr(registry.get_engine(config.engine), "set_update_mode", None)
+    return mode(config) if mode is not None else None
 
 
 class EstablishedSurvivesSync(_Base):

@@ -109,6 +109,10 @@ class KubeRouterEngine:
     def require_tools(self, config: EnforcementConfig) -> None:
         require_tools(config.backend)
 
+    def set_update_mode(self, config: EnforcementConfig) -> str:
+        """``flush+refill`` (v1.2: sets emptied and refilled in place) or ``tmp+swap`` (v1.2.2+)."""
+        return "tmp+swap" if get_profile(config.profile).swap_sets else "flush+refill"
+
     def node(self, node: str, netns: str, config: EnforcementConfig, timeline: Any = None, *,
              applier: Any = None) -> KubeRouterNode:
         return KubeRouterNode(node, netns, config, applier)
