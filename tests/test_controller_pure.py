@@ -24,7 +24,9 @@ from harness.controller.mitigations import CniWait, DefaultDeny, Retry, Sleep, p
 from harness.controller.timeline import Timeline
 from harness.engines.kube_router.apply import SyncTimings
 from harness.engines.kube_router.engine import KubeRouterEngine
+from harness.engines.kube_router.events import requests_sync
 from harness.engines.kube_router.incremental import noflush_restore_text, plan_incremental
+from harness.engines.kube_router.metrics import METRIC_SET
 from harness.engines.kube_router.render.kube_router import render_node
 from harness.errors import ConfigError
 from harness.model.cluster import Cluster, ContainerPort, Namespace, Node, Pod
@@ -224,17 +226,17 @@ def test_cluster_dict_round_trip_renders_identically():
 def test_requests_sync_follows_kube_router():
     c = small_cluster()
     no_ip = Pod("batch", "pending", "node-b", {"app": "backup"})
-    assert not ev.requests_sync(ev.pod_added(no_ip), c)  # not actionable yet
+    assert not requests_sync(ev.pod_added(no_ip), c)  # not actionable yet
     ev.apply_event(c, ev.pod_added(no_ip))
     with_ip = Pod("batch", "pending", "node-b", {"app": "backup"}, ip=ipaddress.IPv4Address("10.244.1.9"))
-    assert ev.requests_sync(ev.pod_updated(with_ip), c)  # IP assigned
+    assert requests_sync(ev.pod_updated(with_ip), c)  # IP assigned
     ev.apply_event(c, ev.pod_updated(with_ip))
-    assert not ev.requests_sync(ev.pod_updated(with_ip), c)  # nothing kube-router looks at changed
-    assert ev.requests_sync(ev.pod_relabeled(with_ip, {"app": "other"}), c)
-    assert ev.requests_sync(ev.pod_removed("batch/pending"), c)
-    assert not ev.requests_sync(ev.namespace_relabeled("db", {"tier": "db"}), c)
-    assert ev.requests_sync(ev.namespace_relabeled("db", {"tier": "x"}), c)
-    assert ev.requests_sync(ev.policy_deleted("db/allow-backup"), c)
+    assert not requests_sync(ev.pod_updated(with_ip), c)  # nothing kube-router looks at changed
+    assert requests_sync(ev.pod_relabeled(with_ip, {"app": "other"}), c)
+    assert requests_sync(ev.pod_removed("batch/pending"), c)
+    assert not requests_sync(ev.namespace_relabeled("db", {"tier": "db"}), c)
+    assert requests_sync(ev.namespace_relabeled("db", {"tier": "x"}), c)
+    assert requests_sync(ev.policy_deleted("db/allow-backup"), c)
 
 
 def test_apply_event_replaces_objects_so_snapshots_stay_consistent():
@@ -418,7 +420,7 @@ def _records():
 
 
 def test_metrics_json():
-    m = ControllerMetrics.from_syncs(_records())
+    m = ControllerMetrics.from_syncs(_records(), METRIC_SET)
     d = json.loads(m.to_json())
     total = d["metrics"]["kube_router_controller_iptables_sync_time"]
     assert total["node-a"]["count"] == 2 and total["node-a"]["sum"] == pytest.approx(0.040)  # failed sync left out
@@ -434,7 +436,7 @@ _SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{([a-zA-Z_][a-zA-Z0-9_]*="([^"
 
 
 def test_metrics_prometheus_text_exposition():
-    text = ControllerMetrics.from_syncs(_records()).to_prometheus()
+    text = ControllerMetrics.from_syncs(_records(), METRIC_SET).to_prometheus()
     lines = text.splitlines()
     assert text.endswith("\n")
     names = [ln.split()[2] for ln in lines if ln.startswith("# TYPE")]

@@ -2,5 +2,5 @@
 kernel (``runner``) and checked against an explicit or the oracle's truth table.
 
 ``case`` is pure (loading, validation, model changes per step, expected tables); ``runner``
-builds a lab and programs the kube-router ruleset on every real node; ``commands`` is the CLI.
+builds a lab and has the policy engine program every real node; ``commands`` is the CLI.
 """

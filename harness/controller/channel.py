@@ -1,6 +1,7 @@
-"""kube-router's 1-slot sync request channel, in Python. Pure (threading only).
+"""The reproduced controller's 1-slot sync request channel, in Python. Pure (threading only).
 
-kube-router: ``fullSyncRequestChan = make(chan struct{}, 1)``; ``RequestFullSync`` does a
+Its source (v2.10.0 pkg/controllers/netpol/network_policy_controller.go):
+``fullSyncRequestChan = make(chan struct{}, 1)``; ``RequestFullSync`` does a
 non-blocking send (``select { case ch <- struct{}{}: ... default: "already pending" }``), and the
 sync loop receives from it. So a request made while a sync runs fills the one slot; every
 further request before the loop takes the slot is dropped: a burst during one sync collapses

@@ -3,8 +3,8 @@
 An event is what the API server tells a watcher: a pod was added (with or without an IP yet),
 updated (relabeled, IP assigned), deleted; a namespace was added or relabeled; a network policy
 was created, updated or deleted. ``apply_event`` changes a ``Cluster`` the way the event says,
-so every node controller keeps its own view of the cluster (the model *as delivered to it*),
-and ``requests_sync`` tells whether kube-router would request a full sync for it.
+so every node controller keeps its own view of the cluster (the model *as delivered to it*);
+whether an event asks for a sync is the engine's call (``NodeEngine.wants_sync``).
 
 Events serialize to one JSON object (``to_json``/``from_json``) for external controllers; a
 policy travels as its Kubernetes manifest (``policy_to_manifest``), so an external program can
@@ -101,7 +101,7 @@ class ClusterEvent:
 
 # -- constructors (the words scenarios use) --------------------------------------------------------
 def pod_added(pod: Pod) -> ClusterEvent:
-    """A pod appeared; kube-router acts on it only once it has an IP."""
+    """A pod appeared (a policy controller acts on it only once it has an IP)."""
     return ClusterEvent(EventKind.POD_ADDED, pod.key, pod=copy.deepcopy(pod))
 
 
@@ -143,33 +143,7 @@ def policy_deleted(key: str) -> ClusterEvent:
 
 
 # -- semantics -------------------------------------------------------------------------------------
-def _actionable(pod: Pod | None) -> bool:
-    """kube-router's isNetPolActionable, as far as the model goes: the pod has an IP."""
-    return pod is not None and pod.ip is not None
-
-
-def requests_sync(event: ClusterEvent, before: Cluster) -> bool:
-    """Whether kube-router requests a full sync for ``event``, judged against the view
-    ``before`` the event was applied (kube-router's pod handlers: OnPodUpdate compares old and
-    new; pods without an IP are ignored; a pod deletion always requests a sync; every namespace
-    and policy event requests one)."""
-    if event.resource != "pod":
-        if event.kind is EventKind.NAMESPACE_UPDATED:
-            return before.namespace_labels(event.key) != _ns_labels(event.key, event.labels)
-        return True
-    if event.kind is EventKind.POD_DELETED:
-        return True
-    new = event.pod
-    if not _actionable(new):
-        return False
-    old = before.pods.get(event.key)
-    if event.kind is EventKind.POD_UPDATED and old is not None and _actionable(old):
-        # kube-router: "skip update if pod IP and labels are unchanged"
-        return old.labels != new.labels or old.ip != new.ip  # type: ignore[union-attr]
-    return True
-
-
-def _ns_labels(name: str, labels: dict[str, str] | None) -> dict[str, str]:
+def namespace_labels(name: str, labels: dict[str, str] | None) -> dict[str, str]:
     return Namespace(name, dict(labels or {})).labels
 
 

@@ -14,7 +14,7 @@ Per node there are two threads (the work happens in subprocesses and the kernel)
 - **delivery**: events emitted by the ``Controller`` reach the node after a delay drawn from
   the node's delivery model (standing in for kubelet -> API server -> informer), in order. Each
   is applied to the node's *own view* of the cluster, so one node can lag behind another. If
-  the controller would act on it (``events.requests_sync``: pods without an IP are ignored), a
+  the engine would act on it (``NodeEngine.wants_sync``: e.g. pods without an IP are ignored), a
   full sync is requested through the 1-slot channel; an asynchronous engine gets every event.
 - **sync** (synchronous engines): an initial full sync at start, then one per taken request,
   plus a periodic resync every ``resync_period_s`` (the controller's ticker, default 5 min).
@@ -212,7 +212,7 @@ class NodeController:
 
     def _deliver(self, event: ev.ClusterEvent) -> None:
         with self._view_lock:
-            requested = ev.requests_sync(event, self.view)
+            requested = self.engine.wants_sync(event, self.view)
             ev.apply_event(self.view, event)
             self.last_delivered_seq = event.seq
             t = time.time_ns()
@@ -514,10 +514,11 @@ class Controller:
 
     # -- results ---------------------------------------------------------------------------------
     def metrics(self):  # -> ControllerMetrics
-        """Histograms of every finished sync per node under the sync-metric names."""
-        from harness.controller.metrics import ControllerMetrics
+        """Histograms of every finished sync per node under the engine's metric names
+        (``engine.metric_set``; the generic ones when it names none)."""
+        from harness.controller.metrics import GENERIC, ControllerMetrics
 
-        return ControllerMetrics.from_syncs(self.timeline.syncs)
+        return ControllerMetrics.from_syncs(self.timeline.syncs, getattr(self.engine, "metric_set", GENERIC))
 
     def view(self, node: str) -> Cluster:
         """A snapshot of what ``node``'s controller currently believes the cluster is."""

@@ -1,20 +1,11 @@
-"""Per-node histograms of sync time and phases under kube-router's metric names, as JSON and
-Prometheus text exposition format. Pure.
+"""Per-node histograms of sync time and phases, as JSON and Prometheus text exposition format.
+Pure.
 
-kube-router (pkg/metrics/metrics_controller.go) registers these as histograms in namespace
-``kube_router`` with ``defaultBucket = prometheus.ExponentialBuckets(0.005, 2.327, 10)``, in
-seconds. One kube-router is one scrape target per node; here all nodes share one exposition, told
-apart by a ``node`` label. What each metric observes:
-
-- ``controller_iptables_sync_time``: the whole sync (render + apply), per sync;
-- ``controller_iptables_v4_save_time``: ``iptables-save -t filter``;
-- ``controller_iptables_v4_restore_time``: programming the chains (one ``iptables-restore``;
-  per-rule: all the ``iptables`` calls);
-- ``controller_policy_ipset_v4_restore_time``: programming the sets;
-- ``controller_policy_chains_sync_time``: kube-router's syncNetworkPolicyChains, which builds
-  the policy chains and restores the policy sets: here render time + set programming.
-
-A phase a sync did not run (e.g. no save in ``incremental``) is not observed for that sync.
+What is observed and under which names is the engine's (a ``MetricSet``: a namespace, the
+buckets, and per metric its help text and how to read a ``SyncRecord``; an engine offers its
+own as ``Engine.metric_set``). One controller is one scrape target per
+node; here all nodes share one exposition, told apart by a ``node`` label. A phase a sync did
+not run is not observed for that sync.
 """
 
 from __future__ import annotations
@@ -25,36 +16,38 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-NAMESPACE = "kube_router"
 DEFAULT_BUCKETS = tuple(0.005 * 2.327 ** i for i in range(10))  # prometheus.ExponentialBuckets(0.005, 2.327, 10)
 
 
-def _timing_s(name: str) -> Callable[[Any], float | None]:
+@dataclass(frozen=True)
+class MetricSet:
+    """An engine's sync metrics: ``namespace`` (the name prefix), ``buckets`` (seconds) and
+    ``metrics`` (name -> (help text, observation in seconds from a SyncRecord, or None))."""
+
+    namespace: str
+    metrics: dict[str, tuple[str, Callable[[Any], float | None]]]
+    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+
+
+def timing_s(name: str) -> Callable[[Any], float | None]:
+    """An observation: the sync's ``timings[name]`` (ns) in seconds, None when absent or 0."""
     def get(rec: Any) -> float | None:
         v = rec.timings.get(name)
         return v / 1e9 if v else None
     return get
 
 
-def _chains_sync_s(rec: Any) -> float | None:
-    ipset = rec.timings.get("ipset_restore_time")
-    if ipset is None and not rec.render_ns:
-        return None
-    return (rec.render_ns + (ipset or 0)) / 1e9
+def total_s(rec: Any) -> float | None:
+    """An observation: the whole sync in seconds."""
+    return rec.total_ns / 1e9 if rec.total_ns else None
 
 
-# metric -> (help text as kube-router has it, observation from a SyncRecord in seconds)
-METRICS: dict[str, tuple[str, Callable[[Any], float | None]]] = {
-    "controller_iptables_sync_time": ("Time it took for controller to sync iptables",
-                                      lambda rec: rec.total_ns / 1e9 if rec.total_ns else None),
-    "controller_iptables_v4_save_time": ("Time it took controller to save IPv4 rules",
-                                         _timing_s("iptables_save_time")),
-    "controller_iptables_v4_restore_time": ("Time it took controller to restore IPv4 rules",
-                                            _timing_s("iptables_restore_time")),
-    "controller_policy_ipset_v4_restore_time": ("Time it took controller to restore IPv4 ipsets",
-                                                _timing_s("ipset_restore_time")),
-    "controller_policy_chains_sync_time": ("Time it took for controller to sync policy chains", _chains_sync_s),
-}
+# an engine that names no metrics of its own: the sync and its recorded phases
+GENERIC = MetricSet("netpol", {
+    "sync_time": ("Time a full sync took", total_s),
+    "sets_time": ("Time programming the sets took", timing_s("ipset_restore_time")),
+    "rules_time": ("Time programming the rules took", timing_s("iptables_restore_time")),
+})
 
 
 def quantile(sorted_values: list[float], q: float) -> float:
@@ -122,23 +115,27 @@ def _json_float(x: float) -> float | None:
 
 @dataclass
 class ControllerMetrics:
-    """``histograms[metric][node]``; build with ``from_syncs`` (Timeline.syncs)."""
+    """``histograms[metric][node]`` of one ``MetricSet``; build with ``from_syncs`` (Timeline.syncs)."""
 
+    metric_set: MetricSet = GENERIC
     histograms: dict[str, dict[str, Histogram]] = field(default_factory=dict)
-    buckets: tuple[float, ...] = DEFAULT_BUCKETS
+
+    @property
+    def buckets(self) -> tuple[float, ...]:
+        return self.metric_set.buckets
 
     @classmethod
-    def from_syncs(cls, syncs: Iterable[Any], buckets: tuple[float, ...] = DEFAULT_BUCKETS) -> ControllerMetrics:
+    def from_syncs(cls, syncs: Iterable[Any], metric_set: MetricSet = GENERIC) -> ControllerMetrics:
         """Observe every successfully finished sync (objects with node, ok, total_ns, render_ns,
-        timings, like ``SyncRecord``)."""
-        m = cls(buckets=buckets)
+        timings, like ``SyncRecord``) under ``metric_set``'s names."""
+        m = cls(metric_set)
         for rec in syncs:
             if rec.ok:
                 m.observe(rec)
         return m
 
     def observe(self, rec: Any) -> None:
-        for metric, (_, get) in METRICS.items():
+        for metric, (_, get) in self.metric_set.metrics.items():
             v = get(rec)
             if v is not None:
                 self.histograms.setdefault(metric, {}).setdefault(rec.node, Histogram(self.buckets)).observe(v)
@@ -150,11 +147,11 @@ class ControllerMetrics:
         """``{"unit": "seconds", "buckets": [...], "metrics": {full_name: {node: {count, sum, min,
         mean, p50, p90, p99, max, buckets: {le: cumulative count}}}}}``; NaN/inf become null."""
         out: dict[str, Any] = {}
-        for metric in METRICS:
+        for metric in self.metric_set.metrics:
             per = self.histograms.get(metric)
             if not per:
                 continue
-            out[f"{NAMESPACE}_{metric}"] = {
+            out[f"{self.metric_set.namespace}_{metric}"] = {
                 node: {**{k: (_json_float(v) if isinstance(v, float) else v) for k, v in h.summary().items()},
                        "buckets": {_fmt(b): c for b, c in h.cumulative()}}
                 for node, h in sorted(per.items())}
@@ -167,11 +164,11 @@ class ControllerMetrics:
         """Prometheus text exposition format (version 0.0.4): HELP, TYPE histogram, cumulative
         ``_bucket{node,le}`` series, ``_sum`` and ``_count`` per node."""
         lines: list[str] = []
-        for metric, (help_text, _) in METRICS.items():
+        for metric, (help_text, _) in self.metric_set.metrics.items():
             per = self.histograms.get(metric)
             if not per:
                 continue
-            name = f"{NAMESPACE}_{metric}"
+            name = f"{self.metric_set.namespace}_{metric}"
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} histogram")
             for node, h in sorted(per.items()):

@@ -7,7 +7,7 @@ The life of a new client pod, and where each mitigation acts:
     [init-wait]  an init step retries until the destination answers
     [sleep N]    the client's entrypoint sleeps first
     client       one attempt, or [retry] attempts with exponential backoff
-    [default-deny] is a controller option (kube-router --netpol-default-deny, v2.10): a local
+    [default-deny] is a controller option (``--netpol-default-deny`` of the v2.10 profile): a local
                  pod the controller has not programmed yet is refused (fail-closed)
 
     mits = parse_mitigations(["cni-wait:all", "retry"])
@@ -133,7 +133,7 @@ def retry(attempt: Callable[[], Attempt], attempts: int = 10, initial_s: float =
 
 @dataclass
 class DefaultDeny(Mitigation):
-    """kube-router ``--netpol-default-deny`` (v2.10): unprogrammed local pods are refused."""
+    """``--netpol-default-deny`` (the v2.10 profile): unprogrammed local pods are refused."""
 
     name = "default-deny"
 

@@ -5,7 +5,7 @@ engine=...)``), never imported by name outside its own package; ``harness.engine
 maps the configuration's ``engine`` name to one when none is handed in. Per real node it makes
 a ``NodeEngine`` bound to that node's namespace:
 
-- a *synchronous* node engine (``reports_syncs = False``, e.g. kube-router) is driven by the
+- a *synchronous* node engine (``reports_syncs = False``, e.g. the shipped rule-layout engine) is driven by the
   caller: ``program(view, sync_version=...)`` programs the node's kernel for that view of the
   cluster now and returns a ``Programmed`` record (render time, timed apply phases);
 - an *asynchronous* one (``reports_syncs = True``, e.g. an external process, or an engine that
@@ -80,6 +80,10 @@ class NodeEngine(Protocol):
                 before_apply: BeforeApply | None = None) -> Programmed:
         """Program the node's kernel for ``view`` now; raise HarnessError when it could not."""
 
+    def wants_sync(self, event: Any, before: Cluster) -> bool:
+        """Whether ``event`` (judged against the view ``before`` it) asks a synchronous engine
+        for a full sync (its informer handlers' filter)."""
+
     def deliver(self, event: Any) -> None:
         """An event reached the node (asynchronous engines act on it; others ignore it)."""
 
@@ -141,6 +145,9 @@ class SynchronousNode:
 
     def sync_version(self, start_ns: int) -> int:
         return start_ns
+
+    def wants_sync(self, event: Any, before: Cluster) -> bool:
+        return True  # without a filter of its own, every event asks for a sync
 
     def deliver(self, event: Any) -> None:
         return None

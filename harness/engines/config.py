@@ -6,7 +6,7 @@ defaults below are written once in the code base::
 
     from harness.engines.config import EnforcementConfig
     cfg = EnforcementConfig(backend="legacy")          # the default engine, profile, strategy
-    cfg.describe()  # {"engine": "kube-router", "profile": "v2.10", "strategy": "restore", ...}
+    cfg.describe()  # {"engine": DEFAULT_ENGINE, "profile": "v2.10", "strategy": "restore", ...}
 
 Pure: validation of the engine-specific fields is the engine's (``Engine.validate``), reached
 through ``harness.engines.registry``.
@@ -19,10 +19,10 @@ import shlex
 from dataclasses import dataclass
 from typing import Any
 
+from harness.engines.registry import DEFAULT_ENGINE
 from harness.errors import ConfigError
 
-DEFAULT_ENGINE = "kube-router"
-DEFAULT_PROFILE = "v2.10"  # the newest reproduced release tag (harness.engines.kube_router.render.profiles)
+DEFAULT_PROFILE = "v2.10"  # the newest reproduced release tag of the default engine
 DEFAULT_STRATEGY = "restore"  # the full sync the reproduced controller does
 DEFAULT_BACKEND = "nft"
 BACKEND_NAMES = ("nft", "legacy")  # iptables-nft / iptables-legacy (harness.kernel.backends)

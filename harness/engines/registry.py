@@ -25,7 +25,8 @@ def _external() -> Any:
     return ExternalEngine()
 
 
-FACTORIES: dict[str, Callable[[], Any]] = {"kube-router": _kube_router, "external": _external}
+DEFAULT_ENGINE = "kube-router"  # the seed's system under test (DESIGN.md)
+FACTORIES: dict[str, Callable[[], Any]] = {DEFAULT_ENGINE: _kube_router, "external": _external}
 ENGINE_NAMES = tuple(FACTORIES)
 
 

@@ -13,7 +13,7 @@ from tabulate import tabulate
 from harness.engines.config import DEFAULT_ENGINE
 from harness.report.machine import machine_lines
 
-PHASES = (  # (our field, kube-router metric name, or a description where kube-router has none)
+PHASES = (  # (our field, the sync-metric name, or a description where there is none)
     ("top_level_time", "top-level chains and jumps ensured (single iptables calls; no metric)"),
     ("iptables_save_time", "controller_iptables_v4_save_time"),
     ("ipset_restore_time", "controller_policy_ipset_v4_restore_time"),

@@ -148,6 +148,9 @@ class ExternalNode:
                            "backend": cfg.backend, "default_deny": cfg.default_deny, "reject_with": cfg.reject_with}}
         self._write(json.dumps(snap, separators=(",", ":")))
 
+    def wants_sync(self, event: ev.ClusterEvent, before: Cluster) -> bool:
+        return False  # the program decides itself (it gets every event)
+
     def deliver(self, event: ev.ClusterEvent) -> None:
         """The program decides itself what to do with every event, so each one is sent."""
         self._seq = max(self._seq, event.seq)

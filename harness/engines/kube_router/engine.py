@@ -17,7 +17,9 @@ from harness.engines.base import BeforeApply, Programmed, SynchronousNode
 from harness.engines.config import EnforcementConfig, check_common
 from harness.engines.kube_router.apply import STRATEGIES, SyncTimings, apply, get_backend, require_tools
 from harness.engines.kube_router.apply.commands import estimated_execs
+from harness.engines.kube_router.events import requests_sync
 from harness.engines.kube_router.incremental import IncrementalApplier
+from harness.engines.kube_router.metrics import METRIC_SET
 from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
 from harness.engines.kube_router.render.profiles import get_profile
 from harness.engines.kube_router.render.ruleset import Ruleset
@@ -60,6 +62,10 @@ class KubeRouterNode(SynchronousNode):
     def sync_version(self, start_ns: int) -> int:
         return self.applier.sync_version(start_ns)
 
+    def wants_sync(self, event: Any, before: Cluster) -> bool:
+        """kube-router's handlers' filter (``events.requests_sync``)."""
+        return requests_sync(event, before)
+
     def prepare(self, view: Cluster) -> ClusterIndex:
         """An index of ``view`` that renders of the unchanged view (any node) can share."""
         return ClusterIndex(view)
@@ -94,6 +100,7 @@ class KubeRouterEngine:
 
     name = "kube-router"
     strategies = ENGINE_STRATEGIES
+    metric_set = METRIC_SET  # the Controller's sync metrics under kube-router's names
 
     def validate(self, config: EnforcementConfig, source: str | None = None) -> None:
         """Profile, strategy, backend, default_deny (v2.10 only) and reject_with, as ConfigError."""

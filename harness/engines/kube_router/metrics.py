@@ -1,0 +1,47 @@
+"""kube-router's sync metrics: the names, help texts and buckets it registers, and what each
+observes of a sync here (a ``MetricSet`` for ``harness.controller.metrics``). Pure.
+
+kube-router (pkg/metrics/metrics_controller.go) registers these as histograms in namespace
+``kube_router`` with ``defaultBucket = prometheus.ExponentialBuckets(0.005, 2.327, 10)``, in
+seconds. What each metric observes:
+
+- ``controller_iptables_sync_time``: the whole sync (render + apply), per sync;
+- ``controller_iptables_v4_save_time``: ``iptables-save -t filter``;
+- ``controller_iptables_v4_restore_time``: programming the chains (one ``iptables-restore``;
+  per-rule: all the ``iptables`` calls);
+- ``controller_policy_ipset_v4_restore_time``: programming the sets;
+- ``controller_policy_chains_sync_time``: kube-router's syncNetworkPolicyChains, which builds
+  the policy chains and restores the policy sets: here render time + set programming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from harness.controller.metrics import DEFAULT_BUCKETS, MetricSet, timing_s, total_s
+
+NAMESPACE = "kube_router"
+
+
+def _chains_sync_s(rec: Any) -> float | None:
+    ipset = rec.timings.get("ipset_restore_time")
+    if ipset is None and not rec.render_ns:
+        return None
+    return (rec.render_ns + (ipset or 0)) / 1e9
+
+
+# metric -> (help text as kube-router has it, observation from a SyncRecord in seconds)
+METRICS: dict[str, tuple[str, Callable[[Any], float | None]]] = {
+    "controller_iptables_sync_time": ("Time it took for controller to sync iptables", total_s),
+    "controller_iptables_v4_save_time": ("Time it took controller to save IPv4 rules",
+                                         timing_s("iptables_save_time")),
+    "controller_iptables_v4_restore_time": ("Time it took controller to restore IPv4 rules",
+                                            timing_s("iptables_restore_time")),
+    "controller_policy_ipset_v4_restore_time": ("Time it took controller to restore IPv4 ipsets",
+                                                timing_s("ipset_restore_time")),
+    "controller_policy_chains_sync_time": ("Time it took for controller to sync policy chains", _chains_sync_s),
+}
+
+
+METRIC_SET = MetricSet(NAMESPACE, METRICS, DEFAULT_BUCKETS)
