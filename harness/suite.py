@@ -81,6 +81,7 @@ def case_json(path: Path, topology: str, result: CaseResult) -> dict[str, Any]:
         "mismatches": result.mismatch_count,
         "oracle_disagreements": result.oracle_disagreements,
         "error": result.error,
+        "engine_errors": list(result.engine_errors),
         "lab_up_ns": result.lab_up_ns,
         "lab_down_ns": result.lab_down_ns,
         "total_ns": result.total_ns,

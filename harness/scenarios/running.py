@@ -4,10 +4,21 @@ and one packet prober, started together and stopped in reverse order on every ex
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from typing import Any
 
 from harness.controller import Controller, ControllerConfig
+
+log = logging.getLogger(__name__)
+
+
+def _stop_and_report(ctl: Controller) -> None:
+    """Stop the controller; what its engines survived (failed syncs, an external program's
+    malformed lines) goes to the log, once per node."""
+    ctl.stop()
+    for node, problems in ctl.errors.items():
+        log.warning("controller on %s: %d problem(s), first: %s", node, len(problems), problems[0])
 
 
 @contextlib.contextmanager
@@ -19,7 +30,7 @@ def controller_and_prober(lab: Any, config: ControllerConfig,
 
     with contextlib.ExitStack() as stack:
         ctl = Controller(lab, config).start()
-        stack.callback(ctl.stop)
+        stack.callback(_stop_and_report, ctl)
         prober = PacketProber(timeout_s=probe_timeout_s)
         prober.start()
         stack.callback(prober.stop)
