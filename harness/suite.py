@@ -24,6 +24,7 @@ from typing import Any
 from harness.conformance.case import load_case
 from harness.conformance.runner import CaseResult, RunOptions, StepResult, run_case
 from harness.engines import options as engine_options
+from harness.engines import registry
 from harness.engines.config import EnforcementConfig
 from harness.report.machine import machine_info
 from harness.report.recorder import new_run_id
@@ -232,13 +233,15 @@ def cmd_suite(args) -> int:
     from harness.lab.check import environment_problems
     from harness.report.scenario_report import summary_table
 
+    run = RunOptions().with_enforcement(engine_options.from_args(args))
+    registry.resolve(run)  # a bad flag is one line before anything runs
     problems = environment_problems()
     if problems:  # e.g. not root, or ipset missing: one line each, with the fix
         raise EnvironmentProblem("; ".join(str(p) for p in problems))
     if args.scenarios:
         require_mariadb()
     options = SuiteOptions(case_paths=args.cases or list(DEFAULT_CASES),
-                           run=RunOptions().with_enforcement(engine_options.from_args(args)),
+                           run=run,
                            out_dir=args.out, size=args.size, scenarios=args.scenarios,
                            conformance=args.conformance, select=args.select)
     folder, results = run_suite(options, progress=lambda line: print(line, flush=True))

@@ -24,6 +24,7 @@ from harness.conformance.runner import (
     run_case,
 )
 from harness.engines import options as engine_options
+from harness.engines import registry
 from harness.errors import ConfigError
 
 
@@ -68,6 +69,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
         return _print_plan(cases)
     options = RunOptions(timeout=args.timeout, flush_conntrack=not args.keep_conntrack,
                          prober=args.prober).with_enforcement(engine_options.from_args(args))
+    registry.resolve(options)  # a bad flag is one line before any case starts
     results: list[CaseResult] = []
     for case in cases:
         print(f"=== {case.name} ({case.source}) engine={options.engine} backend={options.backend} "

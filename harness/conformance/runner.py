@@ -224,7 +224,8 @@ def full_sync(cluster: Cluster, lab, options: RunOptions, engines: dict | None =
     sync_version = time.time_ns()
     syncs = []
     for node in cluster.real_nodes():
-        done = engines[node.name].program(cluster, sync_version=sync_version, full=True)
+        # full=False: a strategy that diffs (incremental) may; every other one applies everything
+        done = engines[node.name].program(cluster, sync_version=engines[node.name].sync_version(sync_version))
         syncs.append(NodeSync(node.name, done.render_ns, done.timings))
     if options.flush_conntrack:
         from harness.kernel import netns

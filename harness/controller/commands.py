@@ -60,6 +60,7 @@ def run_lag(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
     config = ControllerConfig(default_deny=args.default_deny, delivery=_delivery(args.delivery, args.delivery_seed),
                               resync_period_s=args.resync_period).with_enforcement(
         engine_options.from_args(args, strategy=strategy))
+    config.validated()  # a bad flag is one line before the lab is built
     events = []
     with Lab(cluster, servers=False) as lab, Controller(lab, config) as ctl:
         for i in range(args.pods):
