@@ -29,8 +29,8 @@ from harness.bench.baseline import Baseline
 from harness.bench.common import fresh_ns, progress
 from harness.engines import registry
 from harness.engines.config import BACKEND_NAMES, DEFAULT_ENGINE, DEFAULT_PROFILE, EnforcementConfig
-from harness.engines.kube_router.render.synthetic import synthetic_cluster
 from harness.model.cluster import Cluster, Pod, PodKind
+from harness.model.synthetic import synthetic_cluster
 
 log = logging.getLogger(__name__)
 

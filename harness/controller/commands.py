@@ -44,9 +44,8 @@ def run_lag(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
     """Build the lab, start one controller per real node, add ``args.pods`` client pods on
     ``args.node`` every ``args.interval`` s, wait until everything is in force; return per-node
     enforcement lag (pod-added emitted -> rules in force), delivery lag, sync times and metrics."""
-    from harness.engines.kube_router.render.commands import load_cluster
-    from harness.engines.kube_router.render.synthetic import add_synthetic_policies
     from harness.lab import Lab
+    from harness.model.synthetic import add_synthetic_policies, load_cluster
 
     cluster = load_cluster(args.topology, args.manifest)
     if args.synthetic_policies:

@@ -27,7 +27,7 @@ def scenario_cluster(topology: str = "default", synthetic_policies: int = 0, see
     """``topology`` (a shipped name or a path) loaded, plus ``synthetic_policies`` generated
     policies (``add_synthetic_policies``, seeded). ConfigError when node-a / node-b are not
     real nodes of that topology."""
-    from harness.engines.kube_router.render.synthetic import add_synthetic_policies
+    from harness.model.synthetic import add_synthetic_policies
     from harness.model.topology import load_topology
 
     cluster = load_topology(topology)

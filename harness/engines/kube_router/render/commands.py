@@ -7,7 +7,6 @@ import argparse
 import json
 import os
 import platform
-import re
 import statistics
 import sys
 import time
@@ -15,33 +14,11 @@ import time
 from harness.argtypes import int_in, non_negative_int, positive_int
 from harness.engines.kube_router.render.kube_router import ClusterIndex, dump, render_node
 from harness.engines.kube_router.render.profiles import PROFILES
-from harness.engines.kube_router.render.synthetic import (
-    add_synthetic_policies,
-    example_cluster,
-    synthetic_cluster,
-)
 from harness.errors import ConfigError
 from harness.model.cluster import Cluster
-
-_SYNTHETIC = re.compile(r"^synthetic:(\d+)x(\d+)x(\d+)$")
+from harness.model.synthetic import add_synthetic_policies, load_cluster, synthetic_cluster
 
 SYNC_VERSION = int_in(0, 2**63 - 1)  # nanoseconds since the epoch, as kube-router uses
-
-
-def load_cluster(spec: str, manifests: list[str] | None = None) -> Cluster:
-    """A cluster from a CLI spec: ``example`` (the built-in example), ``synthetic:NxPxQ``
-    (N nodes, P pods per node, Q policies) or a topology (shipped name or path)."""
-    if spec == "example":
-        return example_cluster()
-    m = _SYNTHETIC.match(spec)
-    if m:
-        nodes, pods, policies = (int(g) for g in m.groups())
-        if not 1 <= nodes <= 250:
-            raise ConfigError(spec, None, "synthetic clusters have 1 to 250 nodes")
-        return synthetic_cluster(nodes, pods, policies)
-    from harness.model.topology import load_topology  # imported late: keeps `render example` light
-
-    return load_topology(spec, manifests or ())
 
 
 def _render(args: argparse.Namespace) -> int:
