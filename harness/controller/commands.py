@@ -83,7 +83,7 @@ def run_lag(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
                 "delivery_ms": _ms([d for e in events if (d := tl.delivery_lag_ns(e.seq, name)) is not None]),
                 "unprogrammed": sum(1 for x in lags if x is None),
             }
-        return {"strategy": strategy, "profile": args.profile, "backend": args.backend, "topology": args.topology,
+        return {"engine": config.engine, "strategy": strategy, "profile": args.profile, "backend": args.backend, "topology": args.topology,
                 "pods": args.pods, "node": node, "interval_s": args.interval, "delivery": str(config.validated().delivery),
                 "nodes": nodes, "metrics": ctl.metrics().to_dict(), "prometheus": ctl.metrics().to_prometheus(),
                 "timeline": tl.to_dict(), "errors": ctl.errors}
@@ -132,7 +132,8 @@ def _controller(args: argparse.Namespace) -> int:
         sys.stdout.write(result["prometheus"])
     else:
         _print([result], args, f"{args.pods} pods added on {result['node']} every {args.interval:g} s, "
-                               f"{args.profile}/{args.strategy}/{args.backend}, delivery {result['delivery']}")
+                               f"{result['engine']} {args.profile}/{args.strategy}/{args.backend}, "
+                               f"delivery {result['delivery']}")
     return 1 if result["errors"] else 0
 
 
