@@ -16,11 +16,12 @@ from pathlib import Path
 from harness.argtypes import positive_float, positive_int
 from harness.bench import baseline as bl
 from harness.bench.baseline import Baseline, fmt, machine_label
-from harness.engines.config import DEFAULT_ENGINE, DEFAULT_PROFILE
+from harness.engines.config import BACKEND_NAMES, DEFAULT_ENGINE, DEFAULT_PROFILE
 from harness.engines.registry import ENGINE_NAMES
 from harness.errors import ConfigError
 
 DEFAULT_DIR = Path("reports/bench")
+BENCH_BACKENDS = tuple(sorted(BACKEND_NAMES))  # legacy first, as the bench tables read
 
 
 def _require(backends: list[str]) -> dict:
@@ -61,7 +62,6 @@ def _positive(args: argparse.Namespace, *names: str) -> None:
 def _sweep(args: argparse.Namespace) -> int:
 
     from harness.bench.common import run_id
-    from harness.bench.sweep import BACKENDS as SWEEP_BACKENDS
     from harness.bench.sweep import (
         DEFAULT_POINTS,
         SMOKE_POINTS,
@@ -77,7 +77,7 @@ def _sweep(args: argparse.Namespace) -> int:
             SMOKE_POINTS if args.smoke else DEFAULT_POINTS)
     except ValueError as e:
         raise ConfigError(None, "--point", str(e)) from None
-    backends = args.backend or list(SWEEP_BACKENDS)
+    backends = args.backend or list(BENCH_BACKENDS)
     cfg = SweepConfig(points=points, backends=tuple(backends), strategies=tuple(args.strategy or STRATEGIES),
                       repeat=args.repeat, budget_s=args.budget, cell_budget_s=args.cell_budget,
                       max_execs=args.max_execs, engine=args.engine, profile=args.profile, verbose=not args.quiet)
@@ -162,7 +162,7 @@ def _datapath(args: argparse.Namespace) -> int:
     _positive(args, "repeat", "pings", "window", "budget")
     if args.count and any(n < 0 for n in args.count):
         raise ConfigError(None, "--count", "must be 0 or more")
-    backends = args.backend or ["legacy", "nft"]
+    backends = args.backend or list(BENCH_BACKENDS)
     cfg = DatapathConfig(counts=tuple(args.count or (SMOKE_COUNTS if args.smoke else DEFAULT_COUNTS)),
                          backends=tuple(backends), modes=tuple(args.mode or MODES), repeat=args.repeat,
                          pings=args.pings, window_s=args.window, budget_s=args.budget, verbose=not args.quiet)
@@ -209,7 +209,7 @@ def _canaries(args: argparse.Namespace) -> int:
     base = SMOKE_SIZES if args.smoke else CanarySizes()
     sizes = CanarySizes(calls=args.calls or base.calls, swaps=args.swaps or base.swaps,
                         rules=args.rules or base.rules, entries=args.entries or base.entries)
-    backends = args.backend or ["legacy", "nft"]
+    backends = args.backend or list(BENCH_BACKENDS)
     tool_versions = _require(backends)
     b = run_canaries(run_id(), sizes=sizes, backends=backends, which=args.canary or list(CANARIES),
                      repeat=args.repeat, verbose=not args.quiet)
@@ -265,7 +265,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", help="baseline JSON path (default reports/bench/<suite>-<UTC time>.json)")
     common.add_argument("--repeat", type=positive_int, default=5, help="repeats per measurement (median, min-max; default 5)")
-    common.add_argument("--backend", action="append", choices=["legacy", "nft"],
+    common.add_argument("--backend", action="append", choices=list(BENCH_BACKENDS),
                         help="iptables backend (repeatable; default both)")
     common.add_argument("--smoke", action="store_true", help="tiny sizes (seconds): checks the suite works")
     common.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
