@@ -11,8 +11,6 @@ ENGINE_PACKAGE = "harness.engines.kube_router"
 ALLOWED = {
     "harness/engines/registry.py",  # maps the name to the engine
     "harness/cli.py",  # names the engine's own command modules (render, bench render, bench apply)
-    # the kernel's ipset netlink encoder takes the engine's IPSetOp; kernel consolidation owns it
-    "harness/kernel/ipset_netlink.py",
 }
 
 
