@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.scenarios import SUMMARIZERS
+from harness.analysis.scenarios import summarize
 
 
 def new_run_id() -> str:
@@ -31,10 +31,11 @@ class ScenarioRecorder:
 
     def record(self, scenario: str, config: str, params: dict[str, Any], observations: list[dict[str, Any]] | dict,
                *, expectation: str, runtime_s: float, check=None, **extra: Any) -> dict[str, Any]:
-        """Summarize (``harness.analysis.scenarios``), judge with ``check(summary) -> bool``
-        (None: informational) and keep the entry; returns it."""
+        """Summarize by the declared scenario ``scenario`` (``harness.scenarios.timed``), judge
+        with ``check(summary) -> bool`` (None: informational) and keep the entry; returns it.
+        A scenario that runs once passes its one observation dict."""
         obs = observations if isinstance(observations, list) else [observations]
-        summary = SUMMARIZERS[scenario](observations)
+        summary = summarize(scenario, obs)
         verdict = "info" if check is None else ("pass" if check(summary) else "fail")
         entry = {"scenario": scenario, "config": config, "params": params, "expectation": expectation,
                  "verdict": verdict, "summary": summary, "observations": obs, "runtime_s": runtime_s,
