@@ -9,6 +9,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ class ScenarioRecorder:
     def __init__(self, mode: str = "smoke"):
         self.mode = mode
         self.entries: list[dict[str, Any]] = []
+        # called with each recorded entry (the main job's progress line shows its verdict)
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.t0 = time.monotonic()
 
@@ -41,6 +44,8 @@ class ScenarioRecorder:
                  "verdict": verdict, "summary": summary, "observations": obs, "runtime_s": runtime_s,
                  "mode": self.mode, **extra}
         self.entries.append(entry)
+        for listener in self.listeners:
+            listener(entry)
         return entry
 
     def dump(self, path: str | Path) -> None:
