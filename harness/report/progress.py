@@ -265,4 +265,5 @@ class LiveDisplay:
 
     def line(self, text: str) -> None:
         with self._lock:
-            self.console.print(text, markup=False, highlight=False)
+            # soft wrap: one line in the scrollback and in a copied log, whatever the width
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
