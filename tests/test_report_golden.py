@@ -39,10 +39,10 @@ def test_report_run_rewrites_the_same_report_md(results, tmp_path):
 def test_every_recorded_summary_is_what_its_scenario_summarizes_now(results):
     """The summaries of the recorded observations, computed again, are the recorded ones (the
     summarizers moved, their numbers did not)."""
-    from harness.analysis.scenarios import summarize
+    from harness.scenarios.declaration import get
 
     assert {e["scenario"] for e in results["scenarios"]} == {
         "job-to-mysql", "fail-open", "ipset-update-window", "established-survives-sync", "policy-creation-latency"}
     for e in results["scenarios"]:
-        again = json.loads(json.dumps(summarize(e["scenario"], e["observations"]), default=str))
+        again = json.loads(json.dumps(get(e["scenario"]).summarize(e["observations"]), default=str))
         assert again == e["summary"], (e["scenario"], e["config"])

@@ -106,9 +106,9 @@ def test_rendering_a_report_imports_nothing_of_the_kernel():
         from harness.report.recorder import ScenarioRecorder
         doc = json.load(gzip.open(Path("tests/golden/report/smoke-results.json.gz"), "rt"))
         render_markdown(doc)
-        from harness.analysis.scenarios import summarize
+        from harness.scenarios.declaration import get
         for e in doc["scenarios"]:
-            summarize(e["scenario"], e["observations"])
+            get(e["scenario"]).summarize(e["observations"])
         banned = ("harness.kernel", "harness.lab", "harness.engines", "harness.controller", "harness.probe",
                   "harness.scenarios.job", "harness.scenarios.windows", "harness.scenarios.mysql", "pyroute2",
                   "scapy", "pymysql", "docker")

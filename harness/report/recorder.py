@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.scenarios import summarize
+from harness.scenarios.declaration import get as declared_scenario
 
 
 def new_run_id() -> str:
@@ -38,7 +38,7 @@ class ScenarioRecorder:
         with ``check(summary) -> bool`` (None: informational) and keep the entry; returns it.
         A scenario that runs once passes its one observation dict."""
         obs = observations if isinstance(observations, list) else [observations]
-        summary = summarize(scenario, obs)
+        summary = declared_scenario(scenario).summarize(obs)
         verdict = "info" if check is None else ("pass" if check(summary) else "fail")
         entry = {"scenario": scenario, "config": config, "params": params, "expectation": expectation,
                  "verdict": verdict, "summary": summary, "observations": obs, "runtime_s": runtime_s,

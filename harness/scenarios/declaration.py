@@ -21,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from harness.analysis.scenarios import summary_head
 from harness.errors import HarnessError
 
 Summary = dict[str, Any]
@@ -50,8 +51,6 @@ class Scenario:
     def head(self, samples: list[float | None], failures: int, runs: int) -> Summary:
         """The summary's common head (``harness.analysis.scenarios.summary_head``) with this
         scenario's metric and failure label."""
-        from harness.analysis.scenarios import summary_head
-
         return summary_head(self.metric, samples, failures, runs, self.failure_label)
 
 
