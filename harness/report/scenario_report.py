@@ -26,7 +26,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.report.format import num
+from harness.report.format import num as _f
 from harness.report.machine import machine_lines
 from harness.scenarios.declaration import declared
 
@@ -42,8 +42,8 @@ def summary_rows(results: dict[str, Any]) -> list[list[Any]]:
         s = e["summary"]
         st = s["stats"]
         rows.append([e["scenario"], e["config"], e["verdict"].upper(), s["metric"], st.get("n", 0) - st.get("missing", 0),
-                     num(st.get("p50")), num(st.get("p90")), num(st.get("p99")), num(st.get("max")),
-                     num((s.get("server_sync") or {}).get("p50")),
+                     _f(st.get("p50")), _f(st.get("p90")), _f(st.get("p99")), _f(st.get("max")),
+                     _f((s.get("server_sync") or {}).get("p50")),
                      f"{s['failures']}/{s['runs']} {s['failure_label']}"])
     return rows
 
@@ -68,7 +68,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     """``report.md`` from a results.json document (scenarios, and the conformance section if any)."""
     s = results.get("summary", {})
     out = [f"# netpol-harness run {results.get('run_id')}", "",
-           f"- started {results.get('started')}, wall time {num(results.get('wall_s'))} s, "
+           f"- started {results.get('started')}, wall time {_f(results.get('wall_s'))} s, "
            f"mode **{results.get('mode', '?')}**",
            f"- verdict: **{s.get('verdict', '?')}** — {s.get('scenario_configs_passed', 0)}/"
            f"{s.get('scenario_configs', 0)} scenario configurations as expected"
@@ -76,7 +76,7 @@ def render_markdown(results: dict[str, Any]) -> str:
               if "conformance_cases" in s else ""), ""]
     sr = results.get("scenario_run")
     if sr:
-        out.append(f"- scenario tests: exit code {sr.get('exit_code')}, {num(sr.get('wall_s'))} s, "
+        out.append(f"- scenario tests: exit code {sr.get('exit_code')}, {_f(sr.get('wall_s'))} s, "
                    + ", ".join(f"{k} {v}" for k, v in sorted(sr.get("tests", {}).items())))
         out.append("")
     out += ["## Machine", "", *[f"- {ln}" for ln in machine_lines(results.get("machine", {}))]]
