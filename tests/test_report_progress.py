@@ -122,6 +122,10 @@ def test_the_plugin_reports_each_configuration_once_in_place_of_pytests_dots(pyt
         @pytest.fixture
         def recorded(pytestconfig):
             return plugin_of(pytestconfig).recorded
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("no lab")
     """)
     pytester.makepyfile(test_fake_scenario="""
         import pytest
@@ -136,16 +140,20 @@ def test_the_plugin_reports_each_configuration_once_in_place_of_pytests_dots(pyt
 
         def test_fake_scenario_skipped():
             pytest.skip("no docker here")
+
+        def test_fake_scenario_broken(broken):
+            pass
     """)
     out = io.StringIO()
     plugin = ProgressPlugin(out, live=False, every_s=0)
     result = pytester.runpytest_inprocess("-q", "-p", "no:netpol_harness", "-o", "console_output_style=classic",
                                           plugins=[plugin])
-    result.assert_outcomes(passed=1, failed=1, skipped=1)
+    result.assert_outcomes(passed=1, failed=1, skipped=1, errors=1)
     lines = [ln.rsplit(" (", 1)[0] for ln in plugin.lines]
-    assert lines == ["[1/3] PASS  fake-scenario a: 3 runs, m p50 1.0 ms, 0/3 bad",
-                     "[2/3] PASS  fake-scenario b: 3 runs, m p50 1.0 ms, 0/3 bad [test failed]",
-                     "[3/3] SKIP  fake-scenario — no docker here"]
+    assert lines == ["[1/4] PASS  fake-scenario a: 3 runs, m p50 1.0 ms, 0/3 bad",
+                     "[2/4] PASS  fake-scenario b: 3 runs, m p50 1.0 ms, 0/3 bad [test failed]",
+                     "[3/4] SKIP  fake-scenario — no docker here",
+                     "[4/4] ERROR fake-scenario"]
     shown = out.getvalue()
     assert "fake-scenario a · run 1/3" in shown and "fake-scenario b · run 3/3" in shown
     assert not any(re.fullmatch(r"[.sFE]+", ln) for ln in result.outlines), result.outlines  # no dots

@@ -10,7 +10,6 @@ lines. ``harness.scenarios.progress`` feeds them from pytest.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -234,7 +233,6 @@ class LiveDisplay:
         self.progress = progress
         self.console = Console(file=stream, highlight=False)
         self._live: Any = None
-        self._lock = threading.Lock()
 
     def __rich__(self) -> Any:
         from rich.console import Group
@@ -264,6 +262,6 @@ class LiveDisplay:
         pass  # the refresh thread redraws the status
 
     def line(self, text: str) -> None:
-        with self._lock:
-            # soft wrap: one line in the scrollback and in a copied log, whatever the width
-            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+        # printed above the live lines (rich's Live serializes it with its refresh); soft wrap:
+        # one line in the scrollback and in a copied log, whatever the width
+        self.console.print(text, markup=False, highlight=False, soft_wrap=True)

@@ -83,12 +83,12 @@ class ProgressPlugin:
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         # one line per test: its call, or the setup that failed or skipped it
-        if self._reported or not (report.when == "call" or (report.when == "setup" and not report.passed)):
-            if report.when == "teardown" and report.failed and not self._reported:
-                self._finish("error", report)
+        if self._reported:
             return
-        outcome = report.outcome if report.when == "call" else ("error" if report.failed else "skipped")
-        self._finish(outcome, report)
+        if report.when == "call":
+            self._finish(report.outcome, report)
+        elif not report.passed:
+            self._finish("error" if report.failed else "skipped", report)
 
     def _finish(self, outcome: str, report: pytest.TestReport) -> None:
         reason = ""
