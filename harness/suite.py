@@ -2,7 +2,8 @@
 ``reports/<run-id>/`` and print the summary table.
 
 1. the scenarios: ``pytest.main`` on ``cases/scenarios`` with ``--scenario-size full`` (the same
-   pytest modules CI runs at smoke size), their JUnit XML next to the report;
+   pytest modules CI runs at smoke size), their JUnit XML next to the report; their progress
+   (configuration, run i of N, ETA) replaces pytest's dots (``harness.scenarios.progress``);
 2. the conformance cases (``cases/suite``, ``cases/conformance``; cheap) through the
    conformance runner, as one section;
 3. ``results.json`` (every observation and summary), ``report.md`` and the PNG plots

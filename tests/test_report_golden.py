@@ -1,6 +1,10 @@
 """Old runs re-render identically: results.json of a real smoke run (``pytest cases/scenarios
 --scenario-size smoke --scenario-report DIR``, every shipped scenario) and the report.md that
-run wrote are kept in tests/golden/report/. Pure: no kernel."""
+run wrote are kept in tests/golden/report/. Pure: no kernel.
+
+A deliberate change of the report's layout changes the golden report: render it again
+(``render_markdown`` of the golden results.json into smoke-report.md) and review that the
+diff is only the intended change."""
 
 from __future__ import annotations
 
