@@ -2,7 +2,8 @@
 ``reports/<run-id>/`` and print the summary table.
 
 1. the scenarios: ``pytest.main`` on ``cases/scenarios`` with ``--scenario-size full`` (the same
-   pytest modules CI runs at smoke size), their JUnit XML next to the report;
+   pytest modules CI runs at smoke size), their JUnit XML next to the report; their progress
+   (configuration, run i of N, ETA) replaces pytest's dots (``harness.scenarios.progress``);
 2. the conformance cases (``cases/suite``, ``cases/conformance``; cheap) through the
    conformance runner, as one section;
 3. ``results.json`` (every observation and summary), ``report.md`` and the PNG plots
@@ -43,6 +44,7 @@ class SuiteOptions:
     scenarios: bool = True
     conformance: bool = True
     select: str | None = None  # pytest -k expression for the scenario tests
+    quiet: bool = False  # progress: one line per finished configuration, no run updates
 
 
 def case_files(paths: list[Path]) -> list[Path]:
@@ -146,13 +148,17 @@ def enforcement_args(config: EnforcementConfig) -> list[str]:
 
 
 def run_scenarios(size: str, folder: Path, *, select: str | None = None,
-                  extra_args: list[str] | None = None, enforcement: EnforcementConfig | None = None) -> dict[str, Any]:
+                  extra_args: list[str] | None = None, enforcement: EnforcementConfig | None = None,
+                  progress: bool = True, quiet: bool = False) -> dict[str, Any]:
     """Run the scenario pytest modules in this process (its main thread: the MariaDB server
     dies with the thread that started it) with ``enforcement`` as their session configuration
-    (the pytest options), and return their entries plus the test run's facts."""
+    (the pytest options), and return their entries plus the test run's facts.
+    ``progress``: show the scenario, configuration, run i of N, elapsed and ETA in place of
+    pytest's dots (``harness.scenarios.progress``; ``quiet``: finished configurations only)."""
     import pytest
 
     from harness import signals
+    from harness.scenarios.progress import ProgressPlugin
 
     folder.mkdir(parents=True, exist_ok=True)
     dump = folder / "scenarios.json"
@@ -164,8 +170,19 @@ def run_scenarios(size: str, folder: Path, *, select: str | None = None,
         args += enforcement_args(enforcement)
     args += extra_args or []
     outcomes = _Outcomes()
+    plugins: list[Any] = [outcomes]
+    shown = None
+    if progress:
+        # classic style: no "[ 40%]" column beside the (blanked) dots
+        args += ["-o", "console_output_style=classic"]
+        shown = ProgressPlugin(quiet=quiet)
+        plugins.append(shown)
     t0 = time.monotonic()
-    code = pytest.main(args, plugins=[outcomes])
+    try:
+        code = pytest.main(args, plugins=plugins)
+    finally:
+        if shown is not None:
+            shown.close()
     signals.raise_if_received()  # pytest ended its session on SIGTERM/SIGINT: the suite stops too
     wall = time.monotonic() - t0
     data = json.loads(dump.read_text()) if dump.exists() else {"scenarios": []}
@@ -188,7 +205,8 @@ def run_suite(options: SuiteOptions, *, progress=None) -> tuple[Path, dict[str, 
     results: dict[str, Any] = {"run_id": run_id, "started": started, "mode": options.size,
                                "machine": machine_info(), "mariadb": tool_version("mariadb")}
     if options.scenarios:
-        sc = run_scenarios(options.size, folder, select=options.select, enforcement=options.run.enforcement())
+        sc = run_scenarios(options.size, folder, select=options.select, enforcement=options.run.enforcement(),
+                           quiet=options.quiet)
         results["scenarios"] = sc["entries"]
         results["scenario_run"] = sc["run"]
     if options.conformance:
@@ -224,7 +242,18 @@ def register(sub, bench) -> None:
     engine_options.add_arguments(p, what="every scenario configuration that does not pin it and the conformance "
                                           "cases")
     p.add_argument("--out", type=Path, default=REPO / "reports", help="report folder (default reports/)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="short logs: one line per finished scenario configuration and per failed conformance "
+                        "case, no live progress")
     p.set_defaults(func=cmd_suite)
+
+
+def _case_line_printer(quiet: bool):
+    """Prints each conformance case's line (``quiet``: only those that did not pass)."""
+    def show(line: str) -> None:
+        if not quiet or not line.lstrip().startswith("pass "):
+            print(line, flush=True)
+    return show
 
 
 def cmd_suite(args) -> int:
@@ -243,8 +272,8 @@ def cmd_suite(args) -> int:
     options = SuiteOptions(case_paths=args.cases or list(DEFAULT_CASES),
                            run=run,
                            out_dir=args.out, size=args.size, scenarios=args.scenarios,
-                           conformance=args.conformance, select=args.select)
-    folder, results = run_suite(options, progress=lambda line: print(line, flush=True))
+                           conformance=args.conformance, select=args.select, quiet=args.quiet)
+    folder, results = run_suite(options, progress=_case_line_printer(args.quiet))
     s = results["summary"]
     print()
     if results.get("scenarios"):

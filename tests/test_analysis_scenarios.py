@@ -1,6 +1,6 @@
 """The job-to-mysql summary's fail-closed counts (pure)."""
 
-from harness.analysis.scenarios import job_to_mysql
+from harness.scenarios.timed.job_to_mysql import summarize as job_to_mysql
 
 
 def _obs(first_failed: bool, first_end_ns: int, in_force_ns: int | None) -> dict:

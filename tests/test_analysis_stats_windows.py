@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from harness.analysis import scenarios
 from harness.analysis.stats import ecdf, percentile, summarize
 from harness.analysis.windows import DENIED, first_of, last_of, stable_since, windows
+from harness.scenarios.timed import fail_open, job_to_mysql
 
 
 def test_percentile_interpolates_between_order_statistics():
@@ -67,7 +67,7 @@ def _job_obs(i, failed, lat, errno="ECONNREFUSED"):
 
 
 def test_job_summary_counts_failures_and_errors():
-    s = scenarios.job_to_mysql([_job_obs(0, True, 350.0), _job_obs(1, True, 380.0), _job_obs(2, False, None)])
+    s = job_to_mysql.summarize([_job_obs(0, True, 350.0), _job_obs(1, True, 380.0), _job_obs(2, False, None)])
     assert (s["failures"], s["runs"], s["never_succeeded"]) == (2, 3, 1)
     assert s["first_errors"] == {"2003 ECONNREFUSED": 2}
     assert s["stats"]["n"] == 3 and s["stats"]["missing"] == 1 and s["stats"]["max"] == 380.0
@@ -81,7 +81,7 @@ def test_fail_open_summary_only_counts_runs_let_through():
                 "long_lived": {"established_in_window": win is not None, "reset": not survived,
                                "exchanges_after_enforcement": 3, "conntrack_established": ["x"] if survived else []}}
 
-    s = scenarios.fail_open([obs(300.0, True), obs(None, False), obs(320.0, False)])
+    s = fail_open.summarize([obs(300.0, True), obs(None, False), obs(320.0, False)])
     assert (s["failures"], s["runs"], s["stats"]["n"]) == (2, 3, 2)
     assert s["established_in_window"] == 2 and s["survived_enforcement"] == 1 and s["conntrack_established"] == 1
     assert s["new_connection_after"] == {"ECONNREFUSED": 3}

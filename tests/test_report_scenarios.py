@@ -121,7 +121,7 @@ def test_docker_pod_configuration_sits_next_to_the_netns_one():
 def test_scale_configuration_shows_node_a_sync_next_to_the_latency(tmp_path):
     """A scale-100 entry: the summary row carries node-a's sync p50 next to the latency, the job
     table names the cluster, and the decomposition line adds delivery + wait + sync."""
-    from harness.analysis.scenarios import job_to_mysql
+    from harness.scenarios.timed.job_to_mysql import summarize as job_to_mysql
 
     obs = []
     for i in range(3):

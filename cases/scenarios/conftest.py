@@ -13,8 +13,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from harness.report.progress import RunCounter
 from harness.report.recorder import ScenarioRecorder
 from harness.scenarios.options import SIZES, option, scenario_size
+from harness.scenarios.progress import plugin_of, run_counter
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -29,6 +31,9 @@ def scenario_recorder(pytestconfig: pytest.Config, record_testsuite_property) ->
     """The session's recorder; its entries are written at the end of the session if asked."""
     rec = ScenarioRecorder(scenario_size(pytestconfig))
     record_testsuite_property("scenario_size", rec.mode)
+    progress = plugin_of(pytestconfig)
+    if progress is not None:  # the main job: its finished-configuration line shows the verdict
+        rec.listeners.append(progress.recorded)
     yield rec
     dump = option(pytestconfig, "--scenario-json", "NPH_SCENARIO_JSON")
     if dump:
@@ -42,3 +47,11 @@ def scenario_recorder(pytestconfig: pytest.Config, record_testsuite_property) ->
 @pytest.fixture
 def size(pytestconfig: pytest.Config) -> str:
     return scenario_size(pytestconfig)
+
+
+@pytest.fixture
+def scenario_progress(pytestconfig: pytest.Config) -> RunCounter:
+    """Report "run i of N": ``for i in scenario_progress.runs(n)``, or pass
+    ``scenario_progress.callback("update")`` to a scenario that loops itself. Shown by the main
+    job (``netpol-harness suite``); a no-op in a plain pytest run."""
+    return run_counter(pytestconfig)

@@ -24,14 +24,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("config", chosen, ids=[c[0] for c in chosen])
 
 
-def test_established_survives_sync(lab, config, scenario_recorder, record_property, pytestconfig, enforcement):
+def test_established_survives_sync(lab, config, scenario_recorder, scenario_progress, record_property,
+                                   pytestconfig, enforcement):
     name, profile, backend = config
     size = scenario_size(pytestconfig)
     pinned = {"backend": backend} if backend else {}
     cfg = configured(WindowConfig, enforcement, name, profile=profile, delivery=0.0, **pinned)
     t0 = time.monotonic()
     with EstablishedSurvivesSync(lab, cfg) as sc:
-        obs = sc.run(SYNCS[size])
+        obs = sc.run(SYNCS[size], progress=scenario_progress.callback("sync"))
     scenario_recorder.record(
         "established-survives-sync", name, cfg.describe(), obs, expectation="zero resets across the syncs",
         check=lambda s: s["resets"] == 0 and s["closed"] == 0 and s["established"] == s["flows"],

@@ -30,12 +30,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("fo_config", CONFIGS, ids=[c[0] for c in CONFIGS])
 
 
-def test_fail_open(lab, fo_config, scenario_recorder, record_property, pytestconfig, enforcement):
+def test_fail_open(lab, fo_config, scenario_recorder, scenario_progress, record_property, pytestconfig, enforcement):
     name, fields, expectation, check = fo_config
     cfg = configured(WindowConfig, enforcement, name, delivery=DELAY, **fields)
     t0 = time.monotonic()
     with FailOpen(lab, cfg) as sc:
-        obs = [sc.run_once(i) for i in range(RUNS[scenario_size(pytestconfig)])]
+        obs = [sc.run_once(i) for i in scenario_progress.runs(RUNS[scenario_size(pytestconfig)])]
     entry = scenario_recorder.record("fail-open", name, cfg.describe(), obs, expectation=expectation, check=check,
                                      runtime_s=time.monotonic() - t0)
     s = entry["summary"]

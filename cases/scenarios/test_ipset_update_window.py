@@ -26,12 +26,12 @@ UPDATES = {"smoke": 20, "full": 300}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=[c[0] for c in CONFIGS])
-def test_ipset_update_window(lab, config, scenario_recorder, record_property, pytestconfig, enforcement):
+def test_ipset_update_window(lab, config, scenario_recorder, scenario_progress, record_property, pytestconfig, enforcement):
     name, profile, expectation, check = config
     cfg = configured(WindowConfig, enforcement, name, profile=profile, delivery=0.0, probe_rate=2000.0)
     t0 = time.monotonic()
     with SetUpdateWindow(lab, cfg) as sc:
-        obs = sc.run(UPDATES[scenario_size(pytestconfig)], rate=2000.0)
+        obs = sc.run(UPDATES[scenario_size(pytestconfig)], rate=2000.0, progress=scenario_progress.callback("update"))
     entry = scenario_recorder.record("ipset-update-window", name, cfg.describe(), obs, expectation=expectation,
                                      check=check, runtime_s=time.monotonic() - t0)
     s = entry["summary"]

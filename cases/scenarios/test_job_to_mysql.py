@@ -89,7 +89,7 @@ def smoke_runs(cfg: JobConfig) -> int:
     return SCALE_SMOKE_RUNS if cfg.topology != "default" else RUNS["smoke"]
 
 
-def test_job_to_mysql(job_config, size, scenario_recorder, record_property, request, enforcement):
+def test_job_to_mysql(job_config, size, scenario_recorder, scenario_progress, record_property, request, enforcement):
     try:
         require_mariadb()
     except EnvironmentProblem as e:
@@ -102,7 +102,7 @@ def test_job_to_mysql(job_config, size, scenario_recorder, record_property, requ
     lab = scenario_lab(request, cfg.topology, cfg.synthetic_policies, cfg.seed)
     with JobScenario(lab, cfg, engine=engine) as sc:
         runs = smoke_runs(cfg) if size == "smoke" else RUNS[size]
-        observations = [sc.run_once(i) for i in range(runs)]
+        observations = [sc.run_once(i) for i in scenario_progress.runs(runs)]
         cli = cli_denied(sc)
     entry = scenario_recorder.record("job-to-mysql", name, cfg.describe(), observations, expectation=expectation,
                                      check=check, runtime_s=time.monotonic() - t0, cli=cli)

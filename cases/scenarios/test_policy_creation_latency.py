@@ -29,8 +29,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
                              ids=[s if t == "default" else f"{s}-{t}" for s, t in params])
 
 
-def test_policy_creation_latency(strategy, topology, scenario_recorder, record_property, pytestconfig, request,
-                                 enforcement):
+def test_policy_creation_latency(strategy, topology, scenario_recorder, scenario_progress, record_property,
+                                 pytestconfig, request, enforcement):
     policies = SCALE_POLICIES if topology != "default" else 0
     name = strategy if topology == "default" else f"{strategy}-{topology}"
     cfg = configured(WindowConfig, enforcement, name, strategy=strategy, delivery=0.0, topology=topology,
@@ -38,7 +38,7 @@ def test_policy_creation_latency(strategy, topology, scenario_recorder, record_p
     lab = scenario_lab(request, topology, policies)
     t0 = time.monotonic()
     with PolicyCreation(lab, cfg) as sc:
-        obs = [sc.run_once(i) for i in range(RUNS[scenario_size(pytestconfig)])]
+        obs = [sc.run_once(i) for i in scenario_progress.runs(RUNS[scenario_size(pytestconfig)])]
     entry = scenario_recorder.record("policy-creation-latency", name, cfg.describe(), obs,
                                      expectation="every run enforced, and denied before t0",
                                      check=lambda s: s["failures"] == 0, runtime_s=time.monotonic() - t0)

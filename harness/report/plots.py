@@ -19,13 +19,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.analysis.stats import ecdf  # noqa: E402
 from harness.outcome import Outcome  # noqa: E402
+from harness.scenarios.declaration import declared  # noqa: E402
 
 PHASE_COLORS = {"render": "#c6dbef", "top_level_time": "#9ecae1", "iptables_save_time": "#6baed6",
                 "ipset_save_time": "#fdd0a2", "ipset_restore_time": "#fd8d3c", "iptables_restore_time": "#e6550d",
                 "stale_cleanup_time": "#bdbdbd"}
-CDF_SCENARIOS = {"job-to-mysql": "pod_creation_reachability_latency (ms)",
-                 "fail-open": "fail_open_window (ms)",
-                 "policy-creation-latency": "policy_enforcement_latency (ms)"}
 
 
 def outcome_colour(word: str) -> str:
@@ -40,7 +38,7 @@ def outcome_colour(word: str) -> str:
 def render_plots(results: dict[str, Any], folder: Path) -> dict[str, list[str]]:
     """Write every plot of ``results`` into ``folder``; returns {section: [file names]}."""
     out: dict[str, list[str]] = {}
-    for scenario, label in CDF_SCENARIOS.items():
+    for scenario, label in ((sc.name, f"{sc.metric} (ms)") for sc in declared() if sc.cdf):
         entries = [e for e in results.get("scenarios", []) if e["scenario"] == scenario]
         if entries and any(e["summary"]["samples"] for e in entries):
             name = f"cdf-{scenario}.png"

@@ -9,10 +9,11 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.scenarios import SUMMARIZERS
+from harness.scenarios.declaration import get as declared_scenario
 
 
 def new_run_id() -> str:
@@ -26,20 +27,25 @@ class ScenarioRecorder:
     def __init__(self, mode: str = "smoke"):
         self.mode = mode
         self.entries: list[dict[str, Any]] = []
+        # called with each recorded entry (the main job's progress line shows its verdict)
+        self.listeners: list[Callable[[dict[str, Any]], None]] = []
         self.started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         self.t0 = time.monotonic()
 
     def record(self, scenario: str, config: str, params: dict[str, Any], observations: list[dict[str, Any]] | dict,
                *, expectation: str, runtime_s: float, check=None, **extra: Any) -> dict[str, Any]:
-        """Summarize (``harness.analysis.scenarios``), judge with ``check(summary) -> bool``
-        (None: informational) and keep the entry; returns it."""
+        """Summarize by the declared scenario ``scenario`` (``harness.scenarios.timed``), judge
+        with ``check(summary) -> bool`` (None: informational) and keep the entry; returns it.
+        A scenario that runs once passes its one observation dict."""
         obs = observations if isinstance(observations, list) else [observations]
-        summary = SUMMARIZERS[scenario](observations)
+        summary = declared_scenario(scenario).summarize(obs)
         verdict = "info" if check is None else ("pass" if check(summary) else "fail")
         entry = {"scenario": scenario, "config": config, "params": params, "expectation": expectation,
                  "verdict": verdict, "summary": summary, "observations": obs, "runtime_s": runtime_s,
                  "mode": self.mode, **extra}
         self.entries.append(entry)
+        for listener in self.listeners:
+            listener(entry)
         return entry
 
     def dump(self, path: str | Path) -> None:

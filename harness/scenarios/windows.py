@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -167,7 +168,9 @@ class FailOpen(_Base):
 class SetUpdateWindow(_Base):
     """Continuous allowed probes while the policy's source set is updated ``updates`` times."""
 
-    def run(self, updates: int, rate: float = 2000.0) -> dict[str, Any]:
+    def run(self, updates: int, rate: float = 2000.0,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """One observation over ``updates`` set updates; ``progress(done, updates)`` before each."""
         ctl, lab = self.ctl, self.lab
         assert ctl is not None
         dst = str(lab.cluster.pods[TARGET].ip)
@@ -178,6 +181,8 @@ class SetUpdateWindow(_Base):
         syncs = []
         t0 = time.time_ns()
         for i in range(updates):
+            if progress:
+                progress(i, updates)
             # alternately a backup pod appears and goes (model only): each is a set update, and
             # the node's /24 never runs out of addresses however many updates are asked for
             if i % 2 == 0:
@@ -221,7 +226,9 @@ def set_update_mode(config: EnforcementConfig) -> str | None:
 class EstablishedSurvivesSync(_Base):
     """``flows`` long-lived allowed connections across ``syncs`` forced full syncs."""
 
-    def run(self, syncs: int, flows: int = 4) -> dict[str, Any]:
+    def run(self, syncs: int, flows: int = 4,
+            progress: Callable[[int, int], None] | None = None) -> dict[str, Any]:
+        """One observation over ``syncs`` forced full syncs; ``progress(done, syncs)`` before each."""
         from harness.probe.sockets import LongLivedFlow, LongLivedFlows
 
         ctl, lab = self.ctl, self.lab
@@ -235,7 +242,9 @@ class EstablishedSurvivesSync(_Base):
         done = []
         t0 = time.time_ns()
         try:
-            for _ in range(syncs):
+            for i in range(syncs):
+                if progress:
+                    progress(i, syncs)
                 done.extend(ctl.force_sync("node-a", timeout=60))
             time.sleep(0.2)
         finally:
