@@ -23,7 +23,7 @@ def _run(argv):
 def test_render_example_prints_the_dump(capsys):
     assert _run(["render", "example", "--node", "node-a", "--profile", "v1.3", "--sync-version", "5"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("# kube-router v1.3 ruleset for node node-a, sync version 5\n")
+    assert out.startswith("# kube-router v1.3.1 ruleset for node node-a, sync version 5\n")
     assert out.rstrip().endswith("COMMIT") and "-A KUBE-POD-FW-" in out
 
 

@@ -1,7 +1,10 @@
-"""Golden dumps of the example cluster (harness.engines.kube_router.render.synthetic.example_cluster), one per profile.
+"""Golden dumps of the example cluster (harness.engines.kube_router.render.synthetic.example_cluster), one per
+profile tag (``profiles.PROFILES``).
 
-The goldens were checked line by line against kube-router's source; where each kind of line
-comes from (cloudnativelabs/kube-router, pkg/controllers/netpol unless said otherwise):
+The goldens were checked line by line against kube-router's source at the tag in their name; where
+each kind of line comes from (cloudnativelabs/kube-router, pkg/controllers/netpol unless said
+otherwise; v1.2.x: ``v1.2.1:pod.go syncPodFirewallChains`` instead of the pod-chain items below,
+see ``kube_router._v12_pod_chains``):
 
 - ``-I INPUT|FORWARD|OUTPUT 1 ... "kube-router netpol - <uuid>"``: ensureTopLevelChains, uuid =
   addUUIDForRuleSpec (sha256 of chain + args joined);
@@ -10,8 +13,8 @@ comes from (cloudnativelabs/kube-router, pkg/controllers/netpol unless said othe
 - per local pod, KUBE-ROUTER-FORWARD/OUTPUT ``-d`` and FORWARD physdev ``-d``:
   interceptPodInboundTraffic; INPUT/FORWARD/OUTPUT ``-s`` and FORWARD physdev ``-s``:
   interceptPodOutboundTraffic (pod.go);
-- ``-j KUBE-NWPLCY-TAIL`` (v2.10): ensureTailChainPosition; last rule ``--mark 0x20000`` ACCEPT:
-  ensureExplicitAccept (utils.AppendUnique moves both to the end);
+- ``-j KUBE-NWPLCY-TAIL`` (v2.10.0): ensureTailChainPosition; last rule ``--mark 0x20000`` ACCEPT
+  (v1.3.1..v2.6.3): ensureExplicitAccept (utils.AppendUnique moves it to the end);
 - KUBE-NWPLCY-DEFAULT: ensureDefaultNetworkPolicyChain; KUBE-NWPLCY-COMMON: ensureCommonPolicyChain;
   KUBE-NWPLCY-TAIL: populateDefaultTailChain (REJECTs only with --netpol-default-deny);
 - policy chains: processIngressRules/processEgressRules -> appendRuleToPolicyChain (MARK then
@@ -35,12 +38,17 @@ from harness.engines.kube_router.render.synthetic import example_cluster
 GOLDEN = Path(__file__).parent / "golden" / "render"
 V = 1700000000000000000
 
+# One golden per profile tag (the aliases render the same text, checked below); node-b is virtual
+# and has no local pods with a chain.
 CASES = {
-    "example_v1.2_node-a": dict(node="node-a", profile="v1.2"),
-    "example_v1.3_node-a": dict(node="node-a", profile="v1.3"),
-    "example_v2.6_node-a": dict(node="node-a", profile="v2.6"),
-    "example_v2.6_node-b": dict(node="node-b", profile="v2.6"),
-    "example_v2.10_node-a_default-deny": dict(node="node-a", profile="v2.10", default_deny=True),
+    "example_v1.2.1_node-a": dict(node="node-a", profile="v1.2.1"),
+    "example_v1.2.2_node-a": dict(node="node-a", profile="v1.2.2"),
+    "example_v1.3.1_node-a": dict(node="node-a", profile="v1.3.1"),
+    "example_v1.3.2_node-a": dict(node="node-a", profile="v1.3.2"),
+    "example_v2.6.3_node-a": dict(node="node-a", profile="v2.6.3"),
+    "example_v2.6.3_node-b": dict(node="node-b", profile="v2.6.3"),
+    "example_v2.10.0_node-a": dict(node="node-a", profile="v2.10.0"),
+    "example_v2.10.0_node-a_default-deny": dict(node="node-a", profile="v2.10.0", default_deny=True),
 }
 
 
@@ -54,3 +62,12 @@ def test_golden(name):
         path.write_text(text)
     expected = path.read_text()
     assert text.splitlines() == expected.splitlines()
+
+
+@pytest.mark.parametrize("alias", ["v1.2", "v1.3", "v2.6", "v2.10"])
+def test_alias_renders_its_tag(alias):
+    from harness.engines.kube_router.render.profiles import ALIASES
+
+    def text(profile):
+        return dump(render_node(example_cluster(), "node-a", sync_version=V, profile=profile))
+    assert text(alias) == text(ALIASES[alias])

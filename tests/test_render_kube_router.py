@@ -65,14 +65,17 @@ def test_v26_pod_chain_jumps_to_common_chain_first():
     assert all("KUBE-NWPLCY-TAIL" not in r for c in rs.chains for r in c.rules)
 
 
-def test_v210_every_top_level_chain_ends_with_tail_then_accept():
+def test_v210_every_top_level_chain_ends_with_tail_and_no_explicit_accept():
+    # v2.10.0:network_policy_controller.go: ensureTailChainPosition replaced ensureExplicitAccept;
+    # the 0x20000 accept lives in KUBE-NWPLCY-TAIL only (populateDefaultTailChain)
     rs = render_node(example_cluster(), "node-a", profile="v2.10", sync_version=V)
     for name in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN):
         rules = rs.chain(name).rules
-        assert rules[-2].endswith("-j KUBE-NWPLCY-TAIL")
-        assert rules[-1].endswith("-m mark --mark 0x20000/0x20000 -j ACCEPT")
+        assert rules[-1].endswith("-j KUBE-NWPLCY-TAIL")
+        assert not any("0x20000" in r for r in rules)
     assert rs.chain("KUBE-NWPLCY-TAIL").rules == [
-        '-m comment --comment "accept netpol-ok" -m mark --mark 0x20000/0x20000 -j ACCEPT']
+        '-m comment --comment "rule to explicitly ACCEPT traffic that comply to network policies" '
+        '-m mark --mark 0x20000/0x20000 -j ACCEPT']
     assert [s.name for s in rs.sets if s.name == nm.LOCAL_PODS_SET] == []
 
 
@@ -96,9 +99,13 @@ def test_default_deny_set_and_rejects():
     tail = rs.chain(nm.TAIL_CHAIN).rules
     assert tail[0].startswith("-s 10.244.0.0/24 ") and "! --match-set kube-router-local-pods src -j REJECT" in tail[0]
     assert tail[1].startswith("-d 10.244.0.0/24 ") and "! --match-set kube-router-local-pods dst -j REJECT" in tail[1]
-    assert "accept netpol-ok" in tail[2]
-    assert tail[3:] == ['-s 10.244.0.0/24 -m comment --comment "reject pre-netpol (default-deny)" -j REJECT',
-                        '-d 10.244.0.0/24 -m comment --comment "reject pre-netpol (default-deny)" -j REJECT']
+    # v2.10.0:network_policy_controller.go appendIPSetGatedRejects / appendCIDRRejects
+    assert ('"REJECT traffic to/from local pods without a programmed firewall chain '
+            '(--netpol-default-deny is enabled)"') in tail[0]
+    assert "rule to explicitly ACCEPT traffic that comply to network policies" in tail[2]
+    pre = '"REJECT traffic before NetPol is applied (--netpol-default-deny is enabled)"'
+    assert tail[3:] == [f'-s 10.244.0.0/24 -m comment --comment {pre} -j REJECT',
+                        f'-d 10.244.0.0/24 -m comment --comment {pre} -j REJECT']
     with pytest.raises(ConfigError, match="v2.10"):
         render_node(c, "node-a", profile="v2.6", sync_version=V, default_deny=True)
 
@@ -152,11 +159,15 @@ def test_egress_named_port_to_all_destinations_uses_the_number_without_a_set():
                         "-j MARK --set-xmark 0x10000/0x10000")
 
 
-def test_end_port_is_a_range_from_v2_and_ignored_before():
+def test_end_port_is_a_range_from_v131_and_ignored_before():
+    # v1.3.1:pkg/controllers/netpol/policy.go passes portProtocol.endport to appendRuleToPolicyChain;
+    # v1.2.x has no endport
     c = example_cluster()
     new = render_node(c, "node-a", profile="v2.6", sync_version=V)
-    old = render_node(c, "node-a", profile="v1.3", sync_version=V)
+    v13 = render_node(c, "node-a", profile="v1.3.1", sync_version=V)
+    old = render_node(c, "node-a", profile="v1.2.2", sync_version=V)
     assert "-p TCP --dport 8000:8100 -j MARK" in new.chain(nm.policy_chain("x", "egress-b", V, "IPv4")).rules[0]
+    assert "-p TCP --dport 8000:8100 -j MARK" in v13.chain(nm.policy_chain("x", "egress-b", V)).rules[0]
     assert "-p TCP --dport 8000 -j MARK" in old.chain(nm.policy_chain("x", "egress-b", V)).rules[0]
 
 

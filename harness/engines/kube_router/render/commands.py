@@ -13,7 +13,7 @@ import time
 
 from harness.argtypes import int_in, non_negative_int, positive_int
 from harness.engines.kube_router.render.kube_router import ClusterIndex, dump, render_node
-from harness.engines.kube_router.render.profiles import PROFILES
+from harness.engines.kube_router.render.profiles import PROFILE_NAMES
 from harness.errors import ConfigError
 from harness.model.cluster import Cluster
 from harness.model.synthetic import add_synthetic_policies, load_cluster, synthetic_cluster
@@ -90,7 +90,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                                    "(ipset entries, then the filter table in iptables-save form).")
     p.add_argument("topology", help="shipped topology name or path, 'example', or 'synthetic:NODESxPODSxPOLICIES'")
     p.add_argument("--node", help="node to render (default: the first node)")
-    p.add_argument("--profile", default="v2.10", choices=list(PROFILES), help="kube-router version profile")
+    p.add_argument("--profile", default="v2.10", choices=list(PROFILE_NAMES), help="kube-router version profile")
     p.add_argument("--sync-version", type=SYNC_VERSION, help="sync version hashed into chain names (default: now, in ns)")
     p.add_argument("--default-deny", action="store_true", help="--netpol-default-deny (v2.10)")
     p.add_argument("--reject-with", choices=["icmp-port-unreachable", "tcp-reset"],
@@ -104,7 +104,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                          description="Time render_node on generated clusters and on scale-100 with 1,000 "
                                      "generated policies; prints rules, set entries and the median time.")
     b.add_argument("--repeat", type=positive_int, default=5, help="renders per cell (median reported)")
-    b.add_argument("--profile", action="append", choices=list(PROFILES), help="profile (repeatable)")
+    b.add_argument("--profile", action="append", choices=list(PROFILE_NAMES), help="profile (repeatable)")
     b.add_argument("--quick", action="store_true", help="smallest scale only")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=_bench)

@@ -50,15 +50,28 @@ NFLOG_ARGS = "-j NFLOG --nflog-group 100 -m limit --limit 10/minute --limit-burs
 DEFAULT_SERVICE_RANGE = "10.96.0.0/12"
 DEFAULT_NODE_PORT_RANGE = "30000:32767"
 
-# utils.CommonICMPRules(IPv4), the ICMP accepts of KUBE-NWPLCY-COMMON (v2.x).
+# utils.CommonICMPRules(IPv4), the ICMP accepts of KUBE-NWPLCY-COMMON (v2.6.3:pkg/utils/iptables.go
+# CommonICMPRules; v2.10.0 moved the comments to constants with the same text). Added with the
+# iptables command and a comment without quote characters.
 COMMON_ICMP_RULES = (
     ("echo-request", "allow icmp echo requests"),
     ("destination-unreachable", "allow icmp destination unreachable messages"),
     ("time-exceeded", "allow icmp time exceeded messages"),
 )
-# Comment of the pod chain's jump to KUBE-NWPLCY-COMMON (v2.x). The stored kube-router sources
-# available when this was written did not include a v2 pod.go; this text is a reconstruction.
-COMMON_JUMP_COMMENT = "rule to jump traffic to common network policy chain"
+# Comment of the pod chain's jump to KUBE-NWPLCY-COMMON (v2.6.3:pkg/controllers/netpol/pod.go and
+# v2.10.0:pod.go setupPodNetpolRules).
+COMMON_JUMP_COMMENT = "common bi-directional traffic policy rules"
+# ensureCommonPolicyChain (v2.6.3, v2.10.0:network_policy_controller.go) hands the iptables command
+# comments that already carry quote characters (``"\"rule to drop invalid state for pod\""``), so the
+# kernel stores them quoted and iptables-save prints them escaped; reproduced in restore form.
+COMMON_INVALID_COMMENT = '"rule to drop invalid state for pod"'
+COMMON_STATEFUL_COMMENT = '"rule for stateful firewall for pod"'
+# populateDefaultTailChain (v2.10.0:network_policy_controller.go): the accept keeps the old
+# explicit-ACCEPT text; the --netpol-default-deny REJECTs (appendIPSetGatedRejects, appendCIDRRejects).
+TAIL_ACCEPT_COMMENT = "rule to explicitly ACCEPT traffic that comply to network policies"
+TAIL_GATED_COMMENT = ("REJECT traffic to/from local pods without a programmed firewall chain "
+                      "(--netpol-default-deny is enabled)")
+TAIL_PRE_NETPOL_COMMENT = "REJECT traffic before NetPol is applied (--netpol-default-deny is enabled)"
 
 REJECT_WITH = (None, "icmp-port-unreachable", "tcp-reset")
 
@@ -66,6 +79,12 @@ REJECT_WITH = (None, "icmp-port-unreachable", "tcp-reset")
 def _q(comment: str) -> str:
     """A comment as kube-router writes it into restore text: always double-quoted."""
     return f'"{comment}"'
+
+
+def _q_quoted(comment: str) -> str:
+    """A comment that itself contains quote characters, in restore form (as iptables-save prints
+    it: the inner quotes escaped)."""
+    return '"' + comment.replace('\\', '\\\\').replace('"', '\\"') + '"'
 
 
 # ------------------------------------------------------------------------------------------
@@ -429,13 +448,42 @@ class _Builder:
                     self._rule(rules, c_blk, target_src, blk, "", "", "")
 
 
+def _drop_unmarked_rules(pod: Pod, profile: Profile, reject_with: str | None) -> list[str]:
+    """pod.go ``dropUnmarkedTrafficRules`` (v1.2.1..v2.10.0): NFLOG and REJECT what no policy
+    marked, clear 0x10000; from v1.3.1 also set 0x20000 for the top-level accept."""
+    log_c = _q(f"rule to log dropped traffic POD name:{pod.name} namespace: {pod.namespace}")
+    rej_c = _q(f"rule to REJECT traffic destined for POD name:{pod.name} namespace: {pod.namespace}")
+    rules = [f"-m comment --comment {log_c} -m mark ! --mark {MARK_OK} {NFLOG_ARGS}"]
+    if reject_with == "tcp-reset":
+        # Not kube-router: answer TCP with a reset instead of ICMP port-unreachable, to contrast.
+        rules.append(f"-p tcp -m comment --comment {rej_c} -m mark ! --mark {MARK_OK} "
+                     "-j REJECT --reject-with tcp-reset")
+    if reject_with == "icmp-port-unreachable":
+        rules.append(f"-m comment --comment {rej_c} -m mark ! --mark {MARK_OK} "
+                     "-j REJECT --reject-with icmp-port-unreachable")
+    else:
+        rules.append(f"-m comment --comment {rej_c} -m mark ! --mark {MARK_OK} -j REJECT")
+    rules.append("-j MARK --set-mark 0/0x10000")
+    if profile.mark_accept:
+        # v1.3.1:pod.go syncPodFirewallChains ("Mark will be checked to explicitly ACCEPT the traffic")
+        rules.append(f"-m comment --comment {_q('set mark to ACCEPT traffic that comply to network policies')} "
+                     f"-j MARK --set-mark {MARK_ACCEPT}")
+    return rules
+
+
+_LOCAL_ACCEPT_COMMENT = "rule to permit the traffic traffic to pods when source is the pod's local node"
+_STATEFUL_COMMENT = "rule for stateful firewall for pod"
+
+
 def _pod_chain_rules(pod: Pod, chain: str, infos: list[_PolicyInfo], policy_chains: list[str],
                      profile: Profile, reject_with: str | None) -> list[str]:
-    """pod.go ``syncPodFirewallChains``/``setupPodNetpolRules``/``dropUnmarkedTrafficRules``.
+    """pod.go ``syncPodFirewallChains``/``setupPodNetpolRules``/``dropUnmarkedTrafficRules``
+    (v1.3.1, v1.3.2, v2.6.3, v2.10.0), the layout where every local pod has a chain.
 
     kube-router inserts the first group with ``-I <chain> 1`` in the order policy jumps, default
-    ingress, default egress, local-source accept, stateful accept; the chain therefore holds them
-    reversed. The drop/mark rules are appended (``-A``)."""
+    ingress, default egress, local-source accept, [v1.3.2: INVALID drop,] stateful accept (v1.x)
+    or COMMON jump (v2.6+); the chain therefore holds them reversed. The drop/mark rules are
+    appended (``-A``)."""
     ip = str(pod.ip)
     inserted: list[str] = []  # in kube-router's write order
     has_in = has_eg = False
@@ -450,37 +498,105 @@ def _pod_chain_rules(pod: Pod, chain: str, infos: list[_PolicyInfo], policy_chai
         else:
             has_eg = True
             inserted.append(f"-s {ip} -m comment --comment {comment} -j {pchain}")
+    sep = profile.default_chain_sep  # two spaces in v1.x, one from v2.0.0
     if not has_in:
-        inserted.append(f"-d {ip} -m comment --comment {_q('run through default ingress network policy  chain')} "
+        inserted.append(f"-d {ip} -m comment --comment {_q(f'run through default ingress network policy{sep}chain')} "
                         f"-j {nm.DEFAULT_CHAIN}")
     if not has_eg:
-        inserted.append(f"-s {ip} -m comment --comment {_q('run through default egress network policy  chain')} "
+        inserted.append(f"-s {ip} -m comment --comment {_q(f'run through default egress network policy{sep}chain')} "
                         f"-j {nm.DEFAULT_CHAIN}")
-    inserted.append("-m comment --comment "
-                    + _q("rule to permit the traffic traffic to pods when source is the pod's local node")
-                    + f" -m addrtype --src-type LOCAL -d {ip} -j ACCEPT")
+    inserted.append(f"-m comment --comment {_q(_LOCAL_ACCEPT_COMMENT)} -m addrtype --src-type LOCAL -d {ip} -j ACCEPT")
     if profile.common_chain:
         inserted.append(f"-m comment --comment {_q(COMMON_JUMP_COMMENT)} -j {nm.COMMON_CHAIN}")
     else:
-        inserted.append(f"-m comment --comment {_q('rule for stateful firewall for pod')} "
+        if profile.invalid_drop:
+            # v1.3.2:pod.go setupPodNetpolRules (kube-router #709: NAT ignores INVALID packets)
+            inserted.append(f"-m comment --comment {_q('rule to drop invalid state for pod')} "
+                            "-m conntrack --ctstate INVALID -j DROP")
+        inserted.append(f"-m comment --comment {_q(_STATEFUL_COMMENT)} "
                         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
-    rules = inserted[::-1]
-    log_c = _q(f"rule to log dropped traffic POD name:{pod.name} namespace: {pod.namespace}")
-    rej_c = _q(f"rule to REJECT traffic destined for POD name:{pod.name} namespace: {pod.namespace}")
-    rules.append(f"-m comment --comment {log_c} -m mark ! --mark {MARK_OK} {NFLOG_ARGS}")
-    if reject_with == "tcp-reset":
-        # Not kube-router: answer TCP with a reset instead of ICMP port-unreachable, to contrast.
-        rules.append(f"-p tcp -m comment --comment {rej_c} -m mark ! --mark {MARK_OK} "
-                     "-j REJECT --reject-with tcp-reset")
-    if reject_with == "icmp-port-unreachable":
-        rules.append(f"-m comment --comment {rej_c} -m mark ! --mark {MARK_OK} "
-                     "-j REJECT --reject-with icmp-port-unreachable")
-    else:
-        rules.append(f"-m comment --comment {rej_c} -m mark ! --mark {MARK_OK} -j REJECT")
-    rules.append("-j MARK --set-mark 0/0x10000")
-    rules.append(f"-m comment --comment {_q('set mark to ACCEPT traffic that comply to network policies')} "
-                 f"-j MARK --set-mark {MARK_ACCEPT}")
-    return rules
+    return inserted[::-1] + _drop_unmarked_rules(pod, profile, reject_with)
+
+
+class _ChainOps:
+    """The final contents of chains written with a mix of ``-I <chain> 1`` and ``-A <chain>``
+    lines, as iptables-restore applies them in order (the v1.2 layout inserts and appends
+    into the same chains, pod after pod)."""
+
+    def __init__(self) -> None:
+        self.chains: dict[str, list[str]] = {}
+
+    def insert(self, chain: str, rule: str) -> None:
+        self.chains.setdefault(chain, []).insert(0, rule)
+
+    def append(self, chain: str, rule: str) -> None:
+        self.chains.setdefault(chain, []).append(rule)
+
+
+def _v12_pod_chains(local: list[Pod], selecting: dict[str, list[int]], infos: list[_PolicyInfo],
+                    policy_chains: list[str], version: str, profile: Profile, reject_with: str | None,
+                    top: dict[str, list[str]]) -> list[Chain]:
+    """v1.2.1 (= v1.2.2, v1.2.3) pkg/controllers/netpol/pod.go ``syncPodFirewallChains``.
+
+    Two passes over the local pods: first those an ingress (or both) policy selects
+    (``getIngressNetworkPolicyEnabledPods``), then those an egress (or both) policy selects
+    (``getEgressNetworkPolicyEnabledPods``); a pod no policy selects gets no chain, so its
+    traffic passes the filter table untouched. Each pass inserts at position 1 a jump to every
+    policy that selects the pod — without ``-d``/``-s``, whatever the policy type — and the
+    stateful accept (the ingress pass also the local-source accept), so a pod both passes
+    select holds those rules twice. Inbound jumps are inserted at the top of
+    KUBE-ROUTER-FORWARD/-OUTPUT, outbound ones appended (physdev ones inserted). The drop rules
+    are written once per chain (the pass checks the buffer for the NFLOG rule). Pods are taken
+    in ``namespace/name`` order (kube-router: a Go map)."""
+    ops = _ChainOps()
+    for c, rules in top.items():
+        for r in rules:
+            ops.append(c, r)
+    order: list[str] = []
+    dropped: set[str] = set()
+
+    def pass_(direction: str) -> None:
+        for pod in local:
+            mine = selecting[pod.namespace + "/" + pod.name]
+            if not any(infos[i].policy_type in ("both", direction) for i in mine):
+                continue
+            chain = nm.pod_chain(pod.namespace, pod.name, version)
+            if chain not in ops.chains:
+                order.append(chain)
+                ops.chains[chain] = []
+            ip = str(pod.ip)
+            for i in mine:
+                comment = _q(f"run through nw policy {infos[i].policy.name}")
+                ops.insert(chain, f"-m comment --comment {comment} -j {policy_chains[i]}")
+            if direction == "ingress":
+                ops.insert(chain, f"-m comment --comment {_q(_LOCAL_ACCEPT_COMMENT)} "
+                                  f"-m addrtype --src-type LOCAL -d {ip} -j ACCEPT")
+            ops.insert(chain, f"-m comment --comment {_q(_STATEFUL_COMMENT)} "
+                              "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+            if direction == "ingress":
+                to_c = _q(f"rule to jump traffic destined to POD name:{pod.name} namespace: {pod.namespace} "
+                          f"to chain {chain}")
+                ops.insert(nm.FORWARD_CHAIN, f"-m comment --comment {to_c} -d {ip} -j {chain}")
+                ops.insert(nm.OUTPUT_CHAIN, f"-m comment --comment {to_c} -d {ip} -j {chain}")
+                ops.insert(nm.FORWARD_CHAIN,
+                           f"-m physdev --physdev-is-bridged -m comment --comment {to_c} -d {ip} -j {chain}")
+            else:
+                from_c = _q(f"rule to jump traffic from POD name:{pod.name} namespace: {pod.namespace} "
+                            f"to chain {chain}")
+                for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN):
+                    ops.append(c, f"-m comment --comment {from_c} -s {ip} -j {chain}")
+                ops.insert(nm.FORWARD_CHAIN,
+                           f"-m physdev --physdev-is-bridged -m comment --comment {from_c} -s {ip} -j {chain}")
+            if chain not in dropped:
+                dropped.add(chain)
+                for r in _drop_unmarked_rules(pod, profile, reject_with):
+                    ops.append(chain, r)
+
+    pass_("ingress")
+    pass_("egress")
+    for c in top:
+        top[c] = ops.chains.get(c, [])
+    return [Chain(name, ops.chains[name]) for name in order]
 
 
 def _uuid_comment_rule(chain: str, spec: list[str]) -> str:
@@ -550,47 +666,62 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
 
     top: dict[str, list[str]] = {c: [] for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN)}
     top[nm.INPUT_CHAIN].extend(_input_whitelist(prof, service_cluster_ip_range, node_port_range))
-    pod_chains: list[Chain] = []
-    for pod in local:
-        chain = nm.pod_chain(pod.namespace, pod.name, version)
-        mine = selecting[ip_to_idx[str(pod.ip)]]
-        pod_chains.append(Chain(chain, _pod_chain_rules(
-            pod, chain, [infos[i] for i in mine], [policy_chains[i].name for i in mine], prof, reject_with)))
-        ip = str(pod.ip)
-        to_c = _q(f"rule to jump traffic destined to POD name:{pod.name} namespace: {pod.namespace} to chain {chain}")
-        from_c = _q(f"rule to jump traffic from POD name:{pod.name} namespace: {pod.namespace} to chain {chain}")
-        # interceptPodInboundTraffic
-        top[nm.FORWARD_CHAIN].append(f"-m comment --comment {to_c} -d {ip} -j {chain}")
-        top[nm.OUTPUT_CHAIN].append(f"-m comment --comment {to_c} -d {ip} -j {chain}")
-        top[nm.FORWARD_CHAIN].append(f"-m physdev --physdev-is-bridged -m comment --comment {to_c} -d {ip} -j {chain}")
-        # interceptPodOutboundTraffic
-        for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN):
-            top[c].append(f"-m comment --comment {from_c} -s {ip} -j {chain}")
-        top[nm.FORWARD_CHAIN].append(
-            f"-m physdev --physdev-is-bridged -m comment --comment {from_c} -s {ip} -j {chain}")
+    if prof.policy_pods_only:
+        by_name = {p.namespace + "/" + p.name: selecting[ip_to_idx[str(p.ip)]] for p in local}
+        pod_chains = _v12_pod_chains(local, by_name, infos, [c.name for c in policy_chains], version, prof,
+                                     reject_with, top)
+    else:
+        pod_chains = []
+        for pod in local:
+            chain = nm.pod_chain(pod.namespace, pod.name, version)
+            mine = selecting[ip_to_idx[str(pod.ip)]]
+            pod_chains.append(Chain(chain, _pod_chain_rules(
+                pod, chain, [infos[i] for i in mine], [policy_chains[i].name for i in mine], prof, reject_with)))
+            ip = str(pod.ip)
+            to_c = _q(f"rule to jump traffic destined to POD name:{pod.name} namespace: {pod.namespace} "
+                      f"to chain {chain}")
+            from_c = _q(f"rule to jump traffic from POD name:{pod.name} namespace: {pod.namespace} to chain {chain}")
+            # interceptPodInboundTraffic (v1.3.1+: appended; v1.3.0 inserted at 1, #1136)
+            top[nm.FORWARD_CHAIN].append(f"-m comment --comment {to_c} -d {ip} -j {chain}")
+            top[nm.OUTPUT_CHAIN].append(f"-m comment --comment {to_c} -d {ip} -j {chain}")
+            top[nm.FORWARD_CHAIN].append(
+                f"-m physdev --physdev-is-bridged -m comment --comment {to_c} -d {ip} -j {chain}")
+            # interceptPodOutboundTraffic
+            for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN):
+                top[c].append(f"-m comment --comment {from_c} -s {ip} -j {chain}")
+            top[nm.FORWARD_CHAIN].append(
+                f"-m physdev --physdev-is-bridged -m comment --comment {from_c} -s {ip} -j {chain}")
 
-    helper_chains = [Chain(nm.DEFAULT_CHAIN, [
-        f"-j MARK -m comment --comment {_q('rule to mark traffic matching a network policy')} "
-        f"--set-xmark {MARK_OK}"])]
+    helper_chains = []
+    if not prof.policy_pods_only:
+        # ensureDefaultNetworkPolicyChain (v1.3.1+:network_policy_controller.go), added with the
+        # iptables command (comment unquoted in the Go string)
+        helper_chains.append(Chain(nm.DEFAULT_CHAIN, [
+            f"-j MARK -m comment --comment {_q('rule to mark traffic matching a network policy')} "
+            f"--set-xmark {MARK_OK}"]))
     if prof.common_chain:
+        # ensureCommonPolicyChain (v2.6.3, v2.10.0:network_policy_controller.go)
         common = [
-            f"-m comment --comment {_q('rule to drop invalid state for pod')} -m conntrack --ctstate INVALID -j DROP",
-            f"-m comment --comment {_q('rule for stateful firewall for pod')} "
+            f"-m comment --comment {_q_quoted(COMMON_INVALID_COMMENT)} -m conntrack --ctstate INVALID -j DROP",
+            f"-m comment --comment {_q_quoted(COMMON_STATEFUL_COMMENT)} "
             "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         ]
         common += [f"-m comment --comment {_q(c)} -p icmp --icmp-type {t} -j ACCEPT" for t, c in COMMON_ICMP_RULES]
         helper_chains.append(Chain(nm.COMMON_CHAIN, common))
     if prof.tail_chain:
         helper_chains.append(Chain(nm.TAIL_CHAIN, _tail_rules(cluster, node_name, default_deny)))
+        # ensureTailChainPosition (v2.10.0:network_policy_controller.go): AppendUnique, moved to the end
         tail_jump = (f"-m comment --comment "
                      f"{_q('rule to explicitly handle traffic for network policies ACCEPT/REJECT decision')} "
                      f"-j {nm.TAIL_CHAIN}")
+    # ensureExplicitAccept (v1.3.1..v2.9.0:network_policy_controller.go): AppendUnique, moved to the end
     accept = (f"-m comment --comment {_q('rule to explicitly ACCEPT traffic that comply to network policies')} "
               f"-m mark --mark {MARK_ACCEPT} -j ACCEPT")
     for rules in top.values():
         if prof.tail_chain:
-            rules.append(tail_jump)  # ensureTailChainPosition (AppendUnique: moved to the end)
-        rules.append(accept)  # ensureExplicitAccept (AppendUnique: moved to the end)
+            rules.append(tail_jump)
+        if prof.explicit_accept:
+            rules.append(accept)
 
     sets = list(b.sets.values())
     if default_deny:
@@ -609,16 +740,18 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
 
 
 def _tail_rules(cluster: Cluster, node_name: str, default_deny: bool) -> list[str]:
-    """populateDefaultTailChain: the accept-on-mark rule; with default deny, REJECTs for the
-    node's pod CIDR around it (gated on kube-router-local-pods before, unconditional after)."""
+    """v2.10.0:network_policy_controller.go ``populateDefaultTailChain``: the accept-on-mark rule;
+    with default deny, REJECTs for the node's pod CIDR around it (``appendIPSetGatedRejects``:
+    gated on kube-router-local-pods, before; ``appendCIDRRejects``: unconditional, after). All
+    added with the iptables command (comments unquoted in the Go strings)."""
     cidr = str(cluster.nodes[node_name].pod_cidr)
-    gated = _q("reject unprogrammed local pod (default-deny)")
-    pre = _q("reject pre-netpol (default-deny)")
+    gated = _q(TAIL_GATED_COMMENT)
+    pre = _q(TAIL_PRE_NETPOL_COMMENT)
     rules = []
     if default_deny:
         rules += [f"-s {cidr} -m comment --comment {gated} -m set ! --match-set {nm.LOCAL_PODS_SET} src -j REJECT",
                   f"-d {cidr} -m comment --comment {gated} -m set ! --match-set {nm.LOCAL_PODS_SET} dst -j REJECT"]
-    rules.append(f"-m comment --comment {_q('accept netpol-ok')} -m mark --mark {MARK_ACCEPT} -j ACCEPT")
+    rules.append(f"-m comment --comment {_q(TAIL_ACCEPT_COMMENT)} -m mark --mark {MARK_ACCEPT} -j ACCEPT")
     if default_deny:
         rules += [f"-s {cidr} -m comment --comment {pre} -j REJECT",
                   f"-d {cidr} -m comment --comment {pre} -j REJECT"]

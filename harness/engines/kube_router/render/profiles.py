@@ -1,7 +1,28 @@
-"""kube-router version profiles: what differs between the releases the harness reproduces.
+"""kube-router release profiles: what differs, in the rules a full sync writes, between the
+release tags the harness reproduces.
 
-Facts were read from kube-router's source (pkg/controllers/netpol, pkg/utils); where a stored
-source for a release was not available the choice is marked in ``notes``.
+Every profile is named by the kube-router release tag it reproduces; each field cites the
+``tag:path`` (function) of cloudnativelabs/kube-router where the behaviour starts. A profile
+covers its tag and the following releases up to the next profile, as far as the *rules* go
+(controller semantics such as event filters differ inside a range: v1.2.3 adds
+``isNetPolActionable``, which the renderer does not model).
+
+| profile | covers       | what changes there |
+|---------|--------------|--------------------|
+| v1.2.1  | v1.2.0-1     | v1.2 layout (chains only for pods a policy selects), sets flushed and refilled in place |
+| v1.2.2  | v1.2.2-3     | TMP set + ``swap`` (pkg/utils/ipset.go: buildIPSetRestore) |
+| v1.3.1  | v1.3.1       | every local pod a chain, KUBE-NWPLCY-DEFAULT, 0x20000 + explicit ACCEPT, endPort |
+| v1.3.2  | v1.3.2-v1.6  | ctstate INVALID drop in every pod chain (#709) |
+| v2.6.3  | v2.6.0-v2.9  | dual-stack names, KUBE-NWPLCY-COMMON, single-spaced default comments |
+| v2.10.0 | v2.10.0      | KUBE-NWPLCY-TAIL instead of the explicit ACCEPT, SCTP node ports, --netpol-default-deny |
+
+Aliases (the names used before profiles were tagged; every caller keeps working): ``v1.2`` ->
+``v1.2.1`` (the flush+refill window belongs to v1.2.0-v1.2.1), ``v1.3`` -> ``v1.3.1``,
+``v2.6`` -> ``v2.6.3``, ``v2.10`` -> ``v2.10.0``.
+
+Not reproduced (yet): v1.3.0 (pod jumps inserted at position 1, #1136, fixed in v1.3.1 by
+#1144), the v1.4-v2.5 releases as their own profiles (rule text equal to v1.3.2 as far as read,
+v2.0 dual-stack naming and single spacing aside), and v2.11.x (short comments, comments.go).
 """
 
 from __future__ import annotations
@@ -13,10 +34,11 @@ from harness.errors import ConfigError
 
 @dataclass(frozen=True)
 class Profile:
-    """One kube-router release line, as far as the rendered rules and the sync differ."""
+    """One kube-router release tag, as far as the rendered rules and the set update differ."""
 
     name: str
-    # TMP set + ``swap`` in one ``ipset restore`` (v1.3+) vs flush and refill in place (v1.2).
+    # TMP set + ``swap`` in one ``ipset restore`` (v1.2.2+) vs flush and refill in place.
+    # v1.2.2:pkg/utils/ipset.go (buildIPSetRestore); v1.2.1:pkg/utils/ipset.go (Restore: flush+add).
     swap_sets: bool
     # Dual-stack (v2.0+): the family ("IPv4") is hashed into policy chain and set names.
     family: str
@@ -30,34 +52,66 @@ class Profile:
     cluster_ip_comment: str
     # KUBE-ROUTER-INPUT also lets SCTP node ports through.
     sctp_node_ports: bool
+    # v1.2 layout: only pods a policy selects get a pod chain (get{In,E}gressNetworkPolicyEnabledPods),
+    # no KUBE-NWPLCY-DEFAULT, no 0x20000 mark, no explicit ACCEPT (v1.2.1:pkg/controllers/netpol/pod.go).
+    policy_pods_only: bool = False
+    # The pod chain ends by setting 0x20000, which the top level accepts (v1.3.1:pod.go syncPodFirewallChains).
+    mark_accept: bool = True
+    # ensureExplicitAccept: AppendUnique of the 0x20000 ACCEPT to each top-level chain
+    # (v1.3.1..v2.9.0:network_policy_controller.go); v2.10.0 moved it into KUBE-NWPLCY-TAIL.
+    explicit_accept: bool = True
+    # Inline "rule to drop invalid state for pod" in every pod chain (v1.3.2:pod.go setupPodNetpolRules, #709).
+    invalid_drop: bool = False
+    # Separator in "run through default ingress network policy<sep>chain": two spaces in v1.x
+    # (v1.3.1:pod.go setupPodNetpolRules), one from v2.0.0 (v2.6.3:pod.go setupPodNetpolRules).
+    default_chain_sep: str = "  "
     notes: str = ""
 
 
 PROFILES: dict[str, Profile] = {
-    "v1.2": Profile(
-        name="v1.2", swap_sets=False, family="", common_chain=False, tail_chain=False, end_port=False,
+    "v1.2.1": Profile(
+        name="v1.2.1", swap_sets=False, family="", common_chain=False, tail_chain=False, end_port=False,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
-        notes="pod chain layout of the v1.3 source (all local pods get a chain); sets refilled in place",
+        policy_pods_only=True, mark_accept=False, explicit_accept=False,
+        notes="v1.2 layout; sets flushed and refilled in place (empty-set moments)",
     ),
-    "v1.3": Profile(
-        name="v1.3", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=False,
+    "v1.2.2": Profile(
+        name="v1.2.2", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=False,
+        cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
+        policy_pods_only=True, mark_accept=False, explicit_accept=False,
+        notes="v1.2 layout with TMP set + swap; rules equal through v1.2.3",
+    ),
+    "v1.3.1": Profile(
+        name="v1.3.1", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
     ),
-    "v2.6": Profile(
-        name="v2.6", swap_sets=True, family="IPv4", common_chain=True, tail_chain=False, end_port=True,
+    "v1.3.2": Profile(
+        name="v1.3.2", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, invalid_drop=True,
+    ),
+    "v2.6.3": Profile(
+        name="v2.6.3", swap_sets=True, family="IPv4", common_chain=True, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=False,
+        default_chain_sep=" ",
     ),
-    "v2.10": Profile(
-        name="v2.10", swap_sets=True, family="IPv4", common_chain=True, tail_chain=True, end_port=True,
+    "v2.10.0": Profile(
+        name="v2.10.0", swap_sets=True, family="IPv4", common_chain=True, tail_chain=True, end_port=True,
         cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=True,
+        explicit_accept=False, default_chain_sep=" ",
     ),
 }
 
+# The names profiles had before they were tagged -> the nearest tag (see the module docstring).
+ALIASES: dict[str, str] = {"v1.2": "v1.2.1", "v1.3": "v1.3.1", "v2.6": "v2.6.3", "v2.10": "v2.10.0"}
+
+# Every name ``get_profile`` accepts, tags first (for CLI choices and error messages).
+PROFILE_NAMES: tuple[str, ...] = (*PROFILES, *ALIASES)
+
 
 def get_profile(name: str, source: str | None = None) -> Profile:
-    """The profile called ``name``; a ConfigError naming the valid ones otherwise."""
+    """The profile tagged ``name`` or aliased by it; a ConfigError naming the valid ones otherwise."""
     try:
-        return PROFILES[name]
+        return PROFILES[ALIASES.get(name, name)]
     except KeyError:
         raise ConfigError(source, "profile", f"unknown kube-router profile {name!r} "
-                          f"(one of {', '.join(PROFILES)})") from None
+                          f"(one of {', '.join(PROFILE_NAMES)})") from None

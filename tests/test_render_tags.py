@@ -1,0 +1,145 @@
+"""One test per departure of the old profiles from kube-router at its release tags.
+
+Each test pins what the source at the tag writes (cited next to it) and failed on the
+rendering before the profiles were tagged. Sources: cloudnativelabs/kube-router,
+pkg/controllers/netpol unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from harness.engines.kube_router.render import naming as nm
+from harness.engines.kube_router.render.kube_router import render_node
+from harness.engines.kube_router.render.profiles import ALIASES, PROFILES, get_profile
+from harness.engines.kube_router.render.synthetic import example_cluster
+from harness.errors import ConfigError
+from harness.model.cluster import Namespace, Pod
+
+V = 1700000000000000000
+
+
+def _cluster_with_unselected_pod():
+    """The example cluster plus z/free on node-a, which no policy selects."""
+    c = example_cluster()
+    c.namespaces["z"] = Namespace("z", {})
+    c.pods["z/free"] = Pod("z", "free", "node-a", {"app": "free"}, ipaddress.IPv4Address("10.244.0.9"))
+    return c
+
+
+def _names(rs):
+    return [c.name for c in rs.chains]
+
+
+# -- aliases --------------------------------------------------------------------------------
+def test_old_names_are_aliases_of_the_nearest_tag():
+    assert ALIASES == {"v1.2": "v1.2.1", "v1.3": "v1.3.1", "v2.6": "v2.6.3", "v2.10": "v2.10.0"}
+    for alias, tag in ALIASES.items():
+        assert get_profile(alias) is PROFILES[tag]
+        assert render_node(example_cluster(), "node-a", profile=alias, sync_version=V).profile == tag
+    with pytest.raises(ConfigError, match="v1.2.1"):
+        get_profile("v1.4")
+
+
+# -- v1.2 layout (v1.2.1:pod.go syncPodFirewallChains) -----------------------------------------
+@pytest.mark.parametrize("tag", ["v1.2.1", "v1.2.2"])
+def test_v12_only_pods_a_policy_selects_get_a_chain(tag):
+    # getIngressNetworkPolicyEnabledPods/getEgressNetworkPolicyEnabledPods: z/free has no chain
+    # and no jump, its traffic passes the filter table (the chain's default ACCEPT)
+    rs = render_node(_cluster_with_unselected_pod(), "node-a", profile=tag, sync_version=V)
+    free = nm.pod_chain("z", "free", V)
+    assert free not in _names(rs)
+    assert not any("10.244.0.9" in r for c in rs.chains for r in c.rules)
+    assert nm.pod_chain("x", "a", V) in _names(rs) and nm.pod_chain("x", "b", V) in _names(rs)
+    # the v1.3 layout gives it a chain with the DEFAULT jumps
+    v13 = render_node(_cluster_with_unselected_pod(), "node-a", profile="v1.3.1", sync_version=V)
+    assert free in _names(v13)
+
+
+def test_v12_has_no_default_chain_no_accept_mark_no_explicit_accept():
+    rs = render_node(example_cluster(), "node-a", profile="v1.2.1", sync_version=V)
+    assert nm.DEFAULT_CHAIN not in _names(rs)
+    assert not any("0x20000" in r for c in rs.chains for r in c.rules)
+    assert not any("explicitly ACCEPT" in r for c in rs.chains for r in c.rules)
+
+
+def test_v12_pod_chain_of_a_pod_both_passes_select():
+    # x/b: deny-all (Ingress) and egress-b (Egress). Ingress pass: -I 1 of the jumps to every
+    # policy selecting it (no -d/-s), local accept, stateful; -A drop rules. Egress pass: -I 1
+    # of the jumps again and the stateful accept; drop rules already written (buffer check).
+    rs = render_node(example_cluster(), "node-a", profile="v1.2.1", sync_version=V)
+    deny_all, egress_b = nm.policy_chain("x", "deny-all", V), nm.policy_chain("x", "egress-b", V)
+    stateful = '-m comment --comment "rule for stateful firewall for pod" -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT'
+    local = ("-m comment --comment \"rule to permit the traffic traffic to pods when source is the pod's local node\""
+             " -m addrtype --src-type LOCAL -d 10.244.0.3 -j ACCEPT")
+    j_deny = f'-m comment --comment "run through nw policy deny-all" -j {deny_all}'
+    j_eg = f'-m comment --comment "run through nw policy egress-b" -j {egress_b}'
+    assert rs.chain(nm.pod_chain("x", "b", V)).rules == [
+        stateful, j_eg, j_deny, stateful, local, j_eg, j_deny,
+        '-m comment --comment "rule to log dropped traffic POD name:b namespace: x" -m mark ! --mark 0x10000/0x10000'
+        " -j NFLOG --nflog-group 100 -m limit --limit 10/minute --limit-burst 10",
+        '-m comment --comment "rule to REJECT traffic destined for POD name:b namespace: x"'
+        " -m mark ! --mark 0x10000/0x10000 -j REJECT",
+        "-j MARK --set-mark 0/0x10000",
+    ]
+
+
+def test_v12_inbound_jumps_inserted_at_1_outbound_appended():
+    rs = render_node(example_cluster(), "node-a", profile="v1.2.1", sync_version=V)
+    fa, fb = nm.pod_chain("x", "a", V), nm.pod_chain("x", "b", V)
+    fwd = rs.chain(nm.FORWARD_CHAIN).rules
+    # inserts, last written first: b's egress physdev -s, b's inbound physdev -d and -d, a's ...
+    assert [r.split(" -j ")[-1] + (" physdev" if "physdev" in r else "") + (" -s" if " -s " in r else " -d")
+            for r in fwd] == [f"{fb} physdev -s", f"{fb} physdev -d", f"{fb} -d", f"{fa} physdev -d", f"{fa} -d",
+                              f"{fb} -s"]
+    inp = rs.chain(nm.INPUT_CHAIN).rules
+    assert "cluster IP" in inp[0] and inp[-1].endswith(f"-s 10.244.0.3 -j {fb}")
+    # v1.3.1 appends inbound jumps in pod order (interceptPodInboundTraffic: -A)
+    v13 = render_node(example_cluster(), "node-a", profile="v1.3.1", sync_version=V).chain(nm.FORWARD_CHAIN).rules
+    assert v13[0].endswith(f"-d 10.244.0.2 -j {fa}")
+
+
+def test_flush_refill_is_v121_only():
+    # v1.2.2:pkg/utils/ipset.go buildIPSetRestore: TMP sets + swap
+    assert render_node(example_cluster(), "node-a", profile="v1.2.1", sync_version=V).swap_sets is False
+    assert render_node(example_cluster(), "node-a", profile="v1.2.2", sync_version=V).swap_sets is True
+
+
+# -- v1.3.2 (pod.go setupPodNetpolRules, #709) -----------------------------------------------
+def test_v132_drops_ctstate_invalid_in_every_pod_chain_v131_does_not():
+    invalid = '-m comment --comment "rule to drop invalid state for pod" -m conntrack --ctstate INVALID -j DROP'
+    new = render_node(_cluster_with_unselected_pod(), "node-a", profile="v1.3.2", sync_version=V)
+    old = render_node(_cluster_with_unselected_pod(), "node-a", profile="v1.3.1", sync_version=V)
+    for ns, pod in (("x", "a"), ("x", "b"), ("z", "free")):
+        rules = new.chain(nm.pod_chain(ns, pod, V)).rules
+        # -I 1 after the local accept, before the stateful accept: second in the chain
+        assert rules[0].endswith("RELATED,ESTABLISHED -j ACCEPT") and rules[1] == invalid
+        assert invalid not in old.chain(nm.pod_chain(ns, pod, V)).rules
+
+
+# -- text ------------------------------------------------------------------------------------
+def test_default_chain_comment_double_space_in_v1_single_in_v2():
+    # v1.3.1:pod.go "run through default egress network policy  chain"; v2.6.3:pod.go single space
+    v1 = render_node(example_cluster(), "node-a", profile="v1.3.2", sync_version=V)
+    v2 = render_node(example_cluster(), "node-a", profile="v2.6.3", sync_version=V)
+    assert any('"run through default egress network policy  chain"' in r
+               for r in v1.chain(nm.pod_chain("x", "a", V)).rules)
+    assert any('"run through default egress network policy chain"' in r
+               for r in v2.chain(nm.pod_chain("x", "a", V)).rules)
+
+
+@pytest.mark.parametrize("tag", ["v2.6.3", "v2.10.0"])
+def test_common_chain_comments_carry_literal_quotes_and_jump_comment(tag):
+    # network_policy_controller.go ensureCommonPolicyChain: the comment strings include the quote
+    # characters and go through the iptables command, so iptables-save prints them escaped;
+    # the ICMP comments (utils.CommonICMPRules) have none. pod.go: "common bi-directional ..."
+    rs = render_node(example_cluster(), "node-a", profile=tag, sync_version=V)
+    common = rs.chain(nm.COMMON_CHAIN).rules
+    assert common[0] == ('-m comment --comment "\\"rule to drop invalid state for pod\\"" '
+                         "-m conntrack --ctstate INVALID -j DROP")
+    assert common[1].startswith('-m comment --comment "\\"rule for stateful firewall for pod\\"" ')
+    assert common[2].startswith('-m comment --comment "allow icmp echo requests" ')
+    assert rs.chain(nm.pod_chain("x", "a", V)).rules[0] == (
+        '-m comment --comment "common bi-directional traffic policy rules" -j KUBE-NWPLCY-COMMON')
