@@ -134,3 +134,17 @@ def check_not_mixed(netns_name: str, backend: str | Backend, *, force: bool = Fa
 def forget(netns_name: str) -> None:
     """Drop the cached mixed-backend check for a namespace (call when it is deleted)."""
     _checked.pop(netns_name, None)
+
+
+def exec_env(backend: str | Backend, netns_name: str) -> dict[str, str] | None:
+    """The environment for the backend's tools run in ``netns_name``, or None (inherit).
+
+    iptables-legacy serializes every call on one host-wide lock file, /run/xtables.lock
+    (iptables(8), LOCK FILE; iptables 1.8.9 iptables/xshared.c xtables_lock: flock on the file
+    named by XTABLES_LOCKFILE if set). A real cluster has one such lock per node, so each
+    namespace gets its own: its nsfs handle ``/run/netns/<name>``, which exists exactly as long as
+    the namespace has a name and needs no cleanup (iptables opens it O_CREAT|O_RDONLY and flocks
+    it). iptables-nft takes no xtables lock: None."""
+    if get_backend(backend).name != "legacy":
+        return None
+    return {**os.environ, "XTABLES_LOCKFILE": netns.path(netns_name)}

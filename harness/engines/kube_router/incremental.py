@@ -39,7 +39,7 @@ from harness.engines.kube_router.apply import (
 from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
 from harness.errors import KernelError
 from harness.kernel import netns
-from harness.kernel.backends import IPSET, Backend
+from harness.kernel.backends import IPSET, Backend, exec_env
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,8 @@ class IncrementalApplier:
     def _run(self, argv: list[str], text: str, t: SyncTimings) -> None:
         # we run in a thread inside the namespace: plain subprocess (vfork), as harness.engines.kube_router.apply does
         t.execs += 1
-        proc = subprocess.run(argv, input=text, capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(argv, input=text, capture_output=True, text=True, timeout=600,
+                              env=exec_env(self.backend, self.netns))  # legacy: the node's own xtables lock
         if proc.returncode != 0:
             first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
             raise KernelError(f"{argv[0]} in {self.netns}: {first}")

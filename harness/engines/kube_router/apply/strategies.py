@@ -45,7 +45,7 @@ from harness.engines.kube_router.apply.restore_text import (
 from harness.engines.kube_router.render.ruleset import Ruleset
 from harness.errors import ConfigError, EnvironmentProblem, KernelError
 from harness.kernel import ipset_netlink, netns
-from harness.kernel.backends import IPSET, Backend, check_not_mixed, get_backend, require_tools
+from harness.kernel.backends import IPSET, Backend, check_not_mixed, exec_env, get_backend, require_tools
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +121,18 @@ class _Tools:
         self.b = backend
         self.execs = 0
         self._thread = threading.get_ident() if _thread_in(netns_name) else None
+        self.env = exec_env(backend, netns_name)  # iptables-legacy: this node's own xtables lock
 
     def run(self, argv: Sequence[str], *, input: str | None = None, check: bool = True):
         self.execs += 1
         if self._thread != threading.get_ident():
-            proc = netns.run(self.ns, argv, input=input, check=False)
+            child = netns.popen(self.ns, argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, env=self.env)
+            out, err = child.communicate(input, timeout=600)
+            proc = subprocess.CompletedProcess(list(argv), child.returncode, out, err)
         else:
-            proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=600,
+                                  env=self.env)
         if check and proc.returncode != 0:
             first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
             hint = _module_hint(argv[0], proc.stderr)
