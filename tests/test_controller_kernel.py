@@ -17,6 +17,7 @@ from harness.controller import Controller, ControllerConfig
 from harness.controller.delivery import Delivery
 from harness.controller.mitigations import Sleep, parse_mitigations, start_pod, tcp_client
 from harness.engines.kube_router.apply import inspect
+from harness.engines.kube_router.apply.restore_text import entry_key
 from harness.engines.kube_router.render.kube_router import render_node
 from harness.errors import EnvironmentProblem
 from harness.kernel.backends import require_tools
@@ -204,7 +205,7 @@ def test_incremental_keeps_version_and_matches_a_full_render(backend):
             owned = {c: rules for c, rules in got["chains"].items() if c.startswith(OWNED)}
             assert {c.name: len(c.rules) for c in want.chains} == {c: len(r) for c, r in owned.items()}
             got_sets = {n: e for n, e in got["sets"].items() if n.startswith(("KUBE-SRC-", "KUBE-DST-"))}
-            assert got_sets == {s.name: sorted(s.entries) for s in want.sets}
+            assert got_sets == {s.name: sorted(map(entry_key, s.entries)) for s in want.sets}
         assert connect(lab, ok.pod.key).ok
         assert connect(lab, "batch/temp").errno == "ECONNREFUSED"
         forced = ctl.force_sync()  # a manual request is a full restore, still with the stable version

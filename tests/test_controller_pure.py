@@ -470,7 +470,7 @@ def test_incremental_plan_only_touches_what_changed():
     p = plan_incremental(old, new)
     assert not p.full and not p.chains_changed and not p.chains_removed
     assert [s.name for s in p.sets_changed] == [s.name for s in new.sets
-                                                 if "10.244.1.3" in s.entries and s.name.startswith("KUBE-SRC")]
+                                                 if "10.244.1.3 timeout 0" in s.entries and s.name.startswith("KUBE-SRC")]
     assert noflush_restore_text(p) == ""
     # a new local pod: its pod chain is added and the top-level chains rewritten
     c.add_pod(Pod("db", "mysql-1", "node-a", {"app": "mysql"}))

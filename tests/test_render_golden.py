@@ -45,8 +45,10 @@ CASES = {
     "example_v1.2.2_node-a": dict(node="node-a", profile="v1.2.2"),
     "example_v1.3.1_node-a": dict(node="node-a", profile="v1.3.1"),
     "example_v1.3.2_node-a": dict(node="node-a", profile="v1.3.2"),
+    "example_v1.5.0_node-a": dict(node="node-a", profile="v1.5.0"),
     "example_v2.6.3_node-a": dict(node="node-a", profile="v2.6.3"),
     "example_v2.6.3_node-b": dict(node="node-b", profile="v2.6.3"),
+    "example_v2.8.0_node-a": dict(node="node-a", profile="v2.8.0"),
     "example_v2.10.0_node-a": dict(node="node-a", profile="v2.10.0"),
     "example_v2.10.0_node-a_default-deny": dict(node="node-a", profile="v2.10.0", default_deny=True),
 }

@@ -95,7 +95,7 @@ def test_pod_jumps_sit_in_the_right_top_level_chains():
 def test_default_deny_set_and_rejects():
     c = example_cluster()
     rs = render_node(c, "node-a", profile="v2.10", sync_version=V, default_deny=True)
-    assert _set(rs, nm.LOCAL_PODS_SET).entries == ["10.244.0.2", "10.244.0.3"]
+    assert _set(rs, nm.LOCAL_PODS_SET).entries == ["10.244.0.2 timeout 0", "10.244.0.3 timeout 0"]
     tail = rs.chain(nm.TAIL_CHAIN).rules
     assert tail[0].startswith("-s 10.244.0.0/24 ") and "! --match-set kube-router-local-pods src -j REJECT" in tail[0]
     assert tail[1].startswith("-d 10.244.0.0/24 ") and "! --match-set kube-router-local-pods dst -j REJECT" in tail[1]
@@ -114,7 +114,7 @@ def test_ip_block_except_is_nomatch_and_slash_zero_is_split():
     rs = render_node(example_cluster(), "node-a", profile="v2.10", sync_version=V)
     s = _set(rs, nm.egress_ipblock_set("x", "egress-b", 0, "IPv4"))
     assert s.type == "hash:net"
-    assert s.entries == ["0.0.0.0/1", "128.0.0.0/1", "10.244.0.0/16 nomatch"]
+    assert s.entries == ["0.0.0.0/1 timeout 0", "128.0.0.0/1 timeout 0", "10.244.0.0/16 timeout 0 nomatch"]
 
 
 def test_except_slash_zero_is_split_too():
@@ -123,7 +123,7 @@ def test_except_slash_zero_is_split_too():
         (PolicyPeer(ip_block=IPBlock(NET("10.0.0.0/8"), (NET("0.0.0.0/0"),))),)),))
     rs = render_node(c, "node-a", profile="v2.10", sync_version=V)
     assert _set(rs, nm.ingress_ipblock_set("x", "odd", 0, "IPv4")).entries == [
-        "10.0.0.0/8", "0.0.0.0/1 nomatch", "128.0.0.0/1 nomatch"]
+        "10.0.0.0/8 timeout 0", "0.0.0.0/1 timeout 0 nomatch", "128.0.0.0/1 timeout 0 nomatch"]
 
 
 def test_named_port_resolves_per_destination_pod_into_one_set_per_port_number():
@@ -134,7 +134,7 @@ def test_named_port_resolves_per_destination_pod_into_one_set_per_port_number():
     rs = render_node(c, "node-a", profile="v2.10", sync_version=V)
     s0 = _set(rs, nm.ingress_named_port_set("x", "allow-http", 0, 0, "IPv4"))
     s1 = _set(rs, nm.ingress_named_port_set("x", "allow-http", 0, 1, "IPv4"))
-    assert (s0.entries, s1.entries) == (["10.244.0.2"], ["10.244.1.3"])
+    assert (s0.entries, s1.entries) == (["10.244.0.2 timeout 0"], ["10.244.1.3 timeout 0"])
     rules = rs.chain(nm.policy_chain("x", "allow-http", V, "IPv4")).rules
     assert f"--match-set {s0.name} dst -p TCP --dport 80 -j MARK" in rules[0]
     assert f"--match-set {s1.name} dst -p TCP --dport 8080 -j MARK" in rules[2]
@@ -194,11 +194,11 @@ def test_sets_hold_pods_of_all_nodes_and_pods_without_ip_are_ignored():
     c = example_cluster()
     rs = render_node(c, "node-a", profile="v2.10", sync_version=V)
     # y/c lives on the virtual node-b; it is the peer of allow-http
-    assert _set(rs, nm.ingress_pod_set("x", "allow-http", 0, "IPv4")).entries == ["10.244.1.2"]
+    assert _set(rs, nm.ingress_pod_set("x", "allow-http", 0, "IPv4")).entries == ["10.244.1.2 timeout 0"]
     assert nm.pod_chain("x", "pending", V) not in [ch.name for ch in rs.chains]
     assert all("None" not in e for s in rs.sets for e in s.entries)
     # x/pending matches app=a but has no IP: not in the target set
-    assert _set(rs, nm.policy_dst_set("x", "allow-http", "IPv4")).entries == ["10.244.0.2"]
+    assert _set(rs, nm.policy_dst_set("x", "allow-http", "IPv4")).entries == ["10.244.0.2 timeout 0"]
 
 
 def test_determinism_and_sync_version_renames_every_pod_and_policy_chain():
@@ -249,7 +249,7 @@ def test_named_port_set_type_follows_kube_router_refresh_set():
     rs = render_node(c, "node-a", profile="v2.10", sync_version=V)
     only = _set(rs, nm.ingress_named_port_set("x", "only-block", 0, 0, "IPv4"))
     both = _set(rs, nm.ingress_named_port_set("x", "both", 0, 0, "IPv4"))
-    assert (only.type, only.entries) == ("hash:net", ["10.244.0.2"])
-    assert (both.type, both.entries) == ("hash:ip", ["10.244.0.2"])
+    assert (only.type, only.entries) == ("hash:net", ["10.244.0.2 timeout 0"])
+    assert (both.type, both.entries) == ("hash:ip", ["10.244.0.2 timeout 0"])
     rules = rs.chain(nm.policy_chain("x", "both", V, "IPv4")).rules
     assert len(rules) == 4  # pods->named port (MARK, RETURN), ipBlock->named port (MARK, RETURN)

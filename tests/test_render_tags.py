@@ -143,3 +143,31 @@ def test_common_chain_comments_carry_literal_quotes_and_jump_comment(tag):
     assert common[2].startswith('-m comment --comment "allow icmp echo requests" ')
     assert rs.chain(nm.pod_chain("x", "a", V)).rules[0] == (
         '-m comment --comment "common bi-directional traffic policy rules" -j KUBE-NWPLCY-COMMON')
+
+
+@pytest.mark.parametrize("tag", sorted(PROFILES))
+def test_set_entries_carry_timeout_0_and_new_sets_the_refresh_set_options(tag):
+    # policy.go: every entry is []string{ip, utils.OptionTimeout, "0"} (+ utils.OptionNoMatch);
+    # pkg/utils/ipset.go RefreshSet: a new set's options are [setType, "timeout", "0"]
+    rs = render_node(example_cluster(), "node-a", profile=tag, sync_version=V)
+    assert all(s.options == "timeout 0" for s in rs.sets)
+    entries = [e for s in rs.sets for e in s.entries]
+    assert entries and all(e.split(" ", 1)[1] in ("timeout 0", "timeout 0 nomatch") for e in entries)
+    assert "10.244.0.0/16 timeout 0 nomatch" in entries
+
+
+def test_v150_shortened_the_explicit_accept_comment():
+    # v1.5.0:network_policy_controller.go ensureExplicitAccept
+    new = render_node(example_cluster(), "node-a", profile="v1.5.0", sync_version=V).chain(nm.FORWARD_CHAIN).rules
+    old = render_node(example_cluster(), "node-a", profile="v1.3.2", sync_version=V).chain(nm.FORWARD_CHAIN).rules
+    assert new[-1] == ('-m comment --comment "explicitly ACCEPT traffic that complies with network policies" '
+                       "-m mark --mark 0x20000/0x20000 -j ACCEPT")
+    assert old[-1].startswith('-m comment --comment "rule to explicitly ACCEPT traffic that comply to')
+
+
+def test_sctp_node_ports_from_v280():
+    # v2.8.0:network_policy_controller.go ensureTopLevelChains: whitelistSCTPNodeports
+    def sctp(tag):
+        rules = render_node(example_cluster(), "node-a", profile=tag, sync_version=V).chain(nm.INPUT_CHAIN).rules
+        return any("allow LOCAL SCTP traffic to node ports" in r for r in rules)
+    assert (sctp("v2.6.3"), sctp("v2.8.0"), sctp("v2.10.0")) == (False, True, True)

@@ -19,12 +19,12 @@ Provenance of the text (see ``profiles.py`` for what differs per profile):
 - comments are the long pre-2025 ones (``"rule to ACCEPT traffic from source pods ..."``) in
   every profile; the newest kube-router master shortened most of them to ``"<ns>/<name> <kind>"``
   (comments.go) but froze the top-level/helper ones reproduced here;
-- ``COMMON_JUMP_COMMENT`` (pod chain -> KUBE-NWPLCY-COMMON) and ``COMMON_ICMP_RULES`` are
-  reconstructions: no stored v2 iptables pod.go / utils.CommonICMPRules was available; the
-  nftables twin confirms the rules themselves (jump first; echo-request, destination-unreachable,
-  time-exceeded accepted);
-- set entries carry no ``timeout 0``: kube-router writes ``add S 10.0.0.1 timeout 0`` (and
-  ``... timeout 0 nomatch``), which a restore builder adds since every set has ``timeout 0``.
+- ``COMMON_JUMP_COMMENT``, the KUBE-NWPLCY-COMMON rules and ``COMMON_ICMP_RULES`` follow
+  v2.6.3/v2.10.0 pod.go, network_policy_controller.go (ensureCommonPolicyChain) and
+  pkg/utils/iptables.go (CommonICMPRules);
+- set entries carry ``timeout 0`` (``add S 10.0.0.1 timeout 0``, ``... timeout 0 nomatch``) and a set
+  the sync creates has the options ``timeout 0`` after its type, as kube-router writes them
+  (policy.go, pkg/utils/ipset.go RefreshSet, at every tag reproduced).
 """
 
 from __future__ import annotations
@@ -72,6 +72,11 @@ TAIL_ACCEPT_COMMENT = "rule to explicitly ACCEPT traffic that comply to network 
 TAIL_GATED_COMMENT = ("REJECT traffic to/from local pods without a programmed firewall chain "
                       "(--netpol-default-deny is enabled)")
 TAIL_PRE_NETPOL_COMMENT = "REJECT traffic before NetPol is applied (--netpol-default-deny is enabled)"
+
+# What kube-router appends to every set entry it writes (policy.go: utils.OptionTimeout, "0") and the
+# options after the type of a set it creates (pkg/utils/ipset.go RefreshSet).
+ENTRY_OPTIONS = "timeout 0"
+NEW_SET_OPTIONS = "timeout 0"
 
 REJECT_WITH = (None, "icmp-port-unreachable", "tcp-reset")
 
@@ -205,9 +210,10 @@ def _ip_block_entries(peer: PolicyPeer) -> list[str]:
         else:
             out.append(f"{net}{suffix}")
 
-    add(peer.ip_block.cidr, "")
+    # every entry carries "timeout 0" (v1.2.1..v2.10.0:policy.go evalIPBlockPeer: utils.OptionTimeout, "0")
+    add(peer.ip_block.cidr, " timeout 0")
     for e in peer.ip_block.except_:
-        add(e, " nomatch")
+        add(e, " timeout 0 nomatch")
     return out
 
 
@@ -319,14 +325,16 @@ class _Builder:
         if known is not None:
             known.entries = entries
         else:
-            self.sets[name] = IPSetSpec(name, set_type, entries)
+            # RefreshSet gives a new set the options [setType, "timeout", "0"] (v1.2.1..v2.10.0:
+            # pkg/utils/ipset.go); a set that exists keeps what ipset save prints (restore_text)
+            self.sets[name] = IPSetSpec(name, set_type, entries, options=NEW_SET_OPTIONS)
 
     def set_pods(self, name: str, idxs: tuple[int, ...] | list[int]) -> None:
         """A hash:ip set of the given pods' addresses."""
         key = tuple(idxs)
         entries = self._entry_cache.get(key)
         if entries is None:
-            entries = self.index.entries(key)
+            entries = [f"{ip} {ENTRY_OPTIONS}" for ip in self.index.entries(key)]
             self._entry_cache[key] = entries
         self._refresh(name, "hash:ip", list(entries))
 
@@ -405,7 +413,7 @@ class _Builder:
                         # kube-router refreshes this named-port set with TypeHashNet here; RefreshSet
                         # keeps the type of a set made above (hash:ip), so only an ipBlock-only rule
                         # gets a hash:net named-port set. Reproduced as is.
-                        self.set_nets(np_set, self.index.entries(ep.pods))
+                        self.set_nets(np_set, [f"{ip} {ENTRY_OPTIONS}" for ip in self.index.entries(ep.pods)])
                         self._rule(rules, c_blk, blk, np_set, ep.protocol, ep.port, "")
                 else:
                     self._rule(rules, c_blk, blk, target_dst, "", "", "")
@@ -715,8 +723,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                      f"{_q('rule to explicitly handle traffic for network policies ACCEPT/REJECT decision')} "
                      f"-j {nm.TAIL_CHAIN}")
     # ensureExplicitAccept (v1.3.1..v2.9.0:network_policy_controller.go): AppendUnique, moved to the end
-    accept = (f"-m comment --comment {_q('rule to explicitly ACCEPT traffic that comply to network policies')} "
-              f"-m mark --mark {MARK_ACCEPT} -j ACCEPT")
+    accept = f"-m comment --comment {_q(prof.explicit_accept_comment)} -m mark --mark {MARK_ACCEPT} -j ACCEPT"
     for rules in top.values():
         if prof.tail_chain:
             rules.append(tail_jump)
@@ -725,7 +732,11 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
 
     sets = list(b.sets.values())
     if default_deny:
-        sets.append(IPSetSpec(nm.LOCAL_PODS_SET, "hash:ip", index.entries(sorted(local_idx))))
+        # v2.10.0:network_policy_controller.go ensureLocalPodsIPSetExists (Create hash:ip timeout 0) and
+        # populateProtectedPodsIPSet (entries ip timeout 0)
+        sets.append(IPSetSpec(nm.LOCAL_PODS_SET, "hash:ip",
+                              [f"{ip} {ENTRY_OPTIONS}" for ip in index.entries(sorted(local_idx))],
+                              options=NEW_SET_OPTIONS))
 
     builtin = []
     for builtin_chain, custom in nm.TOP_LEVEL.items():

@@ -12,8 +12,10 @@ covers its tag and the following releases up to the next profile, as far as the 
 | v1.2.1  | v1.2.0-1     | v1.2 layout (chains only for pods a policy selects), sets flushed and refilled in place |
 | v1.2.2  | v1.2.2-3     | TMP set + ``swap`` (pkg/utils/ipset.go: buildIPSetRestore) |
 | v1.3.1  | v1.3.1       | every local pod a chain, KUBE-NWPLCY-DEFAULT, 0x20000 + explicit ACCEPT, endPort |
-| v1.3.2  | v1.3.2-v1.6  | ctstate INVALID drop in every pod chain (#709) |
-| v2.6.3  | v2.6.0-v2.9  | dual-stack names, KUBE-NWPLCY-COMMON, single-spaced default comments |
+| v1.3.2  | v1.3.2-v1.4  | ctstate INVALID drop in every pod chain (#709) |
+| v1.5.0  | v1.5.0-v1.6  | explicit ACCEPT comment "explicitly ACCEPT traffic that complies with network policies" |
+| v2.6.3  | v2.6.0-v2.7  | dual-stack names, KUBE-NWPLCY-COMMON, single-spaced default comments |
+| v2.8.0  | v2.8.0-v2.9  | KUBE-ROUTER-INPUT also lets SCTP node ports through |
 | v2.10.0 | v2.10.0      | KUBE-NWPLCY-TAIL instead of the explicit ACCEPT, SCTP node ports, --netpol-default-deny |
 
 Aliases (the names used before profiles were tagged; every caller keeps working): ``v1.2`` ->
@@ -21,8 +23,10 @@ Aliases (the names used before profiles were tagged; every caller keeps working)
 ``v2.6`` -> ``v2.6.3``, ``v2.10`` -> ``v2.10.0``.
 
 Not reproduced (yet): v1.3.0 (pod jumps inserted at position 1, #1136, fixed in v1.3.1 by
-#1144), the v1.4-v2.5 releases as their own profiles (rule text equal to v1.3.2 as far as read,
-v2.0 dual-stack naming and single spacing aside), and v2.11.x (short comments, comments.go).
+#1144), v2.0.0-v2.5.0 (dual-stack naming and single spacing as v2.6.3, the stateful rules still
+inline in each pod chain; KUBE-NWPLCY-COMMON arrives in v2.6.0), and v2.11.x (short comments,
+comments.go). Ranges were found by diffing the rule-writing strings of pkg/controllers/netpol
+between consecutive tags; v1.4.0 and v2.8.0's other changes were read as refactors.
 """
 
 from __future__ import annotations
@@ -65,6 +69,9 @@ class Profile:
     # Separator in "run through default ingress network policy<sep>chain": two spaces in v1.x
     # (v1.3.1:pod.go setupPodNetpolRules), one from v2.0.0 (v2.6.3:pod.go setupPodNetpolRules).
     default_chain_sep: str = "  "
+    # Comment of the explicit ACCEPT: v1.5.0..v1.6.1:network_policy_controller.go ensureExplicitAccept
+    # shortened it; v2.0.0 restored the older text.
+    explicit_accept_comment: str = "rule to explicitly ACCEPT traffic that comply to network policies"
     notes: str = ""
 
 
@@ -89,9 +96,20 @@ PROFILES: dict[str, Profile] = {
         name="v1.3.2", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, invalid_drop=True,
     ),
+    "v1.5.0": Profile(
+        name="v1.5.0", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, invalid_drop=True,
+        explicit_accept_comment="explicitly ACCEPT traffic that complies with network policies",
+    ),
     "v2.6.3": Profile(
         name="v2.6.3", swap_sets=True, family="IPv4", common_chain=True, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=False,
+        default_chain_sep=" ",
+    ),
+    # v2.8.0:network_policy_controller.go ensureTopLevelChains: whitelistSCTPNodeports
+    "v2.8.0": Profile(
+        name="v2.8.0", swap_sets=True, family="IPv4", common_chain=True, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=True,
         default_chain_sep=" ",
     ),
     "v2.10.0": Profile(
