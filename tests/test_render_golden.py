@@ -43,6 +43,7 @@ V = 1700000000000000000
 CASES = {
     "example_v1.2.1_node-a": dict(node="node-a", profile="v1.2.1"),
     "example_v1.2.2_node-a": dict(node="node-a", profile="v1.2.2"),
+    "example_v1.3.0_node-a": dict(node="node-a", profile="v1.3.0"),
     "example_v1.3.1_node-a": dict(node="node-a", profile="v1.3.1"),
     "example_v1.3.2_node-a": dict(node="node-a", profile="v1.3.2"),
     "example_v1.5.0_node-a": dict(node="node-a", profile="v1.5.0"),

@@ -171,3 +171,15 @@ def test_sctp_node_ports_from_v280():
         rules = render_node(example_cluster(), "node-a", profile=tag, sync_version=V).chain(nm.INPUT_CHAIN).rules
         return any("allow LOCAL SCTP traffic to node ports" in r for r in rules)
     assert (sctp("v2.6.3"), sctp("v2.8.0"), sctp("v2.10.0")) == (False, True, True)
+
+
+def test_v130_inserts_pod_jumps_above_the_input_whitelist():
+    # v1.3.0:pod.go interceptPodOutboundTraffic "-I KUBE-ROUTER-INPUT 1": the pod jumps land above
+    # the cluster IP / node port RETURNs that ensureTopLevelChains keeps at 1..3 (#1136); v1.3.1
+    # appends them (#1144). The explicit ACCEPT (AppendUnique before the save) stays last.
+    fb = nm.pod_chain("x", "b", V)
+    old = render_node(example_cluster(), "node-a", profile="v1.3.0", sync_version=V).chain(nm.INPUT_CHAIN).rules
+    new = render_node(example_cluster(), "node-a", profile="v1.3.1", sync_version=V).chain(nm.INPUT_CHAIN).rules
+    assert old[0].endswith(f"-s 10.244.0.3 -j {fb}") and "cluster IP" in old[2]
+    assert "cluster IP" in new[0] and new[-2].endswith(f"-s 10.244.0.3 -j {fb}")
+    assert old[-1].endswith("-m mark --mark 0x20000/0x20000 -j ACCEPT")

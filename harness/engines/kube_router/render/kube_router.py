@@ -680,6 +680,13 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                                      reject_with, top)
     else:
         pod_chains = []
+
+        def put(chain: str, rule: str) -> None:
+            # v1.3.0 writes "-I <chain> 1" (above the saved whitelist), v1.3.1+ "-A <chain>"
+            if prof.pod_jumps_inserted:
+                top[chain].insert(0, rule)
+            else:
+                top[chain].append(rule)
         for pod in local:
             chain = nm.pod_chain(pod.namespace, pod.name, version)
             mine = selecting[ip_to_idx[str(pod.ip)]]
@@ -690,15 +697,13 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                       f"to chain {chain}")
             from_c = _q(f"rule to jump traffic from POD name:{pod.name} namespace: {pod.namespace} to chain {chain}")
             # interceptPodInboundTraffic (v1.3.1+: appended; v1.3.0 inserted at 1, #1136)
-            top[nm.FORWARD_CHAIN].append(f"-m comment --comment {to_c} -d {ip} -j {chain}")
-            top[nm.OUTPUT_CHAIN].append(f"-m comment --comment {to_c} -d {ip} -j {chain}")
-            top[nm.FORWARD_CHAIN].append(
-                f"-m physdev --physdev-is-bridged -m comment --comment {to_c} -d {ip} -j {chain}")
+            put(nm.FORWARD_CHAIN, f"-m comment --comment {to_c} -d {ip} -j {chain}")
+            put(nm.OUTPUT_CHAIN, f"-m comment --comment {to_c} -d {ip} -j {chain}")
+            put(nm.FORWARD_CHAIN, f"-m physdev --physdev-is-bridged -m comment --comment {to_c} -d {ip} -j {chain}")
             # interceptPodOutboundTraffic
             for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN):
-                top[c].append(f"-m comment --comment {from_c} -s {ip} -j {chain}")
-            top[nm.FORWARD_CHAIN].append(
-                f"-m physdev --physdev-is-bridged -m comment --comment {from_c} -s {ip} -j {chain}")
+                put(c, f"-m comment --comment {from_c} -s {ip} -j {chain}")
+            put(nm.FORWARD_CHAIN, f"-m physdev --physdev-is-bridged -m comment --comment {from_c} -s {ip} -j {chain}")
 
     helper_chains = []
     if not prof.policy_pods_only:

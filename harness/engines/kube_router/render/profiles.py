@@ -11,6 +11,8 @@ covers its tag and the following releases up to the next profile, as far as the 
 |---------|--------------|--------------------|
 | v1.2.1  | v1.2.0-1     | v1.2 layout (chains only for pods a policy selects), sets flushed and refilled in place |
 | v1.2.2  | v1.2.2-3     | TMP set + ``swap`` (pkg/utils/ipset.go: buildIPSetRestore) |
+| v1.3.0  | v1.3.0       | as v1.3.1, but pod jumps inserted at position 1 of the top-level chains, above the
+|         |              | KUBE-ROUTER-INPUT cluster IP / node port RETURNs (#1136, fixed by #1144) |
 | v1.3.1  | v1.3.1       | every local pod a chain, KUBE-NWPLCY-DEFAULT, 0x20000 + explicit ACCEPT, endPort |
 | v1.3.2  | v1.3.2-v1.4  | ctstate INVALID drop in every pod chain (#709) |
 | v1.5.0  | v1.5.0-v1.6  | explicit ACCEPT comment "explicitly ACCEPT traffic that complies with network policies" |
@@ -22,8 +24,7 @@ Aliases (the names used before profiles were tagged; every caller keeps working)
 ``v1.2.1`` (the flush+refill window belongs to v1.2.0-v1.2.1), ``v1.3`` -> ``v1.3.1``,
 ``v2.6`` -> ``v2.6.3``, ``v2.10`` -> ``v2.10.0``.
 
-Not reproduced (yet): v1.3.0 (pod jumps inserted at position 1, #1136, fixed in v1.3.1 by
-#1144), v2.0.0-v2.5.0 (dual-stack naming and single spacing as v2.6.3, the stateful rules still
+Not reproduced (yet): v2.0.0-v2.5.0 (dual-stack naming and single spacing as v2.6.3, the stateful rules still
 inline in each pod chain; KUBE-NWPLCY-COMMON arrives in v2.6.0), and v2.11.x (short comments,
 comments.go). Ranges were found by diffing the rule-writing strings of pkg/controllers/netpol
 between consecutive tags; v1.4.0 and v2.8.0's other changes were read as refactors.
@@ -72,6 +73,9 @@ class Profile:
     # Comment of the explicit ACCEPT: v1.5.0..v1.6.1:network_policy_controller.go ensureExplicitAccept
     # shortened it; v2.0.0 restored the older text.
     explicit_accept_comment: str = "rule to explicitly ACCEPT traffic that comply to network policies"
+    # v1.3.0:pod.go interceptPodInbound/OutboundTraffic write every top-level jump with ``-I <chain> 1``
+    # (the saved whitelist and explicit ACCEPT end up below them); v1.3.1 appends them (#1144).
+    pod_jumps_inserted: bool = False
     notes: str = ""
 
 
@@ -87,6 +91,11 @@ PROFILES: dict[str, Profile] = {
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
         policy_pods_only=True, mark_accept=False, explicit_accept=False,
         notes="v1.2 layout with TMP set + swap; rules equal through v1.2.3",
+    ),
+    "v1.3.0": Profile(
+        name="v1.3.0", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, pod_jumps_inserted=True,
+        notes="explicit ACCEPT appended by ensureTopLevelChains (iptables command) before the save",
     ),
     "v1.3.1": Profile(
         name="v1.3.1", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
