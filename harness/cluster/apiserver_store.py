@@ -128,12 +128,13 @@ class Store:
             raise not_found(res, name)
         return obj
 
-    def list(self, res: Resource, namespace: str | None, selector: Selector = Selector()
+    def list(self, res: Resource, namespace: str | None, selector: Selector | None = None
              ) -> tuple[list[dict[str, Any]], int]:
         """Matching objects (sorted by namespace/name, as etcd keys are) and the list's revision."""
+        sel = selector or Selector()
         with self._cond:
             items = [o for k, o in sorted(self._objects.get(res.name, {}).items())
-                     if (not namespace or k[0] == namespace) and selector.matches(o)]
+                     if (not namespace or k[0] == namespace) and sel.matches(o)]
             return items, self._rv
 
     # -- writes ----------------------------------------------------------------------------------

@@ -181,6 +181,7 @@ class Lab:
         self._lock = threading.RLock()
         self._pool: ThreadPoolExecutor | None = None
         self._up = False
+        self._subscribers: list[Callable[[str], None]] = []  # pod-change hooks (the API publisher)
 
     # -- naming --------------------------------------------------------------------------------
     @property
@@ -189,6 +190,21 @@ class Lab:
         if not self.run_id:
             raise HarnessError("lab is not up")
         return state.netns_prefix(self.run_id)
+
+    @property
+    def underlay_netns(self) -> str:
+        """The underlay namespace (its bridge links the nodes; the API server listens there)."""
+        if not self._underlay:
+            raise HarnessError("lab is not up")
+        return self._underlay
+
+    def subscribe(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(pod_key)`` after every pod added or removed."""
+        self._subscribers.append(fn)
+
+    def unsubscribe(self, fn: Callable[[str], None]) -> None:
+        if fn in self._subscribers:
+            self._subscribers.remove(fn)
 
     def _pod_ns_name(self, key: str) -> str:
         return f"{self.prefix}p-{_hash(key)}"
@@ -603,6 +619,8 @@ class Lab:
                 raise
             if self.state is not None:
                 self.state.journal(pod.key, {**self._pod_record(pod), **(record or {})})
+            for fn in list(self._subscribers):
+                fn(pod.key)
             return ready
 
     def remove_pod(self, key: str) -> int:
@@ -619,6 +637,8 @@ class Lab:
             self.cluster.remove_pod(key)
             if self.state is not None:
                 self.state.journal(key, None)
+            for fn in list(self._subscribers):
+                fn(key)
             return gone
 
     def _unwire(self, pod: Pod) -> int:
