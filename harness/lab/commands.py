@@ -27,6 +27,8 @@ def register(sub: Any, bench: Any) -> None:
     p.add_argument("--no-servers", action="store_true", help="do not start the TCP/UDP echo listeners")
     p.add_argument("--docker", metavar="PODS",
                    help="make these pods Docker containers: all, ns/name,... or label=value (not with --keep)")
+    p.add_argument("--api", action="store_true",
+                   help="serve the Kubernetes API inside the lab (plain HTTP on the underlay; not with --keep)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="remove a kept lab")
@@ -91,6 +93,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     if args.docker and args.keep:  # a private engine belongs to the process that started it
         raise HarnessError("up: --docker cannot be combined with --keep")
+    if args.api and args.keep:  # the API server is threads of this process
+        raise HarnessError("up: --api cannot be combined with --keep")
     cluster = _load_cluster(args.topology)
     if args.docker:  # a selector that matches nothing is a mistake: say so before building anything
         from harness.lab.docker_commands import check_docker_selector
@@ -98,7 +102,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         check_docker_selector(cluster, args.docker)
     lab = Lab(cluster, servers=not args.no_servers, topology=args.topology)
     lab.up()
-    docker = None
+    docker = api = None
     try:
         if args.docker:
             from harness.lab.docker_pods import up_docker
@@ -106,6 +110,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             docker = up_docker(lab, args.docker)
         print_lab(docker or lab)
         print(f"\nrun {lab.run_id}: up in {lab.timings.up:.3f} s")
+        if args.api:
+            from harness.cluster.apiserver import LabApi
+
+            api = LabApi.start(lab)
+            print(f"API server {api.url} (from a node: netpol-harness exec NODE -- kubectl --server {api.url} "
+                  "get pods -A -w)")
         if args.keep:
             lab.detach()
             print(f"kept. `netpol-harness exec POD -- CMD`, `netpol-harness down {lab.run_id}`")
@@ -117,6 +127,8 @@ def cmd_up(args: argparse.Namespace) -> int:
                 time.sleep(3600)
         return 0
     finally:
+        if api is not None:
+            api.stop()
         if docker is not None:
             docker.close()
         if not lab.kept:
