@@ -31,6 +31,7 @@ import socket
 import threading
 import time
 import urllib.parse
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -114,7 +115,10 @@ class ApiHTTPServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.conns: set[socket.socket] = set()
         self.conns_lock = threading.Lock()
-        self.requests_served = 0
+        self.requests: list[tuple[str, str]] = []  # (verb, path?query) of every request, in order
+        # The last requests (verb, path with query): what tests and a debugging user look at to see
+        # how a client listed and watched (e.g. that client-go relisted after a 410).
+        self.recent: deque[tuple[str, str]] = deque(maxlen=512)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         with self.conns_lock:
@@ -203,7 +207,8 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("OPTIONS")
 
     def _dispatch(self, verb: str) -> None:
-        self.server.requests_served += 1
+        self.server.requests.append((verb, self.path))
+        self.server.recent.append((verb, self.path))
         try:
             url = urllib.parse.urlsplit(self.path)
             try:
@@ -377,7 +382,11 @@ class Handler(BaseHTTPRequestHandler):
         store = self.server.store
         sel = self._selector(res, q)
         self._check_list_options(q, watch=True)
-        timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else DEFAULT_WATCH_TIMEOUT
+        try:
+            timeout = float(q["timeoutSeconds"]) if q.get("timeoutSeconds") else DEFAULT_WATCH_TIMEOUT
+        except ValueError:
+            raise ApiError(400, "BadRequest", f"invalid timeoutSeconds {q['timeoutSeconds']!r}: want an integer"
+                           ) from None
         bookmarks = _bool(q, "allowWatchBookmarks")
         send_initial = _bool(q, "sendInitialEvents") if "sendInitialEvents" in q else None
         try:
