@@ -115,7 +115,7 @@ class ApiHTTPServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.conns: set[socket.socket] = set()
         self.conns_lock = threading.Lock()
-        self.requests: list[tuple[str, str]] = []  # (verb, path?query) of every request, in order
+        self.requests: deque[tuple[str, str]] = deque(maxlen=10000)  # (verb, path?query), the latest
         # The last requests (verb, path with query): what tests and a debugging user look at to see
         # how a client listed and watched (e.g. that client-go relisted after a 410).
         self.recent: deque[tuple[str, str]] = deque(maxlen=512)

@@ -105,6 +105,7 @@ class Store:
         self._objects: dict[str, dict[tuple[str, str], dict[str, Any]]] = {}
         self._hist: deque[Event] = deque(maxlen=history)
         self._closed = False
+        self._epoch = 0  # bumped by compact(): watchers of an older epoch get 410 Expired
 
     # -- reads -----------------------------------------------------------------------------------
     @property
@@ -267,6 +268,16 @@ class Store:
         with self._cond:
             yield
 
+    def compact(self) -> int:
+        """Drop the whole history, as an etcd compaction past every watcher does: each open watch
+        gets 410 Expired on its next read and its client must relist, and a new watch from any
+        older revision gets 410 too. Returns the revision compacted at."""
+        with self._cond:
+            self._hist.clear()
+            self._epoch += 1
+            self._cond.notify_all()
+            return self._rv
+
     def close(self) -> None:
         """Wake and end every watch (server shutdown)."""
         with self._cond:
@@ -301,14 +312,18 @@ class Store:
                 snapshot = [Event(int(o["metadata"]["resourceVersion"]), "ADDED", res, o)
                             for k, o in sorted(self._objects.get(res.name, {}).items())
                             if (not namespace or k[0] == namespace) and selector.matches(o)]
-            return Watcher(self, res, namespace, selector, start, snapshot, bool(send_initial_events))
+            w = Watcher(self, res, namespace, selector, start, snapshot, bool(send_initial_events))
+            w.epoch = self._epoch
+            return w
 
-    def _events_after(self, rv: int, timeout: float) -> tuple[list[Event], int, bool]:
+    def _events_after(self, rv: int, timeout: float, epoch: int | None = None) -> tuple[list[Event], int, bool]:
         """Events after revision ``rv`` (waiting up to ``timeout`` for one), the revision reached,
         and whether the store is closed. ApiError 410 when ``rv`` fell out of the history."""
         with self._cond:
-            if self._rv <= rv and not self._closed:
+            if self._rv <= rv and not self._closed and epoch in (None, self._epoch):
                 self._cond.wait(timeout)
+            if epoch is not None and epoch != self._epoch:
+                raise expired(rv, self._rv)
             if self._rv <= rv:
                 return [], rv, self._closed
             oldest = self._oldest_locked()
@@ -328,6 +343,7 @@ class Watcher:
         self.rv = start  # the revision this watcher has seen everything up to
         self._snapshot = snapshot
         self.watch_list = watch_list
+        self.epoch: int | None = None  # the store's compaction epoch when the watch began
 
     def bookmark(self, *, initial_events_end: bool = False) -> bytes:
         """A BOOKMARK event at the watcher's revision (only kind, apiVersion, resourceVersion)."""
@@ -348,7 +364,7 @@ class Watcher:
     def next(self, timeout: float) -> tuple[list[bytes], bool]:
         """Encoded events after the cursor, waiting up to ``timeout``; and whether the store closed.
         ApiError 410 when the watcher fell behind the history."""
-        events, reached, closed = self.store._events_after(self.rv, timeout)
+        events, reached, closed = self.store._events_after(self.rv, timeout, self.epoch)
         out = []
         for e in events:
             if e.resource.name != self.res.name:
