@@ -167,9 +167,11 @@ def _rule(r: PolicyRule, peers_key: str) -> dict[str, Any]:
 def network_policy_object(policy: NetworkPolicy) -> dict[str, Any]:
     """A networking.k8s.io/v1 NetworkPolicy equal in meaning to the model's."""
     spec: dict[str, Any] = {"podSelector": _selector(policy.pod_selector), "policyTypes": list(policy.policy_types)}
-    if policy.affects_ingress:
+    # Rules of a direction policyTypes leaves out are kept, as the API server stores them
+    # (ignored by enforcement); policyTypes carries what an empty list would mean.
+    if policy.ingress:
         spec["ingress"] = [_rule(r, "from") for r in policy.ingress]
-    if policy.affects_egress:
+    if policy.egress:
         spec["egress"] = [_rule(r, "to") for r in policy.egress]
     return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
             "metadata": _meta(policy.name, policy.namespace), "spec": spec}
