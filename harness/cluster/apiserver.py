@@ -26,6 +26,7 @@ import ipaddress
 import logging
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from harness.cluster.apiserver_http import ApiHTTPServer
@@ -131,6 +132,7 @@ class Publisher:
     def __init__(self, lab: Lab, store: Store, host: str, port: int):
         self.lab, self.store, self.host, self.port = lab, store, host, port
         self._mine: dict[str, set[tuple[str, str]]] = {}
+        self._since: dict[str, int] = {}  # first publication time per object: stable timestamps
         self._lock = threading.Lock()
 
     def desired(self) -> list[tuple[str, dict[str, Any]]]:
@@ -142,14 +144,24 @@ class Publisher:
 
         out: list[tuple[str, dict[str, Any]]] = [
             ("namespaces", namespace_object(c.namespaces.get(n) or Namespace(n))) for n in sorted(names)]
-        out += [("nodes", node_object(n)) for n in c.nodes.values()]
+        out += [("nodes", node_object(n, self._first_seen(f"node:{n.name}"))) for n in c.nodes.values()]
         # A pod with an address runs: a realized one is wired, a virtual one is published like a
         # pod on a remote node (controllers must see it to open its peers' rules).
-        out += [("pods", pod_object(p, c.nodes.get(p.node), running=p.ip is not None))
-                for p in c.pods.values()]
+        out += [("pods", pod_object(p, c.nodes.get(p.node), running=p.ip is not None,
+                                    started_ns=self._started(p.key))) for p in c.pods.values()]
         out += [("networkpolicies", network_policy_object(p)) for p in c.policies.values()]
         out += kubernetes_service_objects(self.host, self.port)
         return out
+
+    def _first_seen(self, key: str) -> int:
+        return self._since.setdefault(key, time.time_ns())
+
+    def _started(self, pod_key: str) -> int:
+        """A realized pod started when its network became ready; a virtual one when first seen."""
+        try:
+            return self.lab.ready_time(pod_key)
+        except KeyError:
+            return self._first_seen(f"pod:{pod_key}")
 
     def sync(self) -> int:
         """Make the store match the lab; returns the number of writes."""

@@ -86,8 +86,10 @@ def namespace_object(ns: Namespace) -> dict[str, Any]:
             "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}
 
 
-def node_object(node: Node) -> dict[str, Any]:
-    """A v1 Node with its pod CIDR and InternalIP: what kube-router reads from its own Node."""
+def node_object(node: Node, since_ns: int | None = None) -> dict[str, Any]:
+    """A v1 Node with its pod CIDR and InternalIP: what kube-router reads from its own Node;
+    Ready since ``since_ns`` (a fixed time, so republishing an unchanged node writes nothing)."""
+    t = rfc3339(since_ns)
     labels = {"kubernetes.io/hostname": node.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
               "netpol-harness/node-kind": str(node.kind)}
     return {"apiVersion": "v1", "kind": "Node", "metadata": _meta(node.name, labels=labels),
@@ -95,7 +97,7 @@ def node_object(node: Node) -> dict[str, Any]:
             "status": {"addresses": [{"type": "InternalIP", "address": str(node.node_ip)},
                                      {"type": "Hostname", "address": node.name}],
                        "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady",
-                                       "lastHeartbeatTime": rfc3339(), "lastTransitionTime": rfc3339()}]}}
+                                       "lastHeartbeatTime": t, "lastTransitionTime": t}]}}
 
 
 def pod_object(pod: Pod, node: Node | None, *, running: bool, started_ns: int | None = None) -> dict[str, Any]:
