@@ -150,9 +150,16 @@ def test_publisher_apply_writes_only_changes() -> None:
 
 
 def test_model_objects_round_trip_and_pod_status_like_a_kubelet() -> None:
-    cluster = load_topology("default")
-    for pol in cluster.policies.values():
-        assert parse_network_policy(network_policy_object(pol), None, "p") == pol
+    cluster = load_topology("k8s-e2e")
+    doc = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "n", "namespace": "x"},
+           "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "policyTypes": ["Ingress", "Egress"],
+                    "ingress": [{"from": [{"namespaceSelector": {"matchExpressions": [
+                        {"key": "ns", "operator": "NotIn", "values": ["y"]}]}, "podSelector": {}},
+                        {"ipBlock": {"cidr": "10.0.0.0/8", "except": ["10.1.0.0/16"]}}],
+                        "ports": [{"port": 80, "endPort": 90}, {"protocol": "UDP", "port": "dns"}]}],
+                    "egress": [{}]}}
+    pol = parse_network_policy(doc, None, "p")
+    assert parse_network_policy(network_policy_object(pol), None, "p") == pol
     pod = next(iter(cluster.pods.values()))
     node = cluster.nodes[pod.node]
     pending = pod_object(pod, node, running=False)["status"]
