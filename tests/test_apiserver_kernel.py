@@ -333,6 +333,15 @@ def test_malformed_requests_get_kubernetes_statuses_and_the_server_survives(serv
 
     assert netns.call_in(_node_ns(lab), healthy) == "ok"
 
+    def protobuf_preferred() -> tuple[str, dict]:
+        c = http.client.HTTPConnection(host, port, timeout=5)
+        c.request("GET", "/api/v1/nodes", headers={"Accept": "application/vnd.kubernetes.protobuf"})
+        r = c.getresponse()
+        return r.getheader("Content-Type") or "", json.loads(r.read())
+
+    ctype, body = netns.call_in(_node_ns(lab), protobuf_preferred)  # answered in JSON: client-go falls back
+    assert ctype.startswith("application/json") and body["kind"] == "NodeList"
+
 
 def _client_round_trip(url: str) -> dict[str, list[str]]:
     import kubernetes.client as k
