@@ -433,10 +433,23 @@ def test_up_api_prints_the_address_and_sigkill_then_gc_leaves_nothing(tmp_path: 
                 url = m.group(1)
                 break
         assert run_id and url, "up --api printed no address"
-        node_ns = next(n for n in netns.list_names(f"nph-{run_id}-n-"))
-        r = subprocess.run(["ip", "netns", "exec", node_ns, KUBECTL, "--server", url, "get", "pods", "-A",
-                            "-o", "name"], capture_output=True, text=True, timeout=30, env=_env(str(tmp_path)))
-        assert r.returncode == 0 and r.stdout.count("pod/") == len(load_topology("default").pods), r
+        node = load_topology("default").real_nodes()[0].name
+        # exactly what `up --api` tells a user to run: `exec --run RUN NODE -- kubectl ... get pods -A -w`
+        watch = subprocess.Popen([cli, "exec", "--run", run_id, node, "--", KUBECTL, "--server", url, "get", "pods",
+                                  "-A", "-w", "-o", "name"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 text=True, env={**_env(str(tmp_path)), "PATH": os.environ.get("PATH", "")},
+                                 start_new_session=True)  # one group: exec and the kubectl it started
+        try:
+            names = []
+            assert watch.stdout is not None
+            while len(names) < len(load_topology("default").pods):
+                line = watch.stdout.readline()
+                assert line, watch.stderr.read() if watch.stderr else "kubectl ended"
+                names.append(line.strip())
+            assert all(n.startswith("pod/") for n in names), names
+        finally:
+            os.killpg(watch.pid, signal.SIGKILL)
+            watch.wait()
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()

@@ -114,8 +114,8 @@ def cmd_up(args: argparse.Namespace) -> int:
             from harness.cluster.apiserver import LabApi
 
             api = LabApi.start(lab)
-            print(f"API server {api.url} (from a node: netpol-harness exec NODE -- kubectl --server {api.url} "
-                  "get pods -A -w)")
+            print(f"API server {api.url} (from a node: netpol-harness exec --run {lab.run_id} NODE -- "
+                  f"kubectl --server {api.url} get pods -A -w)")
         if args.keep:
             lab.detach()
             print(f"kept. `netpol-harness exec POD -- CMD`, `netpol-harness down {lab.run_id}`")
