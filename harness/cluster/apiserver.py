@@ -185,8 +185,30 @@ class Publisher:
             return writes
 
     def on_pod_change(self, key: str) -> None:
-        """The lab's hook after a pod was added or removed."""
-        self.sync()
+        """The lab's hook after pod ``key`` was added or removed: writes that pod (and a new
+        namespace) only, so a lab of thousands of pods is not rebuilt per CNI ADD/DEL."""
+        from harness.model.cluster import Namespace
+
+        c = self.lab.cluster
+        pods, nss = BY_KIND["Pod"], BY_KIND["Namespace"]
+        ns_name, name = key.split("/", 1)
+        with self._lock:
+            pod = c.pods.get(key)
+            mine = self._mine.setdefault("pods", set())
+            if pod is None:
+                if (ns_name, name) in mine:
+                    mine.discard((ns_name, name))
+                    try:
+                        self.store.delete(pods, ns_name, name)
+                    except ApiError:
+                        pass  # an API client deleted it already
+                return
+            if ("", pod.namespace) not in self._mine.setdefault("namespaces", set()):
+                self.store.apply(nss, namespace_object(c.namespaces.get(pod.namespace) or Namespace(pod.namespace)))
+                self._mine["namespaces"].add(("", pod.namespace))
+            self.store.apply(pods, pod_object(pod, c.nodes.get(pod.node), running=pod.ip is not None,
+                                              started_ns=self._started(key)))
+            mine.add((pod.namespace, pod.name))
 
 
 class LabApi:
