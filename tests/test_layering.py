@@ -20,8 +20,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("harness.analysis", ("harness.errors", "harness.model", "harness.oracle", "harness.outcome",
                           "harness.analysis")),  # pure
     # the lab realizes the model in the kernel; it knows no scenario, engine or controller
+    # (the API server is the lab's control plane: `up --api` starts it)
     ("harness.lab", ("harness.argtypes", "harness.errors", "harness.kernel", "harness.model", "harness.outcome",
-                     "harness.lab")),
+                     "harness.lab", "harness.cluster.apiserver")),
     # the report is pure: the scenarios' declarations and the engines' default configuration only
     ("harness.report", ("harness.analysis", "harness.engines.config", "harness.errors", "harness.outcome",
                         "harness.scenarios.declaration", "harness.report")),
