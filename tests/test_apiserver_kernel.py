@@ -457,3 +457,47 @@ def test_up_api_prints_the_address_and_sigkill_then_gc_leaves_nothing(tmp_path: 
     assert not netns.list_names(f"nph-{run_id}-")  # the server's namespace, and with it its socket, is gone
     host_port = url.removeprefix("http://")
     assert host_port not in subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
+
+
+def _get(host: str, port: int, path: str) -> tuple[int, str, bytes, float]:
+    """GET from the calling thread's namespace: status, content type, body, seconds taken."""
+    t0 = time.monotonic()
+    c = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.getheader("Content-Type") or "", r.read(), time.monotonic() - t0
+    finally:
+        c.close()
+
+
+def test_discovery_bookmarks_and_timeout_seconds(served: tuple[Lab, LabApi]) -> None:
+    lab, api = served
+    host, port = api.server.address
+
+    def probe() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for path in ("/api", "/api/v1", "/apis", "/apis/networking.k8s.io/v1", "/apis/discovery.k8s.io/v1",
+                     "/version", "/healthz", "/readyz"):
+            code, ctype, body, _ = _get(host, port, path)
+            out[path] = (code, json.loads(body) if ctype.startswith("application/json") else body.decode())
+        code, _, body, _ = _get(host, port, "/api/v1/pods?limit=500")
+        rv = int(json.loads(body)["metadata"]["resourceVersion"])
+        # bookmark_interval is 0.5 s in this module's server: a 2 s watch gets bookmarks, then ends
+        code, _, body, took = _get(host, port, f"/api/v1/pods?watch=1&allowWatchBookmarks=true&timeoutSeconds=2"
+                                               f"&resourceVersion={rv}&labelSelector=app%3Dnone")
+        out["watch"] = (code, [json.loads(ln) for ln in body.decode().splitlines() if ln.strip()], took, rv)
+        return out
+
+    out = netns.call_in(_node_ns(lab), probe)
+    assert out["/api"][1]["kind"] == "APIVersions" and out["/api"][1]["versions"] == ["v1"]
+    assert {r["name"] for r in out["/api/v1"][1]["resources"]} == {"namespaces", "nodes", "pods", "services"}
+    groups = {g["name"] for g in out["/apis"][1]["groups"]}
+    assert groups == {"networking.k8s.io", "discovery.k8s.io"}
+    assert [r["kind"] for r in out["/apis/networking.k8s.io/v1"][1]["resources"]] == ["NetworkPolicy"]
+    assert [r["kind"] for r in out["/apis/discovery.k8s.io/v1"][1]["resources"]] == ["EndpointSlice"]
+    assert out["/version"][1]["major"] == "1" and out["/healthz"] == (200, "ok") and out["/readyz"] == (200, "ok")
+    code, events, took, rv = out["watch"]
+    assert code == 200 and 1.5 <= took < 5, took  # the server ended the watch at timeoutSeconds
+    assert events and all(e["type"] == "BOOKMARK" for e in events), events  # the selector matches no pod
+    assert all(int(e["object"]["metadata"]["resourceVersion"]) >= rv for e in events)
