@@ -28,6 +28,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import socketserver
 import threading
 import time
 import urllib.parse
@@ -106,8 +107,9 @@ class ApiHTTPServer(ThreadingHTTPServer):
     block_on_close = True
 
     def __init__(self, sock: socket.socket, store: Store, *, bookmark_interval: float = 5.0):
-        super().__init__(sock.getsockname()[:2], Handler, bind_and_activate=False)
-        self.socket.close()
+        # BaseServer, not TCPServer.__init__: that would make a socket of its own in the calling
+        # thread's (the root) namespace; the listening socket comes bound from the lab's.
+        socketserver.BaseServer.__init__(self, sock.getsockname()[:2], Handler)
         self.socket = sock
         self.server_address = sock.getsockname()[:2]
         self.store = store
@@ -115,7 +117,6 @@ class ApiHTTPServer(ThreadingHTTPServer):
         self.stopping = threading.Event()
         self.conns: set[socket.socket] = set()
         self.conns_lock = threading.Lock()
-        self.requests: deque[tuple[str, str]] = deque(maxlen=10000)  # (verb, path?query), the latest
         # The last requests (verb, path with query): what tests and a debugging user look at to see
         # how a client listed and watched (e.g. that client-go relisted after a 410).
         self.recent: deque[tuple[str, str]] = deque(maxlen=512)
@@ -207,7 +208,6 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch("OPTIONS")
 
     def _dispatch(self, verb: str) -> None:
-        self.server.requests.append((verb, self.path))
         self.server.recent.append((verb, self.path))
         try:
             url = urllib.parse.urlsplit(self.path)
