@@ -114,3 +114,44 @@ def test_up_api_refuses_keep() -> None:
     assert r.returncode != 0 and "--api cannot be combined with --keep" in r.stderr, (r.stdout, r.stderr)
     assert "Traceback" not in r.stderr
 
+
+
+def test_the_client_writer_publishes_the_lab_to_an_api_server(lab: Any) -> None:
+    """``apiserver_client.publish`` writes the lab through the official client to an empty API
+    server (here a second one of ours; the same calls target a real kube-apiserver): every object
+    arrives, Pod and Node status through the status subresource, a second run replaces."""
+    pytest.importorskip("kubernetes", reason="the kubernetes client is not installed")
+    from kubernetes import client
+
+    from harness.cluster.apiserver import ApiServer, Publisher, _listen_here, underlay_address
+    from harness.cluster.apiserver_client import delete_object, publish
+    from harness.cluster.apiserver_store import Store
+
+    ip = str(underlay_address(lab.cluster))
+    sock = netns.call_in(lab.underlay_netns, _listen_here, ip, 8081, lab.cluster.underlay_cidr.prefixlen, True)
+    target = Store()
+    with ApiServer(target, sock).start() as server:
+        desired = Publisher(lab, Store(), ip, 8081).desired()
+
+        def go() -> tuple[int, int, bool, bool]:
+            cfg = client.Configuration()
+            cfg.host = server.url
+            with client.ApiClient(cfg) as ac:
+                first = publish(ac, desired)
+                second = publish(ac, desired)  # everything exists: replaced, not refused
+                pod = next(o for _, o in desired if o["kind"] == "Pod")
+                m = pod["metadata"]
+                return first, second, delete_object(ac, "Pod", m["namespace"], m["name"]), \
+                    delete_object(ac, "Pod", m["namespace"], m["name"])
+
+        first, second, deleted, again = netns.call_in(_node_ns(lab), go)
+    assert first == second == len(desired) and (deleted, again) == (True, False)
+    pods = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in target.list(BY_KIND["Pod"], None)[0]}
+    assert len(pods) == len(lab.cluster.pods) - 1
+    for p in lab.cluster.pods.values():
+        if (p.namespace, p.name) in pods:
+            st = pods[(p.namespace, p.name)]["status"]
+            assert st["phase"] == "Running" and st["podIP"] == str(p.ip), st
+    nodes = target.list(BY_KIND["Node"], None)[0]
+    assert sorted(n["metadata"]["name"] for n in nodes) == sorted(lab.cluster.nodes)
+    assert all(n["status"]["addresses"] for n in nodes)

@@ -221,7 +221,16 @@ class Handler(BaseHTTPRequestHandler):
             if verb == "OPTIONS":
                 raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
                                                         "resource")
-            res, namespace, name, watch_prefix = _parse_path(url.path)
+            try:
+                res, namespace, name, watch_prefix = _parse_path(url.path)
+            except ApiError:
+                if not url.path.rstrip("/").endswith("/status"):
+                    raise
+                res, namespace, name, watch_prefix = _parse_path(url.path.rstrip("/")[:-len("/status")])
+                if name is None or watch_prefix:
+                    raise
+                self._status(verb, res, namespace, name, body)
+                return
             self._resource(verb, res, namespace, name, q, body, watch_prefix)
         except ApiError as e:
             self._json(e.code, e.status())
@@ -343,6 +352,27 @@ class Handler(BaseHTTPRequestHandler):
         else:
             raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
                                                     "resource")
+
+    def _status(self, verb: str, res: Resource, namespace: str | None, name: str, body: bytes) -> None:
+        """The ``status`` subresource (what a kubelet or a node controller writes): GET the object,
+        PUT/PATCH change its status only (apiserver pkg/registry/core/pod/strategy.go:
+        podStatusStrategy.PrepareForUpdate keeps the spec)."""
+        store = self.server.store
+        cur = store.get(res, namespace, name)
+        if verb == "GET":
+            self._json(200, cur)
+            return
+        if verb not in ("PUT", "PATCH"):
+            raise ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested "
+                                                    "resource")
+        new_obj = self._decode(body)
+        if not isinstance(new_obj, dict):
+            raise ApiError(400, "BadRequest", "the body of the request was not a JSON object")
+        status = merge_patch(cur.get("status"), new_obj.get("status")) if verb == "PATCH" else new_obj.get("status")
+        meta = dict(cur["metadata"])
+        want = (new_obj.get("metadata") or {}).get("resourceVersion") if verb == "PUT" else None
+        meta["resourceVersion"] = want
+        self._json(200, store.update(res, {**cur, "metadata": meta, "status": status or {}}, namespace, name=name))
 
     @staticmethod
     def _selector(res: Resource, q: dict[str, str]) -> Selector:
