@@ -1,0 +1,81 @@
+"""Pure orchestration of one kernel boot: kernel specs, the ``vng`` argv, boot outcome (no I/O)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.errors import ConfigError, HarnessError
+
+# Debian's generic flavour only: -cloud kernels lack 9p, which the guest's root filesystem needs.
+DEB_RE = re.compile(r"^linux-image-(?P<version>\d+\.\d+\.\d+-\d+-amd64)-unsigned$")
+SHORT_RE = re.compile(r"^\d+\.\d+\.\d+-\d+$")  # 6.1.0-47 -> linux-image-6.1.0-47-amd64-unsigned
+GUEST_MODULES = ("ip_set", "ip_set_hash_ip", "ip_set_hash_net", "ip_set_hash_ipport", "ip_set_list_set",
+                 "nf_tables", "nft_compat", "ip_tables", "iptable_filter", "xt_set", "xt_comment",
+                 "xt_conntrack", "nf_conntrack", "br_netfilter", "veth", "bridge")
+PANIC = "Kernel panic - not syncing"
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """One kernel of the matrix: ``host`` (the running kernel, no VM), a Debian package, or a
+    ``vmlinuz`` path the user gives (its modules beside it under ``lib/modules``)."""
+
+    name: str
+    kind: str  # host | deb | path
+    package: str = ""
+    path: str = ""
+
+    @property
+    def release(self) -> str:
+        """The kernel release for a Debian package (``6.1.0-47-amd64``), else ''."""
+        m = DEB_RE.match(self.package)
+        return m.group("version") if m else ""
+
+
+def parse_kernel(text: str) -> KernelSpec:
+    """``host``, ``6.1.0-47``, ``linux-image-6.1.0-47-amd64-unsigned`` or a path; ConfigError if none."""
+    t = text.strip()
+    if t == "host":
+        return KernelSpec("host", "host")
+    if SHORT_RE.match(t):
+        t = f"linux-image-{t}-amd64-unsigned"
+    if DEB_RE.match(t):
+        return KernelSpec(DEB_RE.match(t).group("version"), "deb", package=t)
+    if "/" in t or t.startswith("vmlinuz"):
+        return KernelSpec(Path(t).name, "path", path=t)
+    raise ConfigError(None, "--kernel", f"{text!r} is not host, a Debian linux-image-X-amd64-unsigned package "
+                                        "(or its short form 6.1.0-47) or a vmlinuz path")
+
+
+def vng_argv(vng: str, kernel: str, rwdir: str, command: str, *, kvm: bool, cpus: int = 1,
+             memory: str = "1G") -> list[str]:
+    """The ``vng`` command line booting ``kernel`` over the host's root (read-only, overlays on
+    /tmp, /var, ...) with ``rwdir`` shared read-write, running ``command`` in the guest, under
+    ``nice -n 10`` (the machine is shared)."""
+    if cpus < 1:
+        raise ConfigError(None, "--cpus", "must be 1 or more")
+    argv = ["nice", "-n", "10", vng, "--run", kernel, "--force-9p", "--cpus", str(cpus), "--memory", memory,
+            "--rwdir", rwdir, "--verbose"]
+    if not kvm:
+        argv.append("--disable-kvm")
+    return [*argv, "--exec", command]
+
+
+def guest_prelude(modules: tuple[str, ...] = GUEST_MODULES) -> str:
+    """Shell that loads the netfilter modules the suites need (ipset does not autoload ip_set)."""
+    return " ".join(f"modprobe -q {shlex.quote(m)} 2>/dev/null;" for m in modules)
+
+
+def boot_outcome(kernel: str, log: str, timed_out: bool, timeout_s: float, result_present: bool) -> None:
+    """Raise the one-line HarnessError a failed boot deserves; return if the guest finished."""
+    if PANIC in log:
+        line = next(ln for ln in log.splitlines() if PANIC in ln)
+        raise HarnessError(f"kernel {kernel}: guest panic: {line.split(PANIC, 1)[1].strip(' :') or 'no reason'}")
+    if timed_out:
+        raise HarnessError(f"kernel {kernel}: boot/run timeout after {timeout_s:g} s (qemu killed)")
+    if not result_present:
+        last = next((ln.strip() for ln in reversed(log.splitlines()) if ln.strip()), "no console output")
+        raise HarnessError(f"kernel {kernel}: guest wrote no result; last console line: {last}")
