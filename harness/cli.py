@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "harness.probe.commands",  # calibrate, bench probe
     "harness.suite",  # suite (the main job)
     "harness.report.commands",  # report
+    "harness.bench.kernels.commands",  # kernels run|table|compare|fetch|gc
 )
 
 

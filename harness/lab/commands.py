@@ -213,6 +213,11 @@ def cmd_gc(args: argparse.Namespace) -> int:
     d = docker_gc()  # private engines of dead runs and containers/images of removed runs
     if d["engines"] or d["containers"]:
         print(f"removed docker: {len(d['engines'])} private engine(s), {len(d['containers'])} container(s)/image(s)")
+    from harness.bench.kernels.runs import gc as kernels_gc
+
+    qemus, kruns = kernels_gc()  # qemu and scratch directories of dead `kernels run`s
+    if qemus or kruns:
+        print(f"removed {kruns} dead kernel-matrix run(s), killed {qemus} qemu process(es)")
     return 0
 
 
