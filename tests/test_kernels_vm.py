@@ -65,3 +65,22 @@ def test_run_boot_finished(tmp_path):
     from harness.bench.kernels.runner import run_boot
 
     assert run_boot(["sh", "-c", "echo done"], tmp_path / "c.log", 10) == (False, "done\n")
+
+
+def test_early_exception_is_a_panic_and_stops_the_wait(tmp_path):
+    import time
+
+    from harness.bench.kernels.runner import run_boot
+
+    log = "[ 0.10] kernel BUG at lib/string_helpers.c:1027!\nPANIC: early exception 0x06 IP 10:ff\n"
+    with pytest.raises(HarnessError, match=r"^kernel k: guest panic: kernel BUG at lib/string_helpers.c:1027!$"):
+        boot_outcome("k", log, False, 60, False)
+    t0 = time.monotonic()
+    # a guest that spins after its panic: run_boot returns at the panic, long before the timeout
+    timed_out, out = run_boot(["sh", "-c", f"printf '{log}'; sleep 60"], tmp_path / "c.log", 30)
+    assert not timed_out and "early exception" in out and time.monotonic() - t0 < 10
+
+
+def test_long_guest_command_is_refused():
+    with pytest.raises(ConfigError, match="^--exec: guest command is 1100 characters"):
+        vng_argv("vng", "/k", "/rw", "x" * 1100, kvm=False)

@@ -98,7 +98,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                 else:
                     rw = scratch / s.name
                     rw.mkdir()
-                    script = matrix.guest_script(steps, nph, str(REPO), str(rw), guest_prelude())
+                    # the script goes through the shared dir, not the kernel command line (2048 bytes)
+                    (rw / "guest.sh").write_text(matrix.guest_script(steps, nph, str(REPO), str(rw),
+                                                                     guest_prelude()) + "\n")
+                    script = f"sh {rw}/guest.sh"
                     timed_out, log = run_boot(vng_argv(str(_vng()), str(images[s.name]), str(rw), script,
                                                        kvm=kmode == "kvm", cpus=args.cpus),
                                               rw / "console.log", args.timeout)

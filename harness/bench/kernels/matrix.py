@@ -82,7 +82,7 @@ class KernelResult:
 
     @property
     def label(self) -> str:
-        return f"{self.release or self.name} ({self.mode}, {self.cpus} vCPU)"
+        return f"{self.release or self.name} ({self.mode}, {self.cpus} {'CPU' if self.mode == 'host' else 'vCPU'})"
 
 
 def verdict(rc_text: str | None, out_text: str) -> str:

@@ -16,6 +16,11 @@ GUEST_MODULES = ("ip_set", "ip_set_hash_ip", "ip_set_hash_net", "ip_set_hash_ipp
                  "nf_tables", "nft_compat", "ip_tables", "iptable_filter", "xt_set", "xt_comment",
                  "xt_conntrack", "nf_conntrack", "br_netfilter", "veth", "bridge")
 PANIC = "Kernel panic - not syncing"
+# An oops before the console is up ends in "PANIC: early exception" and the guest spins, never
+# reaching "Kernel panic": seen with a kernel command line over COMMAND_LINE_SIZE (2048 on x86),
+# which fortify_panic()s in start_kernel (lib/string_helpers.c) - hence the guest script in a file.
+PANICS = (PANIC, "PANIC: early exception", "kernel BUG at")
+CMDLINE_MAX = 2048
 
 
 @dataclass(frozen=True)
@@ -55,6 +60,8 @@ def vng_argv(vng: str, kernel: str, rwdir: str, command: str, *, kvm: bool, cpus
     """The ``vng`` command line booting ``kernel`` over the host's root (read-only, overlays on
     /tmp, /var, ...) with ``rwdir`` shared read-write, running ``command`` in the guest, under
     ``nice -n 10`` (the machine is shared)."""
+    if len(command) > CMDLINE_MAX // 2:  # vng puts it on the kernel command line with its own options
+        raise ConfigError(None, "--exec", f"guest command is {len(command)} characters: write it to a script file")
     if cpus < 1:
         raise ConfigError(None, "--cpus", "must be 1 or more")
     argv = ["nice", "-n", "10", vng, "--run", kernel, "--force-9p", "--cpus", str(cpus), "--memory", memory,
@@ -69,11 +76,22 @@ def guest_prelude(modules: tuple[str, ...] = GUEST_MODULES) -> str:
     return " ".join(f"modprobe -q {shlex.quote(m)} 2>/dev/null;" for m in modules)
 
 
+def panic_line(log: str) -> str:
+    """The reason of the first panic on a console log (``VFS: Unable to mount root fs``,
+    ``kernel BUG at lib/string_helpers.c:1027!``), '' if none."""
+    for ln in log.splitlines():
+        for marker in PANICS:
+            if marker in ln:
+                rest = ln.split(marker, 1)[1].strip(" :")
+                return (rest if marker == PANIC else f"{marker} {rest}".strip()) or "no reason"
+    return ""
+
+
 def boot_outcome(kernel: str, log: str, timed_out: bool, timeout_s: float, result_present: bool) -> None:
     """Raise the one-line HarnessError a failed boot deserves; return if the guest finished."""
-    if PANIC in log:
-        line = next(ln for ln in log.splitlines() if PANIC in ln)
-        raise HarnessError(f"kernel {kernel}: guest panic: {line.split(PANIC, 1)[1].strip(' :') or 'no reason'}")
+    line = panic_line(log)
+    if line:
+        raise HarnessError(f"kernel {kernel}: guest panic: {line}")
     if timed_out:
         raise HarnessError(f"kernel {kernel}: boot/run timeout after {timeout_s:g} s (qemu killed)")
     if not result_present:
