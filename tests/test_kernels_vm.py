@@ -25,6 +25,8 @@ def test_vng_argv_tcg_and_kvm():
     assert tcg[tcg.index("--cpus") + 1] == "2" and tcg[tcg.index("--rwdir") + 1] == "/rw"
     assert tcg[-2:] == ["--exec", "true"] and tcg[tcg.index("--run") + 1] == "/k/vmlinuz"
     assert "--disable-kvm" not in vng_argv("vng", "/k/vmlinuz", "/rw", "true", kvm=True)
+    m = vng_argv("vng", "/k/vmlinuz", "/rw", "true", kvm=False, modules="/k/lib/modules/6.1.0-47-amd64")
+    assert m[m.index("--rodir") + 1] == "/k/lib/modules/6.1.0-47-amd64"
     with pytest.raises(ConfigError, match="--cpus"):
         vng_argv("vng", "/k", "/rw", "true", kvm=False, cpus=0)
 

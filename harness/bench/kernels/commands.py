@@ -102,8 +102,11 @@ def cmd_run(args: argparse.Namespace) -> int:
                     (rw / "guest.sh").write_text(matrix.guest_script(steps, nph, str(REPO), str(rw),
                                                                      guest_prelude()) + "\n")
                     script = f"sh {rw}/guest.sh"
-                    timed_out, log = run_boot(vng_argv(str(_vng()), str(images[s.name]), str(rw), script,
-                                                       kvm=kmode == "kvm", cpus=args.cpus),
+                    img = images[s.name]
+                    mods = img.parents[1] / "lib" / "modules" / img.name.removeprefix("vmlinuz-")
+                    timed_out, log = run_boot(vng_argv(str(_vng()), str(img), str(rw), script,
+                                                       kvm=kmode == "kvm", cpus=args.cpus,
+                                                       modules=str(mods) if mods.is_dir() else ""),
                                               rw / "console.log", args.timeout)
                     for f in rw.iterdir():
                         shutil.copy2(f, kdir / f.name)

@@ -56,16 +56,20 @@ def parse_kernel(text: str) -> KernelSpec:
 
 
 def vng_argv(vng: str, kernel: str, rwdir: str, command: str, *, kvm: bool, cpus: int = 1,
-             memory: str = "1G") -> list[str]:
+             memory: str = "1G", modules: str = "") -> list[str]:
     """The ``vng`` command line booting ``kernel`` over the host's root (read-only, overlays on
     /tmp, /var, ...) with ``rwdir`` shared read-write, running ``command`` in the guest, under
-    ``nice -n 10`` (the machine is shared)."""
+    ``nice -n 10`` (the machine is shared). ``modules`` (the kernel's ``lib/modules/RELEASE``) is
+    shared read-only: virtme links /lib/modules/RELEASE to it, but the guest's tmpfs overlay on
+    /var hides the host's /var/cache, where the cache is, so without it no module loads."""
     if len(command) > CMDLINE_MAX // 2:  # vng puts it on the kernel command line with its own options
         raise ConfigError(None, "--exec", f"guest command is {len(command)} characters: write it to a script file")
     if cpus < 1:
         raise ConfigError(None, "--cpus", "must be 1 or more")
     argv = ["nice", "-n", "10", vng, "--run", kernel, "--force-9p", "--cpus", str(cpus), "--memory", memory,
             "--rwdir", rwdir, "--verbose"]
+    if modules:
+        argv += ["--rodir", modules]
     if not kvm:
         argv.append("--disable-kvm")
     return [*argv, "--exec", command]
