@@ -43,14 +43,14 @@ def fetch(spec: KernelSpec, cache: Path = CACHE) -> Path:
     if target.is_file():
         return target
     dl = _cache_dir(cache) / "dl"
+    # 0700 all the way: _apt cannot write here, so apt downloads unsandboxed as root (its warning
+    # is expected); the cache never becomes writable by anyone else.
     dl.mkdir(exist_ok=True, mode=0o700)
-    os.chmod(dl, 0o755)  # apt-get download drops to user _apt, which must write here
     print(f"kernels: downloading {spec.package} into {dl}", file=sys.stderr, flush=True)
     p = subprocess.run(["apt-get", "download", spec.package], cwd=dl, capture_output=True, text=True)
     if p.returncode != 0:
         last = (p.stderr.strip().splitlines() or ["apt-get download failed"])[-1]
         raise HarnessError(f"kernel {spec.name}: package {spec.package} not found in the apt index: {last}")
-    os.chmod(dl, 0o700)
     deb = sorted(dl.glob(f"{spec.package}_*.deb"))[-1]
     root = target.parents[1]
     tmp = root.with_name(root.name + ".part")
@@ -61,9 +61,15 @@ def fetch(spec: KernelSpec, cache: Path = CACHE) -> Path:
     return target
 
 
+def _installed(pkg: str) -> bool:
+    """dpkg says ``pkg`` is installed (busybox on PATH may be the dynamic one virtme cannot use)."""
+    p = subprocess.run(["dpkg-query", "-W", "-f=${Status}", pkg], capture_output=True, text=True)
+    return p.returncode == 0 and p.stdout.endswith("installed")
+
+
 def ensure_tools(vng: Path) -> None:
     """Install qemu-system-x86 and busybox-static (apt) and virtme-ng (pip, into this venv) if missing."""
-    missing = [pkg for tool, pkg in APT_PACKAGES.items() if not shutil.which(tool)]
+    missing = [pkg for tool, pkg in APT_PACKAGES.items() if not _installed(pkg) or not shutil.which(tool)]
     if missing:
         print(f"kernels: installing {' '.join(missing)} (first use)", file=sys.stderr, flush=True)
         if subprocess.run(["apt-get", "install", "-y", "-q", *missing], capture_output=True).returncode:
