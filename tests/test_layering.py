@@ -20,9 +20,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("harness.analysis", ("harness.errors", "harness.model", "harness.oracle", "harness.outcome",
                           "harness.analysis")),  # pure
     # the lab realizes the model in the kernel; it knows no scenario, engine or controller
-    # (the API server is the lab's control plane: `up --api` starts it)
+    # (the API server is the lab's control plane: `up --api` starts it; `gc` also sweeps dead
+    # kernel-matrix VM runs through their own gc function)
     ("harness.lab", ("harness.argtypes", "harness.errors", "harness.kernel", "harness.model", "harness.outcome",
-                     "harness.lab", "harness.cluster.apiserver")),
+                     "harness.lab", "harness.cluster.apiserver", "harness.bench.kernels.runs")),
     # the report is pure: the scenarios' declarations and the engines' default configuration only
     ("harness.report", ("harness.analysis", "harness.engines.config", "harness.errors", "harness.outcome",
                         "harness.scenarios.declaration", "harness.report")),
