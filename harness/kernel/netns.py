@@ -163,7 +163,16 @@ def create_many(names: Sequence[str], setup: Callable[[str], None] | None = None
 
     t = threading.Thread(target=guarded, name="netns:create")
     t.start()
-    t.join()
+    # A signal (KeyboardInterrupt in the main thread) must not return before the worker is
+    # done: a namespace it created after we returned would escape the caller's teardown.
+    interrupted: BaseException | None = None
+    while t.is_alive():
+        try:
+            t.join()
+        except BaseException as e:
+            interrupted = interrupted or e
+    if interrupted is not None:
+        raise interrupted
     if err:
         raise err[0]
 
