@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.model.cluster import NAMESPACE_NAME_LABEL, Namespace, Node, Pod
-from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
+from harness.model.netpol import policy_to_manifest
+from harness.model.policy import NetworkPolicy
 
 
 @dataclass(frozen=True)
@@ -124,59 +125,12 @@ def pod_object(pod: Pod, node: Node | None, *, running: bool, started_ns: int | 
             "status": status}
 
 
-def _selector(sel: LabelSelector) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if sel.match_labels:
-        out["matchLabels"] = dict(sel.match_labels)
-    if sel.match_expressions:
-        out["matchExpressions"] = [{"key": r.key, "operator": r.operator,
-                                    **({"values": list(r.values)} if r.values else {})}
-                                   for r in sel.match_expressions]
-    return out
-
-
-def _peer(p: PolicyPeer) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if p.pod_selector is not None:
-        out["podSelector"] = _selector(p.pod_selector)
-    if p.namespace_selector is not None:
-        out["namespaceSelector"] = _selector(p.namespace_selector)
-    if p.ip_block is not None:
-        out["ipBlock"] = {"cidr": str(p.ip_block.cidr)}
-        if p.ip_block.except_:
-            out["ipBlock"]["except"] = [str(e) for e in p.ip_block.except_]
-    return out
-
-
-def _port(p: PolicyPort) -> dict[str, Any]:
-    out: dict[str, Any] = {"protocol": p.protocol}
-    if p.port is not None:
-        out["port"] = p.port
-    if p.end_port is not None:
-        out["endPort"] = p.end_port
-    return out
-
-
-def _rule(r: PolicyRule, peers_key: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if r.peers:
-        out[peers_key] = [_peer(p) for p in r.peers]
-    if r.ports:
-        out["ports"] = [_port(p) for p in r.ports]
-    return out
-
-
 def network_policy_object(policy: NetworkPolicy) -> dict[str, Any]:
-    """A networking.k8s.io/v1 NetworkPolicy equal in meaning to the model's."""
-    spec: dict[str, Any] = {"podSelector": _selector(policy.pod_selector), "policyTypes": list(policy.policy_types)}
-    # Rules of a direction policyTypes leaves out are kept, as the API server stores them
-    # (ignored by enforcement); policyTypes carries what an empty list would mean.
-    if policy.ingress:
-        spec["ingress"] = [_rule(r, "from") for r in policy.ingress]
-    if policy.egress:
-        spec["egress"] = [_rule(r, "to") for r in policy.egress]
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": _meta(policy.name, policy.namespace), "spec": spec}
+    """A networking.k8s.io/v1 NetworkPolicy equal in meaning to the model's. Rules of a direction
+    policyTypes leaves out are kept, as the API server stores them (ignored by enforcement)."""
+    obj = policy_to_manifest(policy)
+    obj["metadata"] = _meta(policy.name, policy.namespace)
+    return obj
 
 
 def kubernetes_service_objects(host: str, port: int, cluster_ip: str = "10.96.0.1") -> list[tuple[str, dict]]:

@@ -247,3 +247,60 @@ def _parse_port(raw: Any, source: str | None, path: str) -> PolicyPort:
 
 __all__ = ["API_VERSION", "KIND", "PROTOCOLS", "POLICY_TYPES", "parse_network_policy", "parse_selector",
            "port_name_problem"]
+
+
+# The inverse of parse_network_policy: the model back as a manifest (the external engine's
+# snapshot and events, the served Kubernetes API).
+def _selector(sel: LabelSelector) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if sel.match_labels:
+        out["matchLabels"] = dict(sel.match_labels)
+    if sel.match_expressions:
+        out["matchExpressions"] = [
+            {"key": r.key, "operator": r.operator, **({"values": list(r.values)} if r.values else {})}
+            for r in sel.match_expressions]
+    return out
+
+
+def _peer(peer: PolicyPeer) -> dict[str, Any]:
+    if peer.ip_block is not None:
+        block: dict[str, Any] = {"cidr": str(peer.ip_block.cidr)}
+        if peer.ip_block.except_:
+            block["except"] = [str(e) for e in peer.ip_block.except_]
+        return {"ipBlock": block}
+    out: dict[str, Any] = {}
+    if peer.pod_selector is not None:
+        out["podSelector"] = _selector(peer.pod_selector)
+    if peer.namespace_selector is not None:
+        out["namespaceSelector"] = _selector(peer.namespace_selector)
+    return out
+
+
+def _port(port: PolicyPort) -> dict[str, Any]:
+    out: dict[str, Any] = {"protocol": port.protocol}
+    if port.port is not None:
+        out["port"] = port.port
+    if port.end_port is not None:
+        out["endPort"] = port.end_port
+    return out
+
+
+def _rule(rule: PolicyRule, peers_key: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if rule.peers:
+        out[peers_key] = [_peer(p) for p in rule.peers]
+    if rule.ports:
+        out["ports"] = [_port(p) for p in rule.ports]
+    return out
+
+
+def policy_to_manifest(policy: NetworkPolicy) -> dict[str, Any]:
+    """The policy as a ``networking.k8s.io/v1`` NetworkPolicy manifest (parses back equal)."""
+    spec: dict[str, Any] = {"podSelector": _selector(policy.pod_selector),
+                            "policyTypes": list(policy.policy_types)}
+    if policy.ingress:
+        spec["ingress"] = [_rule(r, "from") for r in policy.ingress]
+    if policy.egress:
+        spec["egress"] = [_rule(r, "to") for r in policy.egress]
+    return {"apiVersion": API_VERSION, "kind": KIND,
+            "metadata": {"name": policy.name, "namespace": policy.namespace}, "spec": spec}
