@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "harness.suite",  # suite (the main job)
     "harness.report.commands",  # report
     "harness.bench.kernels.commands",  # kernels run|table|compare|fetch|gc
+    "harness.cluster.ipvs_proxy.commands",  # bench ipvs
 )
 
 

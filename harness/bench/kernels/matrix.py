@@ -39,6 +39,8 @@ SUITES: dict[str, tuple[Step, ...]] = {
 }
 SUITES["datapath"] = (Step("datapath", "bench", ("bench", "datapath", "--smoke", "--repeat", "2")),)
 SUITES["default"] = SUITES["canaries"] + SUITES["conformance"]
+# kube-router's IPVS service proxy (harness/cluster/ipvs_proxy): needs CONFIG_IP_VS, which the host may lack
+SUITES["ipvs"] = (Step("ipvs", "bench", ("bench", "ipvs", "--smoke", "--repeat", "2")),)
 
 PASSED_RE = re.compile(r"^(\d+)/(\d+) cases passed", re.M)
 
