@@ -29,6 +29,16 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                         "harness.scenarios.declaration", "harness.report")),
     ("harness.engines.config", ("harness.errors", "harness.engines.registry")),  # pure data
     ("harness.engines.registry", ("harness.errors", "harness.engines")),
+    # kube-router's IPVS proxy: planner, sync and ipvsadm text pure; the applier uses only the kernel door;
+    # the experiment builds a lab and writes a bench baseline
+    ("harness.cluster.ipvs_proxy.plan", ("harness.errors",)),
+    ("harness.cluster.ipvs_proxy.sync", ("harness.errors", "harness.cluster.ipvs_proxy.plan")),
+    ("harness.cluster.ipvs_proxy.ipvsadm", ("harness.errors", "harness.cluster.ipvs_proxy.plan",
+                                            "harness.cluster.ipvs_proxy.sync")),
+    ("harness.cluster.ipvs_proxy.apply", ("harness.errors", "harness.kernel", "harness.cluster.ipvs_proxy")),
+    ("harness.cluster.ipvs_proxy", ("harness.errors", "harness.kernel", "harness.lab", "harness.model",
+                                    "harness.bench.baseline", "harness.bench.common", "harness.bench.commands",
+                                    "harness.cluster.ipvs_proxy")),
 ]
 
 
