@@ -40,6 +40,7 @@ def test_ipvs_suite_in_a_guest(tmp_path, capsys):
     for (_, expire, _), r in by.items():
         if expire == 1:
             assert (r["outcome"], r["errno"]) == ("reset", 104), r
+            assert r["out_rsts"]["node"] >= 1, r  # the node's stack sent it, not the server pod
         else:
             assert r["outcome"] == "timeout", r
     assert data["metrics"]["ipvs.sync_first.n30.per_service_ms"]["median"] > 0

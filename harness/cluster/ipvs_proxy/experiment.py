@@ -171,6 +171,16 @@ def reachability(lab) -> dict:
     return out
 
 
+def tcp_out_rsts(netns_name: str) -> int:
+    """The namespace's TCP OutRsts counter: which stack sent a reset. (/proc/thread-self/net: the
+    calling thread is the one inside the namespace; /proc/net follows the main thread.)"""
+    def read() -> int:
+        with open("/proc/thread-self/net/snmp") as f:
+            rows = [ln.split() for ln in f if ln.startswith("Tcp:")]
+        return int(rows[1][rows[0].index("OutRsts")])
+    return netns.call_in(netns_name, read)
+
+
 def _conn_table(proxy: IpvsProxy) -> str:
     return netns.run(proxy.netns, ["ipvsadm", "-L", "-n", "-c"], check=False).stdout.strip()
 
@@ -197,6 +207,8 @@ def removal(lab, proxy: IpvsProxy, ips: dict[str, str], expire_nodest_conn: int,
         removed_ns = rec.end_ns
         res["sync_ops"] = rec.ops
         s.settimeout(wait_s)
+        where = {"node": proxy.netns, **{k.split("/")[1]: lab.pod_netns(k) for k in SERVERS}}
+        rsts0 = {k: tcp_out_rsts(v) for k, v in where.items()}
         t0 = time.clock_gettime_ns(time.CLOCK_REALTIME)
         try:
             s.sendall(b"after-removal\n")
@@ -210,6 +222,9 @@ def removal(lab, proxy: IpvsProxy, ips: dict[str, str], expire_nodest_conn: int,
         res["ms_send_to_outcome"] = round((t1 - t0) / 1e6, 3)
         res["ms_removal_to_outcome"] = round((t1 - removed_ns) / 1e6, 3)
         res["conn_table_after"] = _conn_table(proxy)
+        # who answered with a reset: the node's own stack (the ClusterIP is local on kube-dummy-if)
+        # or a server pod
+        res["out_rsts"] = {k: tcp_out_rsts(v) - rsts0[k] for k, v in where.items()}
     except OSError as e:
         res.update(outcome="setup-failed", **_error(e))
     finally:
