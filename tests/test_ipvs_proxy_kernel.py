@@ -60,6 +60,9 @@ def test_applier_programs_and_removes_the_node_state(node_lab):
     assert "-j KUBE-ROUTER-SERVICES" in netns.run(node, ["iptables", "-S", "INPUT"]).stdout
     again = proxy.sync([svc])
     assert "add-service" not in again.ops and again.ops["edit-real"] == 2
+    gone = sorted(ips.values())[0]
+    proxy.remove_real(svc, gone, 8080)
+    assert {r.ip for r in proxy.state()[0].reals} == set(ips.values()) - {gone}
     proxy.teardown()
     assert proxy.state() == []
     assert "kube-dummy-if" not in netns.run(node, ["ip", "-o", "link"]).stdout

@@ -53,9 +53,6 @@ TMP_SET_PREFIX = "TMP-"  # kube-router v2.10.0 pkg/utils/ipset.go: tmpIPSetPrefi
 # NSC buildServicesInfo: the schedulers the annotation may choose (moby/ipvs names + "mh")
 SCHEDULERS = ("rr", "lc", "dh", "sh", "mh")
 PROTOCOLS = ("TCP", "UDP", "SCTP")
-# include/uapi/linux/ip_vs.h flag bits, as NSC's ipvs*FlagHex constants copy them
-IP_VS_SVC_F_PERSISTENT = 0x0001
-IP_VS_SVC_F_HASHED = 0x0002  # set by the kernel on every hashed service (ipvsadm -S shows none of it)
 
 # NSC Run: (sysctl path, value) in the order it sets them.
 SYSCTLS: tuple[tuple[str, int], ...] = (
@@ -110,7 +107,8 @@ class ProxyConfig:
     masquerade_all: bool = False  # --masquerade-all (default false)
     permit_all: bool = True  # --ipvs-permit-all (default true)
     random_fully: bool = True  # iptables HasRandomFully(): true for iptables >= 1.6.2
-    sync_period_s: float = 300.0  # --ipvs-sync-period (default 5m)
+    # (the sync loop is not modelled: NSC Run syncs every --ipvs-sync-period, default 5m,
+    # and on requests through syncChan, a channel of capacity 2)
 
 
 @dataclass(frozen=True)
