@@ -28,9 +28,12 @@ What the plan holds, each piece cited to kube-router v2.10.0 ``pkg/controllers/p
   --random-fully`` for all traffic with ``--masquerade-all`` (default false), and always the
   same with ``! -s <podCIDR> ! -d <podCIDR>``.
 
-Changes since v1.3 (v1.3.2 ``network_services_controller.go``, one file then): the same four
-IPVS sysctls and arp_ignore/arp_announce, no rp_filter step, IPv4 only, the same
-KUBE-ROUTER-SERVICES chain and SNAT rules (then with ``nsc.nodeIP``/``nsc.podCidr``).
+Changes since v1.3 (v1.3.2 ``pkg/controllers/proxy/network_services_controller.go``, one file
+then; not rendered here, only noted): the same four IPVS sysctls and arp_ignore/arp_announce, no
+rp_filter step, IPv4 only; the ipsets were named ``kube-router-ipvs-services`` (ip,port) and
+``kube-router-service-ips``; in KUBE-ROUTER-SERVICES the service accept was *inserted* at
+position 1 ahead of the ICMP accepts (whose comments read "... to service IPs"); the same REJECT,
+INPUT jump and SNAT rules (then with ``nsc.nodeIP``/``nsc.podCidr``).
 
 Not modelled (say so, do not pretend): NodePort, ExternalIP/LoadBalancer, DSR, hairpin,
 graceful termination (``--ipvs-graceful-termination`` is off by default), IPv6, the
