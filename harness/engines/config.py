@@ -34,6 +34,8 @@ class EnforcementConfig:
     """What enforces policy on each real node: ``engine`` (a name in ``harness.engines.registry``),
     its release ``profile``, apply ``strategy`` and iptables ``backend`` (nft | legacy),
     ``default_deny`` (refuse local pods not yet programmed: the fail-closed mitigation),
+    ``fail_open`` (kube-network-policies' --fail-open: the queue is bypassed when no verdict
+    loop listens),
     ``reject_with`` (None = a plain REJECT, or ``tcp-reset``) and ``external_cmd`` (argv of the
     program the ``external`` engine runs in every node's namespace).
 
@@ -47,6 +49,7 @@ class EnforcementConfig:
     default_deny: bool = False
     reject_with: str | None = None
     external_cmd: tuple[str, ...] | None = None
+    fail_open: bool = True  # kube-network-policies --fail-open (its default): queue bypass
 
     def enforcement(self) -> EnforcementConfig:
         """Only the enforcement fields (a plain ``EnforcementConfig``), e.g. for a subclass."""
@@ -65,6 +68,8 @@ class EnforcementConfig:
                                "backend": self.backend}
         if self.engine == "external" and self.external_cmd:
             out["external_cmd"] = shlex.join(self.external_cmd)
+        if self.engine == "kube-network-policies":
+            out["fail_open"] = self.fail_open
         return out
 
     def label(self) -> str:

@@ -19,7 +19,7 @@ from harness.engines.config import (
 )
 from harness.engines.registry import ENGINE_NAMES
 
-FLAGS = ("engine", "profile", "strategy", "backend", "external_cmd")
+FLAGS = ("engine", "profile", "strategy", "backend", "external_cmd", "fail_open")
 
 
 def add_arguments(p: Any, *, strategy: bool = True, what: str = "") -> None:
@@ -38,6 +38,9 @@ def add_arguments(p: Any, *, strategy: bool = True, what: str = "") -> None:
     p.add_argument("--external-cmd", metavar="CMD", default=None,
                    help="the program the external engine runs in every node's namespace, e.g. "
                         "\"python3 examples/external_controller.py\" (implies --engine external)")
+    p.add_argument("--fail-open", action=argparse.BooleanOptionalAction, default=None,
+                   help="kube-network-policies: accept new connections when no verdict loop listens "
+                        "(queue bypass; the source's default, on); --no-fail-open drops them")
 
 
 def from_args(args: argparse.Namespace, **overrides: Any) -> EnforcementConfig:
@@ -49,6 +52,8 @@ def from_args(args: argparse.Namespace, **overrides: Any) -> EnforcementConfig:
     fields: dict[str, Any] = {"engine": engine, "profile": getattr(args, "profile", DEFAULT_PROFILE),
                               "strategy": getattr(args, "strategy", DEFAULT_STRATEGY) or DEFAULT_STRATEGY,
                               "backend": getattr(args, "backend", DEFAULT_BACKEND), "external_cmd": cmd}
+    if getattr(args, "fail_open", None) is not None:
+        fields["fail_open"] = bool(args.fail_open)
     fields.update(overrides)
     return EnforcementConfig(**fields)
 

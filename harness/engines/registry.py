@@ -1,6 +1,6 @@
 """Engine names -> engines. The only place outside an engine's own package that names one.
 
-    engine = get_engine(config.engine, source)   # "kube-router" | "external"
+    engine = get_engine(config.engine, source)   # "kube-router" | "external" | "kube-network-policies"
 
 Factories import their package on first use, so importing the registry pulls in no engine.
 """
@@ -25,8 +25,15 @@ def _external() -> Any:
     return ExternalEngine()
 
 
+def _kube_network_policies() -> Any:
+    from harness.engines.kube_network_policies.engine import KubeNetworkPoliciesEngine
+
+    return KubeNetworkPoliciesEngine()
+
+
 DEFAULT_ENGINE = "kube-router"  # the seed's system under test (DESIGN.md)
-FACTORIES: dict[str, Callable[[], Any]] = {DEFAULT_ENGINE: _kube_router, "external": _external}
+FACTORIES: dict[str, Callable[[], Any]] = {DEFAULT_ENGINE: _kube_router, "external": _external,
+                                           "kube-network-policies": _kube_network_policies}
 ENGINE_NAMES = tuple(FACTORIES)
 
 
