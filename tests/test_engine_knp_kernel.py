@@ -1,0 +1,136 @@
+"""kube-network-policies' engine in the kernel (root): the datapath this kernel gets, verdicts
+through the queue within and across nodes, fail-open with the bypass on and off, and that stop
+leaves no table, no bound queue and no iptables rule behind."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import os
+
+import pytest
+
+from harness.controller.timeline import Timeline
+from harness.engines.config import EnforcementConfig
+from harness.engines.kube_network_policies import dataplane
+from harness.engines.kube_network_policies import ruleset as rs
+from harness.engines.kube_network_policies.engine import KubeNetworkPoliciesEngine
+from harness.errors import EnvironmentProblem
+from harness.kernel import netns
+from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
+
+pytestmark = pytest.mark.kernel
+
+MYSQL_FROM_WEB = NetworkPolicy(
+    "db", "mysql-from-web", LabelSelector.of({"app": "mysql"}), ("Ingress",),
+    (PolicyRule((PolicyPeer(namespace_selector=LabelSelector.of({"tier": "frontend"}),
+                            pod_selector=LabelSelector.of({"app": "web"})),), (PolicyPort("TCP", 3306),)),))
+
+
+@pytest.fixture(scope="module")
+def lab():
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    try:
+        dataplane.require_tools()
+    except EnvironmentProblem as e:
+        pytest.skip(str(e))
+    from harness.lab import Lab
+    from harness.model.topology import load_topology
+
+    with Lab(load_topology("default")) as lab:
+        yield lab
+
+
+def _view(lab):
+    view = copy.deepcopy(lab.cluster)
+    view.policies[MYSQL_FROM_WEB.key] = MYSQL_FROM_WEB
+    return view
+
+
+def _start(lab, **cfg):
+    eng = KubeNetworkPoliciesEngine()
+    config = EnforcementConfig(engine="kube-network-policies", **cfg)
+    eng.validate(config)
+    timeline = Timeline()
+    nodes = {n: eng.node(n, lab.node_netns(n), config, timeline) for n in ("node-a", "node-b")}
+    view = _view(lab)
+    for ne in nodes.values():
+        ne.start(view)
+    return nodes
+
+
+def _queues(netns_name: str) -> list[str]:
+    """The bound queues of the namespace (/proc/net/netfilter/nfnetlink_queue, first column)."""
+    def read() -> list[str]:
+        with open("/proc/thread-self/net/netfilter/nfnetlink_queue") as f:
+            return [ln.split()[0] for ln in f if ln.strip()]
+    return netns.call_in(netns_name, read)
+
+
+def _tables(netns_name: str) -> str:
+    return netns.run(netns_name, ["nft", "list", "tables"]).stdout
+
+
+def _kernel_has_nft_queue() -> bool | None:
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            return any(ln.startswith("CONFIG_NFT_QUEUE=") for ln in f)
+    except OSError:
+        return None
+
+
+def test_datapath_matches_the_kernel_config(lab):
+    has = _kernel_has_nft_queue()
+    if has is None:
+        pytest.skip("no /proc/config.gz")
+    got = dataplane.detect_datapath(lab.node_netns("node-a"))
+    assert got is (rs.Datapath.NATIVE if has else rs.Datapath.COMPAT)
+    assert "kube-network-policies-probe" not in _tables(lab.node_netns("node-a"))  # the probe left nothing
+
+
+def test_verdicts_through_the_queue_and_clean_stop(lab):
+    nodes = _start(lab)
+    try:
+        a = lab.node_netns("node-a")
+        assert "inet kube-network-policies" in _tables(a)
+        assert str(rs.DEFAULT_QUEUE_ID) in _queues(a)
+        mysql0 = str(lab.cluster.pods["db/mysql-0"].ip)
+        assert mysql0 in netns.run(a, ["nft", "list", "set", "inet", "kube-network-policies", "podips-v4"]).stdout
+        assert lab.connect("frontend/web-0", "db/mysql-0", 3306) == "connected"  # same node
+        assert lab.connect("frontend/web-1", "db/mysql-0", 3306) == "connected"  # across nodes
+        assert lab.connect("backend/api-0", "db/mysql-0", 3306, timeout=0.5) == "timeout"  # NF_DROP
+        assert lab.connect("backend/api-1", "frontend/web-0", 80) == "connected"  # not selected: not queued
+        stats = nodes["node-a"].loop.stats
+        assert stats.accepted >= 2 and stats.dropped >= 1
+        assert all(c > 0 for c in stats.processing_ns)
+    finally:
+        for ne in nodes.values():
+            ne.stop()
+    for n in ("node-a", "node-b"):
+        ns = lab.node_netns(n)
+        assert "kube-network-policies" not in _tables(ns)
+        assert _queues(ns) == []
+        assert "NFQUEUE" not in netns.run(ns, ["iptables-nft-save", "-t", "mangle"], check=False).stdout
+        assert not nodes[n].errors
+
+
+@pytest.mark.parametrize("fail_open", [True, False])
+def test_fail_open_with_the_bypass_on_and_off(lab, fail_open):
+    """The controller dies, its rules stay: --fail-open (queue bypass) lets every connection of
+    a selected pod through, denied ones too; without it every such connection is dropped."""
+    nodes = _start(lab, fail_open=fail_open)
+    try:
+        assert lab.connect("backend/api-0", "db/mysql-0", 3306, timeout=0.5) == "timeout"
+        for ne in nodes.values():
+            ne.crash()
+        assert _queues(lab.node_netns("node-a")) == []
+        denied = lab.connect("backend/api-0", "db/mysql-0", 3306, timeout=0.5)
+        allowed = lab.connect("frontend/web-0", "db/mysql-0", 3306, timeout=0.5)
+        if fail_open:
+            assert (denied, allowed) == ("connected", "connected")
+        else:
+            assert (denied, allowed) == ("timeout", "timeout")
+    finally:
+        for ne in nodes.values():
+            ne.stop()
