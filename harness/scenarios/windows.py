@@ -307,7 +307,11 @@ class PolicyCreation(_Base):
             "controller_lag_ms": None if programmed is None else (programmed - t0) / 1e6,
             "probe": {"rate": self.config.probe_rate, "counts": flow.counts(),
                       "denied_before": sum(1 for t, o in series if t < t0 and o != Outcome.CONNECTED),
-                      "connected_before": sum(1 for t, o in series if t < t0 and o == Outcome.CONNECTED)},
+                      "connected_before": sum(1 for t, o in series if t < t0 and o == Outcome.CONNECTED),
+                      # how long before t0 the earliest of those was sent (an engine that judges
+                      # a queued packet when it reads it lets one sent just before t0 through)
+                      "connected_before_lead_ms": max(((t0 - t) / 1e6 for t, o in series
+                                                       if t < t0 and o == Outcome.CONNECTED), default=0.0)},
         }
         dev = ctl.delete_policy(pol.key)
         with contextlib.suppress(Exception):
