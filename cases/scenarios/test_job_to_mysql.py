@@ -46,6 +46,7 @@ RETRY_OK = ("first attempts fail, retries always succeed",
 
 # the cluster of the scale configurations; probes and the success poller outlast a sync of ~1 s
 KNP = "kube-network-policies"
+KNP_FULL_RUNS = 10  # the main job's ~2 min budget for this engine's configurations (~2.5 s a run)
 SCALE = {"topology": "scale-100", "synthetic_policies": SCALE_POLICIES, "probe_s": 8.0, "until_success_s": 10.0}
 
 # name, JobConfig fields, expectation; the first three, DOCKER_SMOKE and SCALE_SMOKE also run
@@ -105,7 +106,7 @@ def test_job_to_mysql(job_config, size, scenario_recorder, scenario_progress, re
     t0 = time.monotonic()
     lab = scenario_lab(request, cfg.topology, cfg.synthetic_policies, cfg.seed)
     with JobScenario(lab, cfg, engine=engine) as sc:
-        runs = smoke_runs(cfg) if size == "smoke" else RUNS[size]
+        runs = smoke_runs(cfg) if size == "smoke" else (KNP_FULL_RUNS if name == KNP else RUNS[size])
         observations = [sc.run_once(i) for i in scenario_progress.runs(runs)]
         cli = cli_denied(sc)
     entry = scenario_recorder.record("job-to-mysql", name, cfg.describe(), observations, expectation=expectation,
