@@ -246,3 +246,16 @@ def test_registry_and_validation():
                        (dict(reject_with="tcp-reset"), "reject_with")):
         with pytest.raises(ConfigError, match=field):
             eng.validate(EnforcementConfig(engine="kube-network-policies", **bad))
+
+
+def test_fail_open_flag():
+    import argparse
+
+    from harness.engines import options
+
+    p = argparse.ArgumentParser()
+    options.add_arguments(p)
+    assert options.from_args(p.parse_args(["--engine", "kube-network-policies"])).fail_open is True
+    cfg = options.from_args(p.parse_args(["--engine", "kube-network-policies", "--no-fail-open"]))
+    assert cfg.fail_open is False and cfg.describe()["fail_open"] is False
+    assert "fail_open" not in options.from_args(p.parse_args([])).describe()  # kube-router: not its option
