@@ -134,3 +134,16 @@ def test_fail_open_with_the_bypass_on_and_off(lab, fail_open):
     finally:
         for ne in nodes.values():
             ne.stop()
+
+
+def test_queue_bench_smoke():
+    """``bench queue`` at its smallest: every connection of the queue cell was a verdict."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (network namespaces)")
+    from harness.bench.queue import run_queue_bench
+
+    rows = run_queue_bench((2,), connections=20, engines=("none", "kube-network-policies"), warmup=5)
+    none, knp = rows
+    assert (none.engine, none.connections, knp.connections) == ("none", 20, 20)
+    assert knp.verdicts >= 20 and knp.verdict_cpu_us and knp.verdict_cpu_us > 0
+    assert knp.added_p50_us is not None and knp.p50_us > 0

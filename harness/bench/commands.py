@@ -259,8 +259,28 @@ regression. Past the threshold with overlapping ranges: 'noisy' (not a failure).
 medians only. Exit status: 0 no regression, 1 regression, 2 bad input."""
 
 
+def _queue(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.bench.queue import DEFAULT_POLICIES, SMOKE_POLICIES, format_rows, rows_json, run_queue_bench
+
+    counts = tuple(args.policies or (SMOKE_POLICIES if args.smoke else DEFAULT_POLICIES))
+    import os
+
+    from harness.report.machine import machine_info
+
+    rows = run_queue_bench(counts, 50 if args.smoke else args.connections)
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"new connections: {machine_label(machine_info())}; load average {load} (sequential client)")
+    print(format_rows(rows))
+    if args.out:
+        Path(args.out).write_text(json.dumps(rows_json(rows), indent=1))
+        print(f"rows {args.out}")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction) -> None:
-    """Add ``bench sweep``, ``bench datapath``, ``bench canaries``, ``bench plot`` and the top-level
+    """Add ``bench sweep``, ``bench datapath``, ``bench canaries``, ``bench queue``, ``bench plot`` and the top-level
     ``compare``."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--out", help="baseline JSON path (default reports/bench/<suite>-<UTC time>.json)")
@@ -312,6 +332,18 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     c.add_argument("--rules", type=positive_int, help="rules in the big restore (100000)")
     c.add_argument("--entries", type=positive_int, help="entries in the big ipset restore (100000)")
     c.set_defaults(func=_canaries)
+
+    q = bench.add_parser("queue", help="new-connection cost: kube-network-policies' NFQUEUE vs kube-router's rules",
+                         description="connect() latency from a pod to a pod selected by P policies, with no "
+                                     "engine, kube-router (v2.10, nft) and kube-network-policies (v1.1.1); the "
+                                     "verdict loop's CPU per verdict and verdicts/s per core "
+                                     "(harness/bench/queue.py).")
+    q.add_argument("--policies", action="append", type=positive_int, metavar="P",
+                   help="policies selecting the server (repeatable; default 1 10 100)")
+    q.add_argument("--connections", type=positive_int, default=500, help="timed connections per cell (500)")
+    q.add_argument("--smoke", action="store_true", help="P = 1, 10 and 50 connections")
+    q.add_argument("--out", help="write the rows as JSON here")
+    q.set_defaults(func=_queue)
 
     g = bench.add_parser("plot", help="PNG of a saved sweep or datapath result",
                          description="Plot a result JSON written by bench sweep or bench datapath.")

@@ -10,8 +10,9 @@ socket was made inside the node's namespace (``harness.kernel.nfqueue.Queue``).
 In ``Datapath.COMPAT`` the label travels as ``ruleset.ACCEPT_MARK`` on the packet (the label
 chain turns it into the label; see ``ruleset``), in NATIVE as NFQA_CT like the source's.
 
-Per-packet cost is measured in the loop itself (``stats``): from receiving the datagram to the
-verdict's send, in ns (the source's packetProcessingHist, in µs there).
+Per-packet cost is measured in the loop itself (``stats``): from parsing the packet to the
+verdict's send, in ns (the source's packetProcessingHist, in µs there), and the thread's CPU
+time (``cpu_ns``, receive included: what one core spends per verdict).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ class VerdictStats:
     accepted: int = 0
     dropped: int = 0
     parse_errors: int = 0
+    cpu_ns: int = 0  # the loop thread's CPU time (receive and verdict syscalls included)
     processing_ns: list[int] = field(default_factory=list)
     decisions: list[tuple[int, str, str, int, bool]] = field(default_factory=list)  # (t_ns, src, dst, dport, ok)
     MAX_KEPT = 100_000
@@ -88,6 +90,7 @@ class VerdictLoop:
         assert q is not None
         compat = self.opts.datapath is rs.Datapath.COMPAT
         while not self._stop.is_set():
+            c0 = time.thread_time_ns()
             try:
                 packets = q.receive(timeout=0.2)
             except OSError as e:
@@ -113,3 +116,4 @@ class VerdictLoop:
                     q.verdict(pkt.packet_id, nfqueue.DROP)
                 cost = time.perf_counter_ns() - t0
                 self.stats.record(time.time_ns(), str(p.src_ip), str(p.dst_ip), p.dst_port, ok, cost)
+            self.stats.cpu_ns += time.thread_time_ns() - c0
