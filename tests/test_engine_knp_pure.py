@@ -259,3 +259,22 @@ def test_fail_open_flag():
     cfg = options.from_args(p.parse_args(["--engine", "kube-network-policies", "--no-fail-open"]))
     assert cfg.fail_open is False and cfg.describe()["fail_open"] is False
     assert "fail_open" not in options.from_args(p.parse_args([])).describe()  # kube-router: not its option
+
+
+def test_engines_compared_section():
+    from harness.report.engines_compared import compared_rows, compared_section
+
+    def entry(config, engine, p50, errors):
+        params = {"engine": engine} if engine else {}
+        return {"scenario": "job-to-mysql", "config": config, "params": params,
+                "summary": {"stats": {"n": 3, "missing": 0, "p50": p50, "p90": p50, "max": p50},
+                            "failures": 3, "runs": 3, "first_errors": errors}}
+
+    one = {"scenarios": [entry("none", None, 305.0, {"2003 ECONNREFUSED": 3})]}
+    assert compared_section(one) == []  # one engine: nothing to compare
+    both = {"scenarios": [*one["scenarios"], entry("kube-network-policies", "kube-network-policies", 302.0,
+                                                    {"2003 ETIMEDOUT": 3})]}
+    rows = compared_rows(both)
+    assert [(r[1], r[2], r[8]) for r in rows] == [("kube-network-policies", "kube-network-policies", "2003 ETIMEDOUT 3"),
+                                                  ("kube-router", "none", "2003 ECONNREFUSED 3")]
+    assert compared_section(both)[0] == "## Engines compared"

@@ -26,6 +26,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.report.engines_compared import compared_section
 from harness.report.format import num as _f
 from harness.report.machine import machine_lines
 from harness.scenarios.declaration import declared
@@ -95,6 +96,7 @@ def render_markdown(results: dict[str, Any]) -> str:
             "Verdict: PASS = the configuration behaved as its expectation says, FAIL = it did not, INFO = "
             "measured, no expectation. Latencies in ms (samples = runs with a value).", "",
             summary_table(results), ""]
+    out += compared_section(results)
     for sc in declared():  # a section per declared scenario that has entries
         name = sc.name
         entries = _by(results, name)
