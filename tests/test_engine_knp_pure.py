@@ -152,6 +152,7 @@ def test_handlers_ask_for_a_sync_only_for_local_selected_pods():
     for n in (n0, n1):
         n.deliver(ev.ClusterEvent(ev.EventKind.POD_ADDED, new_db.key, pod=new_db, seq=1))
     assert n0._request.is_set() and not n1._request.is_set()
+    assert n1.cache.pod_info(new_db.ip).name == "db2"  # the IP index follows the store
     # n1 recorded the pod in its cache only (a cache record), n0 waits for its nftables sync
     assert [s.strategy for s in n1.timeline.syncs] == ["cache"] and not n0.timeline.syncs
     # namespaces have no handler

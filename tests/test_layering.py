@@ -41,7 +41,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                     "harness.cluster.ipvs_proxy")),
     # kube-network-policies: its evaluation, packet parsing and ruleset are pure (the model only);
     # the engine reaches the kernel through harness.kernel (nft, iptables-nft, NFQUEUE)
-    ("harness.engines.kube_network_policies.policy", ("harness.model", "harness.engines.kube_network_policies.packet")),
+    ("harness.engines.kube_network_policies.policy", ("harness.model", "harness.controller.events",
+                                                      "harness.engines.kube_network_policies.packet")),
     ("harness.engines.kube_network_policies.packet", ()),
     ("harness.engines.kube_network_policies.ruleset", ()),
     ("harness.engines.kube_network_policies", ("harness.controller", "harness.engines.base", "harness.engines.config",

@@ -117,7 +117,7 @@ class KubeNetworkPoliciesNode:
         with self.cache.lock:
             old = self.cache.cluster.policies.get(event.key) if event.resource == "policy" else None
             old_pod = self.cache.cluster.pods.get(event.key) if event.resource == "pod" else None
-            ev.apply_event(self.cache.cluster, event)
+            self.cache.apply(event)
             self._last_seq = max(self._last_seq, event.seq)
             t = time.time_ns()
             wants = self._handler_wants_sync(event, old, old_pod)

@@ -6,9 +6,9 @@ independent reference the engine is compared with). Every function cites the Go 
 
 - ``PolicyCache``: the informers cmd/kube-network-policies/standard/main.go starts (Pods of all
   namespaces and nodes, Namespaces, NetworkPolicies; no Node informer: it is only for
-  AdminNetworkPolicies) and pkg/podinfo/podinfo.go InformerProvider.GetPodInfoByIP (a pod by IP,
-  hostNetwork pods and pods without an IP skipped; the namespace's labels from its lister, none
-  when the namespace is not in the cache).
+  AdminNetworkPolicies) and pkg/podinfo/podinfo.go InformerProvider.GetPodInfoByIP (a pod by IP
+  through pkg/podinfo/ipresolver.go's index; the namespace's labels from its lister, none when
+  the namespace is not in the cache).
 - ``evaluate_packet``: pkg/networkpolicy/engine.go PolicyEngine.EvaluatePacket (egress pipeline,
   then ingress; the one evaluator is StandardNetworkPolicy; no policy selecting a pod = Next =
   accept) and pkg/networkpolicy/networkpolicy.go for the rest.
@@ -28,6 +28,7 @@ import ipaddress
 import threading
 from dataclasses import dataclass, field
 
+from harness.controller.events import ClusterEvent, apply_event
 from harness.engines.kube_network_policies.packet import Packet
 from harness.model.cluster import Cluster, ContainerPort, Pod
 from harness.model.policy import IPBlock, LabelSelector, NetworkPolicy, PolicyPort, PolicyRule
@@ -54,17 +55,38 @@ class PolicyCache:
 
     cluster: Cluster = field(default_factory=Cluster)
     lock: threading.RLock = field(default_factory=threading.RLock)
+    _by_ip: dict[IPAddress, list[str]] | None = None  # the pod IP index, rebuilt after a change
 
     def replace(self, view: Cluster) -> None:
         """A relist: the cache becomes ``view`` (shared objects: the caller never mutates them)."""
         with self.lock:
             self.cluster = view
+            self._by_ip = None
+
+    def apply(self, event: ClusterEvent) -> None:
+        """One informer event into the stores (``events.apply_event``)."""
+        with self.lock:
+            apply_event(self.cluster, event)
+            if event.resource == "pod":
+                self._by_ip = None
+
+    def _pod_by_ip(self, ip: IPAddress) -> Pod | None:
+        """ipresolver.go InformerResolver.LookupPod: the podIPKeyIndex (hostNetwork pods not
+        indexed); of several pods with one IP the first (the model has no pod phase: every pod
+        counts as Running)."""
+        if self._by_ip is None:
+            index: dict[IPAddress, list[str]] = {}
+            for key, p in self.cluster.pods.items():
+                if p.ip is not None and not is_host_network(p):
+                    index.setdefault(p.ip, []).append(key)
+            self._by_ip = index
+        keys = self._by_ip.get(ip)
+        return self.cluster.pods.get(keys[0]) if keys else None
 
     def pod_info(self, ip: IPAddress) -> PodInfo | None:
-        """podinfo.go GetPodInfoByIP (+ getPodByIP's linear search)."""
+        """podinfo.go GetPodInfoByIP: the pod by IP (the resolver's index), its namespace's labels."""
         with self.lock:
-            pod = next((p for p in self.cluster.pods.values() if p.ip is not None and p.ip == ip
-                        and not is_host_network(p)), None)
+            pod = self._pod_by_ip(ip)
             if pod is None:
                 return None
             ns = self.cluster.namespaces.get(pod.namespace)
