@@ -260,22 +260,23 @@ medians only. Exit status: 0 no regression, 1 regression, 2 bad input."""
 
 
 def _queue(args: argparse.Namespace) -> int:
-    import json
-
-    from harness.bench.queue import DEFAULT_POLICIES, SMOKE_POLICIES, format_rows, rows_json, run_queue_bench
+    from harness.bench.common import run_id
+    from harness.bench.queue import (
+        DEFAULT_POLICIES,
+        SMOKE_POLICIES,
+        format_rows,
+        run_queue_bench,
+        to_baseline,
+    )
 
     counts = tuple(args.policies or (SMOKE_POLICIES if args.smoke else DEFAULT_POLICIES))
-    import os
-
-    from harness.report.machine import machine_info
-
-    rows = run_queue_bench(counts, 50 if args.smoke else args.connections)
-    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(f"new connections: {machine_label(machine_info())}; load average {load} (sequential client)")
+    connections = 50 if args.smoke else args.connections
+    rows = run_queue_bench(counts, connections)
+    b = to_baseline(rows, run_id(), connections)
+    out = _finish(b, args, {})
+    print("new connections (sequential client): " + _head(b)[0])
     print(format_rows(rows))
-    if args.out:
-        Path(args.out).write_text(json.dumps(rows_json(rows), indent=1))
-        print(f"rows {args.out}")
+    print(f"saved {out}")
     return 0
 
 
@@ -342,7 +343,8 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
                    help="policies selecting the server (repeatable; default 1 10 100)")
     q.add_argument("--connections", type=positive_int, default=500, help="timed connections per cell (500)")
     q.add_argument("--smoke", action="store_true", help="P = 1, 10 and 50 connections")
-    q.add_argument("--out", help="write the rows as JSON here")
+    q.add_argument("--out", help="baseline JSON path (default reports/bench/queue-<UTC time>.json)")
+    q.add_argument("--quiet", action="store_true", help="(no progress lines: accepted for the kernel matrix)")
     q.set_defaults(func=_queue)
 
     g = bench.add_parser("plot", help="PNG of a saved sweep or datapath result",

@@ -26,6 +26,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.bench.baseline import Baseline
 from harness.controller.timeline import Timeline
 from harness.engines import registry
 from harness.engines.config import EnforcementConfig
@@ -53,7 +54,8 @@ class QueueRow:
     client_conn_per_s: float = 0.0
     verdict_cpu_us: float | None = None  # kube-network-policies: loop CPU per verdict
     verdict_conn_per_s_core: float | None = None
-    verdicts: int = 0
+    verdicts: int = 0  # verdicts during the timed connections: 1 each when the accept label works
+    datapath: str = ""  # kube-network-policies: native | compat (ruleset.Datapath)
 
 
 def bench_policies(n: int) -> list[NetworkPolicy]:
@@ -95,7 +97,7 @@ def _view(cluster: Cluster, n: int) -> Cluster:
     return view
 
 
-def _measure(lab: Any, engine: str, n: int, connections: int, warmup: int) -> tuple[list[int], Any]:
+def _measure(lab: Any, engine: str, n: int, connections: int, warmup: int) -> tuple[list[int], tuple[Any, str]]:
     ne = None
     if engine != "none":
         cfg = EnforcementConfig(engine=engine)
@@ -110,13 +112,15 @@ def _measure(lab: Any, engine: str, n: int, connections: int, warmup: int) -> tu
         dst = str(lab.cluster.pods[SERVER].ip)
         lab.call(CLIENT, connect_times, dst, PORT, warmup)
         loop = getattr(ne, "loop", None)
+        if loop is not None:
+            time.sleep(0.3)  # the loop counts a verdict after sending it: let the warm-up's last one land
         before = (loop.stats.cpu_ns, loop.stats.accepted + loop.stats.dropped) if loop else (0, 0)
         times = lab.call(CLIENT, connect_times, dst, PORT, connections)
         stats = None
         if loop is not None:
             time.sleep(0.3)  # the loop's last receive timeout ends, its CPU time is added
             stats = (loop.stats.cpu_ns - before[0], loop.stats.accepted + loop.stats.dropped - before[1])
-        return times, stats
+        return times, (stats, str(ne.opts.datapath) if loop is not None else "")
     finally:
         if ne is not None:
             ne.stop()
@@ -135,14 +139,14 @@ def run_queue_bench(policy_counts: tuple[int, ...] = DEFAULT_POLICIES, connectio
     with Lab(load_topology("default")) as lab:
         for engine in engines:
             for n in (policy_counts if engine != "none" else (0,)):
-                times, stats = _measure(lab, engine, n, connections, warmup)
+                times, (stats, datapath) = _measure(lab, engine, n, connections, warmup)
                 if not times:
                     rows.append(QueueRow(engine, n, 0, 0.0, 0.0, 0.0))
                     continue
                 q = statistics.quantiles(times, n=10)
                 p50 = statistics.median(times) / 1e3
                 row = QueueRow(engine, n, len(times), q[0] / 1e3, p50, q[-1] / 1e3,
-                               client_conn_per_s=1e6 / p50)
+                               client_conn_per_s=1e6 / p50, datapath=datapath)
                 if stats and stats[1]:
                     cpu_us = stats[0] / stats[1] / 1e3
                     row.verdict_cpu_us, row.verdict_conn_per_s_core, row.verdicts = cpu_us, 1e6 / cpu_us, stats[1]
@@ -161,11 +165,27 @@ def format_rows(rows: list[QueueRow]) -> str:
     def f(v: float | None, d: int = 1) -> str:
         return "-" if v is None else f"{v:.{d}f}"
 
-    table = [[r.engine, r.policies, r.connections, f(r.p10_us), f(r.p50_us), f(r.p90_us), f(r.added_p50_us),
-              f(r.client_conn_per_s, 0), f(r.verdict_cpu_us), f(r.verdict_conn_per_s_core, 0)] for r in rows]
+    table = [[r.engine + (f" ({r.datapath})" if r.datapath else ""), r.policies, r.connections, f(r.p10_us),
+              f(r.p50_us), f(r.p90_us), f(r.added_p50_us), f(r.client_conn_per_s, 0), f(r.verdict_cpu_us),
+              f(r.verdict_conn_per_s_core, 0), f(r.verdicts / r.connections if r.verdicts else None, 2)]
+             for r in rows]
     return tabulate(table, headers=["engine", "policies", "conns", "p10 µs", "p50 µs", "p90 µs", "added p50 µs",
-                                    "client conn/s", "verdict CPU µs", "verdicts/s/core"])
+                                    "client conn/s", "verdict CPU µs", "verdicts/s/core", "verdicts/conn"])
 
 
-def rows_json(rows: list[QueueRow]) -> list[dict[str, Any]]:
-    return [asdict(r) for r in rows]
+def to_baseline(rows: list[QueueRow], run: str, connections: int) -> Baseline:
+    """The rows as a bench baseline (``queue.<engine>.p<P>.<metric>``: comparable across kernels
+    with ``compare`` and the kernel matrix); the rows themselves in ``extra``."""
+    b = Baseline("queue", params={"connections": connections, "run": run})
+    for r in rows:
+        if not r.connections:
+            continue
+        key = f"queue.{r.engine}.p{r.policies}"
+        b.add(f"{key}.connect_p50_us", "us", [r.p50_us])
+        if r.added_p50_us is not None:
+            b.add(f"{key}.added_p50_us", "us", [r.added_p50_us], floor=5.0, gate=False)
+        if r.verdict_cpu_us is not None:
+            b.add(f"{key}.verdict_cpu_us", "us", [r.verdict_cpu_us])
+            b.add(f"{key}.verdicts_per_connection", "count", [r.verdicts / r.connections], gate=False)
+    b.extra["rows"] = [asdict(r) for r in rows]
+    return b

@@ -37,6 +37,13 @@ SUITES: dict[str, tuple[Step, ...]] = {
              ("conformance", "--backend", b, "--quiet", "cases/conformance/01-default-deny-ingress.yaml",
               "cases/conformance/07-allow-from-namespace.yaml")) for b in ("nft", "legacy")),
 }
+# kube-network-policies' NATIVE datapath (nft queue statement, verdicts with NFQA_CT labels):
+# the host lacks nft_queue, Debian's 6.1 kernels have it
+SUITES["knp"] = (Step("conformance-knp", "conformance",
+                      ("conformance", "--engine", "kube-network-policies", "--quiet",
+                       "cases/conformance/01-default-deny-ingress.yaml",
+                       "cases/conformance/17-named-port-ingress.yaml")),
+                  Step("queue", "bench", ("bench", "queue", "--smoke")))
 SUITES["datapath"] = (Step("datapath", "bench", ("bench", "datapath", "--smoke", "--repeat", "2")),)
 SUITES["default"] = SUITES["canaries"] + SUITES["conformance"]
 # kube-router's IPVS service proxy (harness/cluster/ipvs_proxy): needs CONFIG_IP_VS, which the host may lack
