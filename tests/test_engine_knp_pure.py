@@ -279,3 +279,16 @@ def test_engines_compared_section():
     assert [(r[1], r[2], r[8]) for r in rows] == [("kube-network-policies", "kube-network-policies", "2003 ETIMEDOUT 3"),
                                                   ("kube-router", "none", "2003 ECONNREFUSED 3")]
     assert compared_section(both)[0] == "## Engines compared"
+
+
+def test_queue_bench_baseline():
+    from harness.bench.queue import QueueRow, format_rows, to_baseline
+
+    rows = [QueueRow("none", 0, 10, 18.0, 19.0, 20.0),
+            QueueRow("kube-network-policies", 10, 10, 80.0, 100.0, 120.0, added_p50_us=81.0, verdict_cpu_us=80.0,
+                     verdict_conn_per_s_core=12500.0, verdicts=10, datapath="compat")]
+    b = to_baseline(rows, "r", 10)
+    assert b.metrics["queue.kube-network-policies.p10.connect_p50_us"].values == [100.0]
+    assert b.metrics["queue.kube-network-policies.p10.verdicts_per_connection"].values == [1.0]
+    assert "queue.none.p0.connect_p50_us" in b.metrics and b.extra["rows"][1]["datapath"] == "compat"
+    assert "kube-network-policies (compat)" in format_rows(rows)
