@@ -149,3 +149,48 @@ def test_queue_bench_smoke():
     # queue (without it the SYN-ACK, the ACK and the RST would be queued too)
     assert knp.verdicts == 20 and knp.verdict_cpu_us and knp.verdict_cpu_us > 0
     assert knp.added_p50_us is not None and knp.p50_us > 0
+
+
+def test_a_sync_drops_the_packets_waiting_in_the_queue(lab):
+    """kube-network-policies replaces its table on every sync (add + delete + add): the kernel
+    unregisters the old base chains' hooks, and nfnetlink_queue then flushes every packet waiting
+    in the namespace's queues (nfqnl_nf_hook_drop). A SYN waiting for its verdict is lost and the
+    client retransmits 1 s later: the policy-creation-latency tail of this engine. Control: the
+    same late verdict without a sync in between lets the connection through."""
+    import threading
+
+    from harness.engines.kube_network_policies.policy import PolicyCache
+    from harness.kernel import nfqueue
+
+    a = lab.node_netns("node-a")
+    opts = rs.NftOptions(datapath=dataplane.detect_datapath(a))
+    cache = PolicyCache()
+    cache.replace(_view(lab))
+    batch = rs.render(cache.managed_ips("node-a"), opts)
+    dataplane.apply(a, batch)
+    if opts.datapath is rs.Datapath.COMPAT:
+        dataplane.install_compat_queue(a, opts)
+    q = nfqueue.Queue(a, opts.queue_id, fail_open=True)
+    accept = {"mark": rs.ACCEPT_MARK} if opts.datapath is rs.Datapath.COMPAT else {
+        "labels": rs.generate_label_mask(opts.ct_label_accept)}
+
+    def attempt(sync: bool) -> str:
+        result: dict[str, str] = {}
+        t = threading.Thread(target=lambda: result.update(
+            first=lab.connect("frontend/web-0", "db/mysql-0", 3306, timeout=0.8)))
+        t.start()
+        waiting = q.receive(timeout=2.0)  # the SYN, read and left without a verdict for now
+        assert waiting, "the SYN was not queued"
+        if sync:
+            dataplane.apply(a, batch)  # the same table again: a sync that changes nothing
+        q.verdict(waiting[0].packet_id, nfqueue.ACCEPT, mark=(waiting[0].mark & ~rs.QUEUE_MARK) | rs.ACCEPT_MARK
+                  if "mark" in accept else None, labels=accept.get("labels"))
+        t.join(5)
+        return result["first"]
+
+    try:
+        assert attempt(sync=False) == "connected"
+        assert attempt(sync=True) == "timeout"  # the SYN never left; its retransmission comes after 1 s
+    finally:
+        q.close()
+        dataplane.remove(a, opts)
