@@ -142,7 +142,10 @@ def test_queue_bench_smoke():
         pytest.skip("needs root (network namespaces)")
     from harness.bench.queue import run_queue_bench
 
-    rows = run_queue_bench((2,), connections=20, engines=("none", "kube-network-policies"), warmup=5)
+    syncs: dict[int, float] = {}
+    rows = run_queue_bench((2,), connections=20, engines=("none", "kube-network-policies"), warmup=5,
+                           sync_sizes=(10,), syncs=syncs)
+    assert set(syncs) == {10} and syncs[10] > 0
     none, knp = rows
     assert (none.engine, none.connections, knp.connections) == ("none", 20, 20)
     # one verdict per connection: the accept verdict's label lets the rest of the flow skip the

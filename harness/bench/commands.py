@@ -264,6 +264,7 @@ def _queue(args: argparse.Namespace) -> int:
     from harness.bench.queue import (
         DEFAULT_POLICIES,
         SMOKE_POLICIES,
+        SYNC_SIZES,
         format_rows,
         run_queue_bench,
         to_baseline,
@@ -271,11 +272,14 @@ def _queue(args: argparse.Namespace) -> int:
 
     counts = tuple(args.policies or (SMOKE_POLICIES if args.smoke else DEFAULT_POLICIES))
     connections = 50 if args.smoke else args.connections
-    rows = run_queue_bench(counts, connections)
-    b = to_baseline(rows, run_id(), connections)
+    syncs: dict[int, float] = {}
+    rows = run_queue_bench(counts, connections, sync_sizes=(1, 100) if args.smoke else SYNC_SIZES, syncs=syncs)
+    b = to_baseline(rows, run_id(), connections, syncs)
     out = _finish(b, args, {})
     print("new connections (sequential client): " + _head(b)[0])
     print(format_rows(rows))
+    print("nftables sync (render + nft -f of the table) by podips entries: "
+          + ", ".join(f"{n}: {ms:.1f} ms" for n, ms in syncs.items()))
     print(f"saved {out}")
     return 0
 

@@ -13,7 +13,9 @@ entry, so kube-network-policies queues its SYN to userspace, and kube-router's S
 pod chain. ``none`` is the same lab without any engine. Reported: connect p10/p50/p90 (µs), the
 added p50 against ``none``, the client's sequential connections/s, and for the queue the
 verdict loop's own cost: CPU per verdict (receive + parse + evaluate + verdict, the loop
-thread's CPU time) and the connections/s one core could decide at that cost.
+thread's CPU time) and the connections/s one core could decide at that cost. First, the one
+step of this engine whose cost grows with the cluster: an nftables sync (render + ``nft -f`` of
+the whole table) by podips size (``sync_times``).
 """
 
 from __future__ import annotations
@@ -129,14 +131,46 @@ def _measure(lab: Any, engine: str, n: int, connections: int, warmup: int) -> tu
             netns.run(lab.node_netns(NODE), ["iptables-nft", "-X"], check=False)
 
 
+SYNC_SIZES = (1, 1000, 10_000)  # podips entries (the local pods some policy selects)
+
+
+def sync_times(netns_name: str, sizes: tuple[int, ...], repeat: int = 3) -> dict[int, float]:
+    """ms of one nftables sync (render + ``nft -f`` of the whole table) per podips size, the
+    median of ``repeat`` (the one step of this engine whose cost grows with the cluster)."""
+    import ipaddress
+
+    from harness.engines.kube_network_policies import dataplane
+    from harness.engines.kube_network_policies import ruleset as rs
+
+    opts = rs.NftOptions(datapath=dataplane.detect_datapath(netns_name))
+    out = {}
+    try:
+        for n in sizes:
+            ips = [ipaddress.IPv4Address(int(ipaddress.IPv4Address("10.128.0.0")) + i) for i in range(n)]
+            runs = []
+            for _ in range(repeat):
+                t0 = time.perf_counter_ns()
+                dataplane.apply(netns_name, rs.render(ips, opts))
+                runs.append((time.perf_counter_ns() - t0) / 1e6)
+            out[n] = statistics.median(runs)
+    finally:
+        dataplane.remove(netns_name, opts)
+    return out
+
+
 def run_queue_bench(policy_counts: tuple[int, ...] = DEFAULT_POLICIES, connections: int = 500,
-                    engines: tuple[str, ...] = ENGINES, warmup: int = 20) -> list[QueueRow]:
-    """Every (engine, P) cell in one lab of the default topology (see the module docstring)."""
+                    engines: tuple[str, ...] = ENGINES, warmup: int = 20, sync_sizes: tuple[int, ...] = (),
+                    syncs: dict[int, float] | None = None) -> list[QueueRow]:
+    """Every (engine, P) cell in one lab of the default topology (see the module docstring);
+    with ``sync_sizes``, ``syncs`` (a dict) receives ``sync_times`` of node-a first."""
+    syncs = {} if syncs is None else syncs
     from harness.lab import Lab
     from harness.model.topology import load_topology
 
     rows: list[QueueRow] = []
     with Lab(load_topology("default")) as lab:
+        if sync_sizes:
+            syncs.update(sync_times(lab.node_netns(NODE), sync_sizes))
         for engine in engines:
             for n in (policy_counts if engine != "none" else (0,)):
                 times, (stats, datapath) = _measure(lab, engine, n, connections, warmup)
@@ -173,7 +207,7 @@ def format_rows(rows: list[QueueRow]) -> str:
                                     "client conn/s", "verdict CPU µs", "verdicts/s/core", "verdicts/conn"])
 
 
-def to_baseline(rows: list[QueueRow], run: str, connections: int) -> Baseline:
+def to_baseline(rows: list[QueueRow], run: str, connections: int, syncs: dict[int, float] | None = None) -> Baseline:
     """The rows as a bench baseline (``queue.<engine>.p<P>.<metric>``: comparable across kernels
     with ``compare`` and the kernel matrix); the rows themselves in ``extra``."""
     b = Baseline("queue", params={"connections": connections, "run": run})
@@ -187,5 +221,8 @@ def to_baseline(rows: list[QueueRow], run: str, connections: int) -> Baseline:
         if r.verdict_cpu_us is not None:
             b.add(f"{key}.verdict_cpu_us", "us", [r.verdict_cpu_us])
             b.add(f"{key}.verdicts_per_connection", "count", [r.verdicts / r.connections], gate=False)
+    for n, ms in (syncs or {}).items():
+        b.add(f"queue.nftables_sync.podips{n}_ms", "ms", [ms])
     b.extra["rows"] = [asdict(r) for r in rows]
+    b.extra["nftables_sync_ms"] = {str(n): ms for n, ms in (syncs or {}).items()}
     return b
