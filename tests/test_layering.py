@@ -39,6 +39,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("harness.cluster.ipvs_proxy", ("harness.errors", "harness.kernel", "harness.lab", "harness.model",
                                     "harness.bench.baseline", "harness.bench.common", "harness.bench.commands",
                                     "harness.cluster.ipvs_proxy")),
+    # service proxies: the model's Services in, the node's kernel out; no engine, lab or scenario
+    ("harness.cluster.service_proxy", ("harness.model",)),
+    ("harness.cluster.kube_proxy", ("harness.errors", "harness.kernel", "harness.model", "harness.cluster.kube_proxy")),
 ]
 
 
