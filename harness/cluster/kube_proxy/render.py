@@ -60,6 +60,10 @@ class KubeProxyConfig:
     min_sync_period_s: float = 1.0
     sync_period_s: float = 30.0
     random_fully: bool = True  # iptables >= 1.6.2 (HasRandomFully); Debian 12 has 1.8.9
+    # P: KUBE-FORWARD "-m conntrack --ctstate INVALID -j DROP" (#74839), unconditional in v1.28.0.
+    # False is a what-if: kube-proxy before that fix, or a later proxier.go (read in a fork with
+    # nfacct, tag not pinned) that skips it when nf_conntrack_tcp_be_liberal is set.
+    invalid_drop: bool = True
 
     @property
     def masquerade_mark(self) -> str:
@@ -258,8 +262,9 @@ def render(view: ProxyView, config: KubeProxyConfig = DEFAULT_CONFIG) -> ProxyRu
     tail = [f'-A {KUBE_SERVICES} -m comment --comment "kubernetes service nodeports; NOTE: this must be the '
             f'last rule in this chain" -m addrtype --dst-type LOCAL ! -d 127.0.0.0/8 -j {KUBE_NODEPORTS}']
     # P: KUBE-FORWARD: INVALID drop (#74839), marked traffic accept, conntrack accept
+    if config.invalid_drop:
+        filter_rules.append(f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP")
     filter_rules += [
-        f"-A {KUBE_FORWARD} -m conntrack --ctstate INVALID -j DROP",
         f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding rules" -m mark --mark {mark}/{mark} -j ACCEPT',
         f'-A {KUBE_FORWARD} -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack '
         "--ctstate RELATED,ESTABLISHED -j ACCEPT",

@@ -1,0 +1,339 @@
+"""service-nat: what an established MySQL connection through a ClusterIP sees when the NAT state
+under it changes (issue 12 item 5, the NAT-related reset mechanisms). Run code; the declaration
+is ``harness.scenarios.timed.service_nat``, the test ``cases/scenarios/test_service_nat.py``.
+
+A real PyMySQL client in a job pod on node-a connects to a Service's ClusterIP (kube-proxy
+iptables mode on both nodes, ``harness.cluster.kube_proxy``) backed by real MariaDB servers,
+runs ``SELECT 1``, then one mechanism acts on the established connection and the client runs
+``SELECT 1`` again on it. What it saw is recorded verbatim with the MySQL code and the socket
+errno. Mechanisms:
+
+- ``ct-delete``: node-a's conntrack entry of the flow is deleted (``conntrack -D`` in node-a's
+  namespace), as a conntrack flush, table overflow or expiry would lose it. The next client
+  segment finds no entry: with ``nf_conntrack_tcp_loose=1`` (the kernel default) conntrack picks
+  the flow up mid-stream as a NEW connection, so kube-proxy's KUBE-SERVICES DNAT runs again and
+  may choose another endpoint, which answers the unknown segment with an RST; with
+  ``nf_conntrack_tcp_loose=0`` the segment is INVALID, is not NATed, and is dropped (kube-proxy's
+  KUBE-FORWARD INVALID drop, kube-router v1.3.2's pod-chain drop) or routed toward the ClusterIP
+  and lost.
+- ``endpoint-removed``: the server pod loses readiness, the EndpointSlice lists it not ready,
+  kube-proxy syncs (event path with its delivery delay) and removes the endpoint; the
+  established flow keeps its conntrack entry and NAT mapping; a new connection meets the REJECT.
+
+Everything runs in the lab's namespaces; kube-router (policy on the servers) is the configured
+profile, applied with the kube-router engine through the registry.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+log = logging.getLogger(__name__)
+
+CLIENT = "batch/job-0"
+SERVERS = ("db/mariadb-0", "db/mariadb-1")  # mariadb-0 on node-a (same node), mariadb-1 on node-b
+SERVICE = "db/mariadb"
+
+MANIFESTS = """
+apiVersion: v1
+kind: Service
+metadata: {name: mariadb, namespace: db}
+spec:
+  selector: {app: mariadb}
+  ports: [{name: mysql, port: 3306, targetPort: mysql}]
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: allow-backup, namespace: db}
+spec:
+  podSelector: {matchLabels: {app: mariadb}}
+  ingress:
+  - from: [{namespaceSelector: {matchLabels: {kubernetes.io/metadata.name: batch}},
+            podSelector: {matchLabels: {app: backup}}}]
+    ports: [{port: 3306}]
+"""
+
+
+@dataclass(frozen=True)
+class NatConfig:
+    """One configuration: mechanism, endpoints behind the Service, nf_conntrack_tcp_loose on the
+    nodes, kube-router profile (the INVALID drop is in v1.3.2+), kube-proxy's INVALID drop."""
+
+    name: str
+    mechanism: str  # ct-delete | endpoint-removed
+    endpoints: int = 1
+    tcp_loose: int = 1
+    profile: str = "v1.3.2"
+    proxy_invalid_drop: bool = True
+    backend: str = "nft"
+    trials: int = 1
+
+    def describe(self) -> dict[str, Any]:
+        return {"mechanism": self.mechanism, "endpoints": self.endpoints, "nf_conntrack_tcp_loose": self.tcp_loose,
+                "kube_router_profile": self.profile, "kube_proxy_invalid_drop": self.proxy_invalid_drop,
+                "backend": self.backend, "trials": self.trials}
+
+
+def topology(endpoints: int) -> dict[str, Any]:
+    """Two real nodes; the job pod and mariadb-0 on node-a, mariadb-1 on node-b (if two endpoints)."""
+    pods = [{"name": "job-0", "namespace": "batch", "node": "node-a", "labels": {"app": "backup"}}]
+    for i, node in enumerate(("node-a", "node-b")[:endpoints]):
+        pods.append({"name": f"mariadb-{i}", "namespace": "db", "node": node, "labels": {"app": "mariadb"},
+                     "ports": [{"port": 3306, "name": "mysql"}]})
+    return {"name": "service-nat", "nodes": [{"name": "node-a"}, {"name": "node-b"}],
+            "namespaces": [{"name": "db"}, {"name": "batch"}], "pods": pods}
+
+
+def build_cluster(endpoints: int):
+    """The model: topology + the Service and the servers' ingress policy."""
+    from harness.model.manifests import apply_manifest_documents
+    from harness.model.topology import topology_from_dict
+
+    cluster = topology_from_dict(topology(endpoints), "service-nat")
+    apply_manifest_documents(list(yaml.safe_load_all(MANIFESTS)), cluster, "service-nat manifests")
+    return cluster
+
+
+def _set_tcp_loose(lab: Any, value: int) -> None:
+    from harness.kernel import netns
+
+    for node in lab.cluster.real_nodes():
+        def write(v: int = value) -> None:
+            with open("/proc/sys/net/netfilter/nf_conntrack_tcp_loose", "w") as f:
+                f.write(str(v))
+        netns.call_in(lab.node_netns(node.name), write)
+
+
+@dataclass
+class Trial:
+    """One established connection and what its next query saw after the mechanism."""
+
+    ok_before: bool
+    ok_after: bool
+    code: int | None
+    errno: str | None
+    message: str
+    exception: str
+    endpoint: str | None  # the server the connection was DNATed to first
+    after_ms: float  # from the mechanism to the end of the second query
+    new_connection: str = ""  # endpoint-removed: what a new connection saw
+    endpoint_after: str | None = None  # where node-a's conntrack sent the flow at the second query
+
+    @property
+    def client_saw(self) -> str:
+        """What the client saw, from the errno and exception type (never the message): ok,
+        reset (ECONNRESET/EPIPE), timeout (socket timeout), closed (EOF), or error."""
+        if self.ok_after:
+            return "ok"
+        if self.errno in ("ECONNRESET", "EPIPE"):
+            return "reset"
+        if self.exception in ("TimeoutError", "timeout") or self.errno == "ETIMEDOUT":
+            return "timeout"
+        if self.code in (2013, 2006) and self.errno is None:
+            return "closed"
+        return "error"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"ok_before": self.ok_before, "ok_after": self.ok_after, "code": self.code, "errno": self.errno,
+                "message": self.message, "exception": self.exception, "endpoint": self.endpoint,
+                "after_ms": round(self.after_ms, 1), "client_saw": self.client_saw,
+                "new_connection": self.new_connection, "endpoint_after": self.endpoint_after}
+
+
+def _query(conn: Any) -> None:
+    with conn.cursor() as cur:
+        cur.execute("SELECT 1")
+        cur.fetchall()
+
+
+def _failure(e: BaseException) -> tuple[int | None, str | None, str, str]:
+    from harness.outcome import errno_name, exception_errno
+
+    code = e.args[0] if e.args and isinstance(e.args[0], int) else None
+    msg = str(e.args[1]) if len(e.args) > 1 else str(e)
+    inner = e.__context__ or e.__cause__ or getattr(e, "original_exception", None)
+    return code, errno_name(exception_errno(e)), msg, type(inner).__name__ if inner is not None else type(e).__name__
+
+
+class ServiceNat:
+    """A lab with the Service, MariaDB servers, kube-proxy and kube-router for one configuration;
+    ``run()`` does the trials. Use as a context manager (everything stopped and removed)."""
+
+    def __init__(self, cfg: NatConfig, read_timeout_s: float = 2.0):
+        self.cfg = cfg
+        self.read_timeout_s = read_timeout_s
+        self.lab: Any = None
+        self.dbs: list[Any] = []
+        self.proxies: dict[str, Any] = {}
+
+    def __enter__(self) -> ServiceNat:
+        from harness.cluster.kube_proxy import KubeProxy, KubeProxyConfig, start_on_lab
+        from harness.cluster.mariadb import MariaDB
+        from harness.engines import registry
+        from harness.engines.config import EnforcementConfig
+        from harness.lab.lab import Lab
+
+        cfg = self.cfg
+        self.lab = Lab(build_cluster(cfg.endpoints), servers=False)
+        self.lab.up()
+        try:
+            _set_tcp_loose(self.lab, cfg.tcp_loose)
+            enforcement = EnforcementConfig(profile=cfg.profile, backend=cfg.backend)
+            engine = registry.get_engine(enforcement.engine)
+            engine.validate(enforcement)
+            for node in self.lab.cluster.real_nodes():
+                ne = engine.node(node.name, self.lab.node_netns(node.name), enforcement)
+                ne.program(self.lab.cluster, sync_version=time.time_ns(), full=True)
+            proxy = KubeProxy(KubeProxyConfig(invalid_drop=cfg.proxy_invalid_drop))
+            self.proxies = start_on_lab(self.lab, backend=cfg.backend, proxy=proxy,
+                                        delay_ns=lambda: 20_000_000)
+            password = None
+            for key in SERVERS[:cfg.endpoints]:
+                db = MariaDB(self.lab, key)
+                # one client password for every endpoint, as one Deployment's replicas share a Secret
+                password = password or db.password
+                db.password = password
+                self.dbs.append(db.start())
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        from harness.cluster.kube_proxy import stop_all
+
+        stop_all(self.proxies)
+        for db in self.dbs:
+            db.stop()
+        self.dbs = []
+        if self.lab is not None:
+            self.lab.down()
+            self.lab = None
+
+    @property
+    def cluster_ip(self) -> str:
+        return str(self.lab.cluster.services[SERVICE].cluster_ip)
+
+    def _connect(self) -> Any:
+        import pymysql
+
+        from harness.kernel import netns
+
+        db = self.dbs[0]  # every endpoint has the same client account and password
+        with netns.entered(self.lab.pod_netns(CLIENT)):  # the socket is made in the pod's namespace
+            return pymysql.connect(host=self.cluster_ip, port=3306, user=db.user, password=db.password,
+                                   connect_timeout=2, read_timeout=self.read_timeout_s,
+                                   write_timeout=self.read_timeout_s)
+
+    def _endpoint_of(self, sport: int) -> str | None:
+        ct = self.lab.exec("node-a", ["conntrack", "-L", "-p", "tcp", "--orig-port-src", str(sport)]).stdout
+        for line in ct.splitlines():
+            if f"dst={self.cluster_ip}" in line:
+                # the reply tuple's src is the endpoint: the second src= of the line
+                srcs = [f.split("=", 1)[1] for f in line.split() if f.startswith("src=")]
+                return srcs[1] if len(srcs) > 1 else None
+        return None
+
+    def _watch_new_flows(self, sport: int) -> Any:
+        """``conntrack -E -e NEW`` on node-a for the flow's source port: a mid-stream pickup shows
+        up as a NEW event whose reply tuple names the endpoint the DNAT chose this time."""
+        import subprocess
+
+        from harness.kernel import netns
+
+        proc = netns.popen(self.lab.node_netns("node-a"),
+                           ["conntrack", "-E", "-e", "NEW", "-p", "tcp", "--orig-port-src", str(sport)],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        time.sleep(0.05)  # the event socket is subscribed before the segment goes out
+        return proc
+
+    def _first_new_endpoint(self, proc: Any) -> str | None:
+        time.sleep(0.05)
+        proc.terminate()
+        out, _ = proc.communicate(timeout=5)
+        for line in out.splitlines():
+            srcs = [f.split("=", 1)[1] for f in line.split() if f.startswith("src=")]
+            if len(srcs) > 1:
+                return srcs[1]
+        return None
+
+    def trial(self) -> Trial:
+        """One connection through the mechanism."""
+        conn = self._connect()
+        try:
+            _query(conn)
+            sport = conn._sock.getsockname()[1]
+            endpoint = self._endpoint_of(sport)
+            time.sleep(0.1)  # let the last ACKs pass before the state changes under the flow
+            t0 = time.monotonic()
+            new_conn = ""
+            if self.cfg.mechanism == "ct-delete":
+                out = self.lab.exec("node-a", ["conntrack", "-D", "-p", "tcp", "--orig-port-src", str(sport),
+                                               "--orig-dst", self.cluster_ip])
+                if "1 flow entries have been deleted" not in out.stderr:
+                    raise RuntimeError(f"conntrack -D did not delete the flow: {out.stderr.strip()}")
+            elif self.cfg.mechanism == "endpoint-removed":
+                new_conn = self._remove_endpoints()
+            events = self._watch_new_flows(sport)
+            try:
+                _query(conn)
+            except Exception as e:
+                code, errno, msg, exc = _failure(e)
+                return Trial(True, False, code, errno, msg, exc, endpoint, (time.monotonic() - t0) * 1e3, new_conn,
+                             self._first_new_endpoint(events) or self._endpoint_of(sport))
+            return Trial(True, True, None, None, "", "", endpoint, (time.monotonic() - t0) * 1e3, new_conn,
+                         self._first_new_endpoint(events) or self._endpoint_of(sport))
+        finally:
+            try:
+                conn.close()
+            except Exception:
+                pass
+
+    def _remove_endpoints(self) -> str:
+        """Every server loses readiness; kube-proxy syncs on both nodes; then a new connection."""
+        from harness.cluster.kube_proxy import proxy_view
+
+        for key in SERVERS[:self.cfg.endpoints]:
+            self.lab.cluster.pods[key].ready = False
+        emitted = time.time_ns()
+        view = proxy_view(self.lab.cluster)
+        for p in self.proxies.values():
+            p.deliver(view, emitted)
+        for p in self.proxies.values():
+            p.wait_synced(emitted)
+        try:
+            self._connect().close()
+            return "connected"
+        except Exception as e:
+            code, errno, msg, _exc = _failure(e)
+            return f"{code} {errno}: {msg}"
+        finally:
+            for key in SERVERS[:self.cfg.endpoints]:
+                self.lab.cluster.pods[key].ready = True
+            emitted = time.time_ns()
+            view = proxy_view(self.lab.cluster)
+            for p in self.proxies.values():
+                p.deliver(view, emitted)
+            for p in self.proxies.values():
+                p.wait_synced(emitted)
+
+    def run(self, progress=None) -> dict[str, Any]:
+        """``trials`` trials; one observation: the trials and their counts."""
+        trials = []
+        for i in range(self.cfg.trials):
+            trials.append(self.trial().as_dict())
+            if progress is not None:
+                progress(i + 1, self.cfg.trials)
+        counts: dict[str, int] = {}
+        for t in trials:
+            counts[t["client_saw"]] = counts.get(t["client_saw"], 0) + 1
+        return {"config": self.cfg.describe(), "trials": trials, "counts": counts,
+                "cluster_ip": self.cluster_ip,
+                "endpoints": [str(ipaddress.IPv4Address(self.lab.cluster.pods[k].ip))
+                              for k in SERVERS[:self.cfg.endpoints]]}
