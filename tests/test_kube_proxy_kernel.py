@@ -98,3 +98,11 @@ def test_endpoint_change_travels_the_event_path_and_partial_sync(lab_factory):
         assert "KUBE-SEP-" in nat and str(lab.cluster.pods["x/web-b"].ip) not in nat
     finally:
         stop_all(proxies)
+
+
+def test_service_path_bench_small():
+    from harness.bench.service_path import run_service_bench
+
+    r = run_service_bench(pods=100, services=10)
+    assert r.endpoints == 100 and r.full_sync_ms > 0 and r.partial_sync_ms > 0
+    assert r.per_pod_ms < 50  # a loose bound on a shared machine; the 1,000-pod figure is in the README

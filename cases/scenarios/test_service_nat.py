@@ -72,6 +72,14 @@ def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_pr
     elif cfg.tcp_loose == 0:
         assert counts == {"timeout": trials}
         assert all(t["code"] == 2013 and t["errno"] == "ETIMEDOUT" for t in obs["trials"])
+        # which INVALID drop took the client's retransmissions on node-a (counters), if any
+        drops = [set(t["invalid_drops"]) for t in obs["trials"]]
+        if cfg.proxy_invalid_drop:
+            assert all(d == {"KUBE-FORWARD"} for d in drops), drops  # kube-proxy's jump sits above kube-router's
+        elif cfg.profile == "v1.3.2":
+            assert all(d == {"KUBE-POD-FW"} for d in drops), drops  # kube-router #709
+        else:
+            assert all(d == set() for d in drops), drops  # not NATed, routed toward the ClusterIP, lost
     elif cfg.endpoints == 1:
         assert counts == {"ok": trials}
     else:

@@ -234,7 +234,8 @@ def _read_selector(spec: Fields) -> dict[str, str] | None:
             raise ConfigError(spec.source, join(spec.field("selector"), key),
                               "unknown selector field: a Service selector is a plain map of label key to "
                               "value (matchLabels/matchExpressions belong to LabelSelector, not Service)")
-    return validate_labels(selector, spec.source, spec.field("selector"))
+    # An empty map does not survive the API server (omitempty): it is stored as no selector.
+    return validate_labels(selector, spec.source, spec.field("selector")) or None
 
 
 def _read_ports(spec: Fields) -> list[ServicePort]:
@@ -358,7 +359,7 @@ def add_services(cluster: Cluster, decls: Sequence[ServiceDecl]) -> None:
 
 def selects(service: Service, pod: Pod) -> bool:
     """True if ``service``'s selector selects ``pod`` (same namespace, every label equal)."""
-    if service.selector is None or pod.namespace != service.namespace:
+    if not service.selector or pod.namespace != service.namespace:
         return False
     return all(pod.labels.get(k) == v for k, v in service.selector.items())
 
@@ -372,15 +373,16 @@ def _find_port(pod: Pod, port: ServicePort) -> int | None:
     return pod.named_port(target, port.protocol)
 
 
-def endpoint_slices(cluster: Cluster, service: Service) -> list[EndpointSlice]:
+def endpoint_slices(cluster: Cluster, service: Service, candidates: Iterable[Pod] | None = None) -> list[EndpointSlice]:
     """The EndpointSlices the endpointslice controller keeps for ``service``: its selected pods
     that have an IP (ShouldPodBeInEndpoints), grouped by their resolved port list, at most
     ``MAX_ENDPOINTS_PER_SLICE`` endpoints each. A pod's ``ready`` condition is
-    ``publishNotReadyAddresses or (ready and not terminating)``; no selector -> no slices."""
-    if service.selector is None:
+    ``publishNotReadyAddresses or (ready and not terminating)``; no selector -> no slices.
+    ``candidates``: the pods to consider (a superset of the selected ones; default all)."""
+    if not service.selector:
         return []
     groups: dict[tuple[EndpointPort, ...], list[Endpoint]] = {}
-    for pod in cluster.pods.values():
+    for pod in cluster.pods.values() if candidates is None else candidates:
         if not selects(service, pod) or pod.ip is None:
             continue
         ports: list[EndpointPort] = []
@@ -412,8 +414,20 @@ def _slice_name(service: Service, ports: tuple[EndpointPort, ...], start: int) -
 
 
 def all_endpoint_slices(cluster: Cluster) -> dict[str, list[EndpointSlice]]:
-    """EndpointSlices of every Service, keyed by the Service's ``namespace/name``."""
-    return {key: endpoint_slices(cluster, svc) for key, svc in cluster.services.items()}
+    """EndpointSlices of every Service, keyed by the Service's ``namespace/name``. Pods are
+    indexed once by (namespace, label, value), so each Service only looks at the pods of its
+    rarest selector label: O(pods + selected) rather than O(services x pods)."""
+    index: dict[tuple[str, str, str], list[Pod]] = {}
+    for pod in cluster.pods.values():
+        for k, v in pod.labels.items():
+            index.setdefault((pod.namespace, k, v), []).append(pod)
+    out: dict[str, list[EndpointSlice]] = {}
+    for key, svc in cluster.services.items():
+        cands = None
+        if svc.selector:
+            cands = min((index.get((svc.namespace, k, v), []) for k, v in svc.selector.items()), key=len)
+        out[key] = endpoint_slices(cluster, svc, cands)
+    return out
 
 
 def ready_endpoints(slices: Iterable[EndpointSlice], port: ServicePort) -> list[tuple[ipaddress.IPv4Address, int]]:

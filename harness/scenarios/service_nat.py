@@ -124,6 +124,7 @@ class Trial:
     after_ms: float  # from the mechanism to the end of the second query
     new_connection: str = ""  # endpoint-removed: what a new connection saw
     endpoint_after: str | None = None  # where node-a's conntrack sent the flow at the second query
+    invalid_drops: dict[str, int] | None = None  # node-a: packets the ctstate INVALID DROP rules took, by chain
 
     @property
     def client_saw(self) -> str:
@@ -143,7 +144,8 @@ class Trial:
         return {"ok_before": self.ok_before, "ok_after": self.ok_after, "code": self.code, "errno": self.errno,
                 "message": self.message, "exception": self.exception, "endpoint": self.endpoint,
                 "after_ms": round(self.after_ms, 1), "client_saw": self.client_saw,
-                "new_connection": self.new_connection, "endpoint_after": self.endpoint_after}
+                "new_connection": self.new_connection, "endpoint_after": self.endpoint_after,
+                "invalid_drops": dict(self.invalid_drops or {})}
 
 
 def _query(conn: Any) -> None:
@@ -240,6 +242,21 @@ class ServiceNat:
                 return srcs[1] if len(srcs) > 1 else None
         return None
 
+    def _invalid_drops(self) -> dict[str, int]:
+        """Packets counted by node-a's ``--ctstate INVALID -j DROP`` rules, summed per chain kind
+        (KUBE-FORWARD: kube-proxy; KUBE-POD-FW / KUBE-NWPLCY-COMMON: kube-router)."""
+        tool = "iptables-nft" if self.cfg.backend == "nft" else "iptables-legacy"
+        out = self.lab.exec("node-a", [tool, "-w", "-t", "filter", "-L", "-v", "-x", "-n"]).stdout
+        counts: dict[str, int] = {}
+        chain = ""
+        for line in out.splitlines():
+            if line.startswith("Chain "):
+                name = line.split()[1]
+                chain = "KUBE-POD-FW" if name.startswith("KUBE-POD-FW-") else name
+            elif "ctstate INVALID" in line and "DROP" in line.split():
+                counts[chain] = counts.get(chain, 0) + int(line.split()[0])
+        return counts
+
     def _watch_new_flows(self, sport: int) -> Any:
         """``conntrack -E -e NEW`` on node-a for the flow's source port: a mid-stream pickup shows
         up as a NEW event whose reply tuple names the endpoint the DNAT chose this time."""
@@ -281,14 +298,19 @@ class ServiceNat:
             elif self.cfg.mechanism == "endpoint-removed":
                 new_conn = self._remove_endpoints()
             events = self._watch_new_flows(sport)
+            drops0 = self._invalid_drops()
             try:
                 _query(conn)
             except Exception as e:
                 code, errno, msg, exc = _failure(e)
-                return Trial(True, False, code, errno, msg, exc, endpoint, (time.monotonic() - t0) * 1e3, new_conn,
-                             self._first_new_endpoint(events) or self._endpoint_of(sport))
-            return Trial(True, True, None, None, "", "", endpoint, (time.monotonic() - t0) * 1e3, new_conn,
-                         self._first_new_endpoint(events) or self._endpoint_of(sport))
+                trial = Trial(True, False, code, errno, msg, exc, endpoint, (time.monotonic() - t0) * 1e3, new_conn)
+            else:
+                trial = Trial(True, True, None, None, "", "", endpoint, (time.monotonic() - t0) * 1e3, new_conn)
+            trial.endpoint_after = self._first_new_endpoint(events) or self._endpoint_of(sport)
+            drops1 = self._invalid_drops()
+            trial.invalid_drops = {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1
+                                   if drops1.get(k, 0) - drops0.get(k, 0)}
+            return trial
         finally:
             try:
                 conn.close()

@@ -54,7 +54,13 @@ def _configuration(cfg: dict[str, Any]) -> str:
 
 
 def _mechanism(cfg: dict[str, Any], t: dict[str, Any]) -> str:
-    return MECHANISMS.get((cfg["mechanism"], t["client_saw"]), f"{cfg['mechanism']}: {t['client_saw']}")
+    text = MECHANISMS.get((cfg["mechanism"], t["client_saw"]), f"{cfg['mechanism']}: {t['client_saw']}")
+    drops = t.get("invalid_drops") or {}
+    if cfg["mechanism"] == "ct-delete" and t["client_saw"] == "timeout":
+        # which rule took the segments, from node-a's counters (none: lost toward the ClusterIP)
+        by = ", ".join(f"{chain} {n}" for chain, n in sorted(drops.items())) or "no INVALID drop rule matched"
+        text += f" [INVALID drops on node-a: {by}]"
+    return text
 
 
 def rows_of(observation: dict[str, Any]) -> list[dict[str, str]]:
