@@ -1,7 +1,8 @@
 """service-nat: an established PyMySQL connection through a ClusterIP (kube-proxy iptables mode)
 when its NAT state changes. Asserts the mechanisms measured: a lost conntrack entry resets the
 connection exactly when the mid-stream pickup is DNATed to another endpoint; with one endpoint it
-survives; with nf_conntrack_tcp_loose=0 the query times out (dropped INVALID segments), with or
+survives; a loss while the server works on a query times the client out; with
+nf_conntrack_tcp_loose=0 the query times out (dropped INVALID segments), with or
 without kube-router v1.3.2's INVALID drop; an endpoint removed by kube-proxy leaves the
 established connection working while a new one is refused by kube-proxy's REJECT."""
 
@@ -28,6 +29,8 @@ CONFIGS = {
     "ct-delete-loose0-v1.3.2-no-proxy-drop": (
         NatConfig("ct-delete-loose0-v1.3.2-no-proxy-drop", "ct-delete", tcp_loose=0, profile="v1.3.2",
                   proxy_invalid_drop=False), 0, 3),
+    "ct-delete-in-query": (NatConfig("ct-delete-in-query", "ct-delete-in-query"), 1, 3),
+    "ct-delete-in-query-loose0": (NatConfig("ct-delete-in-query-loose0", "ct-delete-in-query", tcp_loose=0), 0, 2),
     "endpoint-removed": (NatConfig("endpoint-removed", "endpoint-removed"), 1, 3),
 }
 
@@ -53,7 +56,7 @@ def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_pr
         and s["resets_with_endpoint_change"] == s["counts"].get("reset", 0),
         "endpoint-removed": lambda s: s["counts"] == {"ok": s["runs"]},
     }
-    check = checks.get(nat_config.replace("-v1.3.1", ""), lambda s: s["counts"] == {"timeout": s["runs"]})
+    check = checks.get(nat_config.replace("-v1.3.1", ""), lambda s: s["counts"] == {"timeout": s["runs"]})  # the rest
     entry = scenario_recorder.record("service-nat", nat_config, cfg.describe(), obs, check=check,
                                      expectation="what the client sees, by mechanism (see the section)",
                                      runtime_s=time.monotonic() - t0)
@@ -69,6 +72,10 @@ def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_pr
     if cfg.mechanism == "endpoint-removed":
         assert counts == {"ok": trials}
         assert all("2003 ECONNREFUSED" in t["new_connection"] for t in obs["trials"]), obs["trials"]
+    elif cfg.mechanism == "ct-delete-in-query":
+        # the server's reply comes first after the loss: never a reset at the client, a timeout
+        assert counts == {"timeout": trials}, obs["trials"]
+        assert all(t["code"] == 2013 and t["errno"] == "ETIMEDOUT" for t in obs["trials"])
     elif cfg.tcp_loose == 0:
         assert counts == {"timeout": trials}
         assert all(t["code"] == 2013 and t["errno"] == "ETIMEDOUT" for t in obs["trials"])

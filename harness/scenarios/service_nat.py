@@ -16,6 +16,10 @@ errno. Mechanisms:
   ``nf_conntrack_tcp_loose=0`` the segment is INVALID, is not NATed, and is dropped (kube-proxy's
   KUBE-FORWARD INVALID drop, kube-router v1.3.2's pod-chain drop) or routed toward the ClusterIP
   and lost.
+- ``ct-delete-in-query``: the same loss while the server is still working on a query
+  (``SELECT SLEEP(1), 1``): the first segment after the loss is the server's reply. Picked up
+  (loose=1) it is a new flow in the reverse direction that nothing de-NATs, so it reaches the
+  client from the pod IP, which the client's socket does not know; INVALID (loose=0) it is dropped.
 - ``endpoint-removed``: the server pod loses readiness, the EndpointSlice lists it not ready,
   kube-proxy syncs (event path with its delivery delay) and removes the endpoint; the
   established flow keeps its conntrack entry and NAT mapping; a new connection meets the REJECT.
@@ -66,7 +70,7 @@ class NatConfig:
     nodes, kube-router profile (the INVALID drop is in v1.3.2+), kube-proxy's INVALID drop."""
 
     name: str
-    mechanism: str  # ct-delete | endpoint-removed
+    mechanism: str  # ct-delete | ct-delete-in-query | endpoint-removed
     endpoints: int = 1
     tcp_loose: int = 1
     profile: str = "v1.3.2"
@@ -291,12 +295,11 @@ class ServiceNat:
             t0 = time.monotonic()
             new_conn = ""
             if self.cfg.mechanism == "ct-delete":
-                out = self.lab.exec("node-a", ["conntrack", "-D", "-p", "tcp", "--orig-port-src", str(sport),
-                                               "--orig-dst", self.cluster_ip])
-                if "1 flow entries have been deleted" not in out.stderr:
-                    raise RuntimeError(f"conntrack -D did not delete the flow: {out.stderr.strip()}")
+                self._delete_flow(sport)
             elif self.cfg.mechanism == "endpoint-removed":
                 new_conn = self._remove_endpoints()
+            if self.cfg.mechanism == "ct-delete-in-query":
+                return self._in_query(conn, sport, endpoint)
             events = self._watch_new_flows(sport)
             drops0 = self._invalid_drops()
             try:
@@ -316,6 +319,44 @@ class ServiceNat:
                 conn.close()
             except Exception:
                 pass
+
+    def _delete_flow(self, sport: int) -> None:
+        out = self.lab.exec("node-a", ["conntrack", "-D", "-p", "tcp", "--orig-port-src", str(sport),
+                                       "--orig-dst", self.cluster_ip])
+        if "1 flow entries have been deleted" not in out.stderr:
+            raise RuntimeError(f"conntrack -D did not delete the flow: {out.stderr.strip()}")
+
+    def _in_query(self, conn: Any, sport: int, endpoint: str | None) -> Trial:
+        """The second query runs in a thread; the flow's entry is deleted while the server sleeps."""
+        import threading
+
+        result: dict[str, Any] = {}
+
+        def query() -> None:
+            try:
+                with conn.cursor() as cur:
+                    cur.execute("SELECT SLEEP(1), 1")
+                    cur.fetchall()
+            except Exception as e:
+                result["error"] = e
+
+        worker = threading.Thread(target=query, name="service-nat-query")
+        worker.start()
+        time.sleep(0.4)  # the query is at the server (it ACKed it), the reply is ~0.6 s away
+        t0 = time.monotonic()
+        drops0 = self._invalid_drops()
+        self._delete_flow(sport)
+        worker.join(self.read_timeout_s + 5)
+        after = (time.monotonic() - t0) * 1e3
+        if "error" in result:
+            code, errno, msg, exc = _failure(result["error"])
+            trial = Trial(True, False, code, errno, msg, exc, endpoint, after)
+        else:
+            trial = Trial(True, True, None, None, "", "", endpoint, after)
+        drops1 = self._invalid_drops()
+        trial.invalid_drops = {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1
+                               if drops1.get(k, 0) - drops0.get(k, 0)}
+        return trial
 
     def _remove_endpoints(self) -> str:
         """Every server loses readiness; kube-proxy syncs on both nodes; then a new connection."""

@@ -21,7 +21,8 @@ WHAT = (
     "(kube-proxy iptables mode, v1.28.0 layout, on both nodes; MariaDB endpoints on node-a and "
     "node-b; kube-router policy on the servers), runs SELECT 1, then the NAT state changes under "
     "it and it runs SELECT 1 again on the same connection. `ct-delete`: node-a's conntrack entry "
-    "of the flow is deleted (conntrack -D). `endpoint-removed`: the servers lose readiness and "
+    "of the flow is deleted (conntrack -D). `ct-delete-in-query`: the same while the server "
+    "works on a query (SELECT SLEEP(1)), so its reply comes first. `endpoint-removed`: the servers lose readiness and "
     "kube-proxy removes the endpoints (event path, delivery delay, min sync period). Recorded: the "
     "client's verbatim error, MySQL code and socket errno; `endpoint after` is the endpoint the "
     "DNAT chose at the second query (a conntrack NEW event on node-a). Metric: time from the "
@@ -36,6 +37,10 @@ MECHANISMS = {
     ("ct-delete", "timeout"): "NAT state lost; nf_conntrack_tcp_loose=0 makes the next segment INVALID: never "
                               "NATed, dropped (kube-proxy KUBE-FORWARD / kube-router v1.3.2 INVALID drop) or "
                               "routed toward the ClusterIP and lost",
+    ("ct-delete-in-query", "timeout"): "NAT state lost while the server works on a query: its reply is the "
+                                       "first segment; picked up (tcp_loose=1) as a reverse flow nothing "
+                                       "de-NATs, it reaches the client from the pod IP, unknown to the client's "
+                                       "socket; INVALID (tcp_loose=0) it is dropped. The client waits",
     ("endpoint-removed", "ok"): "endpoint removed by kube-proxy's sync; the established flow keeps its conntrack "
                                 "entry and NAT mapping (kube-proxy flushes conntrack for UDP only)",
 }
@@ -56,7 +61,7 @@ def _configuration(cfg: dict[str, Any]) -> str:
 def _mechanism(cfg: dict[str, Any], t: dict[str, Any]) -> str:
     text = MECHANISMS.get((cfg["mechanism"], t["client_saw"]), f"{cfg['mechanism']}: {t['client_saw']}")
     drops = t.get("invalid_drops") or {}
-    if cfg["mechanism"] == "ct-delete" and t["client_saw"] == "timeout":
+    if cfg["mechanism"].startswith("ct-delete") and t["client_saw"] == "timeout":
         # which rule took the segments, from node-a's counters (none: lost toward the ClusterIP)
         by = ", ".join(f"{chain} {n}" for chain, n in sorted(drops.items())) or "no INVALID drop rule matched"
         text += f" [INVALID drops on node-a: {by}]"
