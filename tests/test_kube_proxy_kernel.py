@@ -79,7 +79,7 @@ def test_cluster_ip_same_node_other_node_and_reject_without_endpoints(lab_factor
 def test_endpoint_change_travels_the_event_path_and_partial_sync(lab_factory):
     lab = lab_factory(service_cluster())
     delay_ns = 50_000_000
-    proxies = start_on_lab(lab, delay_ns=lambda: delay_ns)
+    proxies = start_on_lab(lab, delivery="fixed:0.05")  # harness.controller.delivery spec
     try:
         assert lab.connect("x/client", cip(lab, "web-b"), 8080) == "connected"
         lab.cluster.pods["x/web-b"].ready = False  # readiness lost: the EndpointSlice lists it not ready

@@ -43,7 +43,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                                     "harness.cluster.ipvs_proxy")),
     # service proxies: the model's Services in, the node's kernel out; no engine, lab or scenario
     ("harness.cluster.service_proxy", ("harness.model",)),
-    ("harness.cluster.kube_proxy", ("harness.errors", "harness.kernel", "harness.model", "harness.cluster.kube_proxy")),
+    ("harness.cluster.kube_proxy", ("harness.errors", "harness.kernel", "harness.model", "harness.cluster.kube_proxy",
+                                    "harness.controller.delivery")),
 ]
 
 

@@ -47,8 +47,11 @@ def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_pr
     trials = full if scenario_size(pytestconfig) == "full" else smoke
     cfg = NatConfig(**{**base.__dict__, "trials": trials, "backend": enforcement.backend})
     t0 = time.monotonic()
+    root_loose = open("/proc/sys/net/netfilter/nf_conntrack_tcp_loose").read()
     with ServiceNat(cfg) as sn:
         obs = sn.run(progress=scenario_progress.callback("trial"))
+    # tcp_loose was set in the node namespaces only (a per-namespace sysctl): root keeps its own
+    assert open("/proc/sys/net/netfilter/nf_conntrack_tcp_loose").read() == root_loose
     counts = obs["counts"]
     checks = {
         "ct-delete-1ep": lambda s: s["counts"] == {"ok": s["runs"]},

@@ -198,7 +198,7 @@ class ServiceNat:
                 ne.program(self.lab.cluster, sync_version=time.time_ns(), full=True)
             proxy = KubeProxy(KubeProxyConfig(invalid_drop=cfg.proxy_invalid_drop))
             self.proxies = start_on_lab(self.lab, backend=cfg.backend, proxy=proxy,
-                                        delay_ns=lambda: 20_000_000)
+                                        delivery="fixed:0.02")
             password = None
             for key in SERVERS[:cfg.endpoints]:
                 db = MariaDB(self.lab, key)
@@ -301,15 +301,21 @@ class ServiceNat:
             if self.cfg.mechanism == "ct-delete-in-query":
                 return self._in_query(conn, sport, endpoint)
             events = self._watch_new_flows(sport)
-            drops0 = self._invalid_drops()
             try:
-                _query(conn)
-            except Exception as e:
-                code, errno, msg, exc = _failure(e)
-                trial = Trial(True, False, code, errno, msg, exc, endpoint, (time.monotonic() - t0) * 1e3, new_conn)
-            else:
-                trial = Trial(True, True, None, None, "", "", endpoint, (time.monotonic() - t0) * 1e3, new_conn)
-            trial.endpoint_after = self._first_new_endpoint(events) or self._endpoint_of(sport)
+                drops0 = self._invalid_drops()
+                try:
+                    _query(conn)
+                except Exception as e:
+                    code, errno, msg, exc = _failure(e)
+                    trial = Trial(True, False, code, errno, msg, exc, endpoint, (time.monotonic() - t0) * 1e3,
+                                  new_conn)
+                else:
+                    trial = Trial(True, True, None, None, "", "", endpoint, (time.monotonic() - t0) * 1e3, new_conn)
+                trial.endpoint_after = self._first_new_endpoint(events) or self._endpoint_of(sport)
+            finally:
+                if events.poll() is None:  # a process left in node-a's namespace would keep it alive
+                    events.kill()
+                    events.wait(5)
             drops1 = self._invalid_drops()
             trial.invalid_drops = {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1
                                    if drops1.get(k, 0) - drops0.get(k, 0)}

@@ -40,16 +40,23 @@ class KubeProxy:
 
 
 def start_on_lab(lab: Any, *, backend: str = "nft", proxy: KubeProxy | None = None,
-                 delay_ns: Callable[[], int] | None = None) -> dict[str, KubeProxyNode]:
+                 delay_ns: Callable[[], int] | None = None, delivery: str | float | None = None,
+                 seed: int = 0) -> dict[str, KubeProxyNode]:
     """kube-proxy started on every real node of an up ``lab`` (initial full sync done);
-    stop them with ``stop_all``. The rules live in the node namespaces: ``lab.down()`` and
-    ``gc`` remove them with the namespaces."""
+    stop them with ``stop_all``. An event reaches a node after ``delay_ns()`` or, with
+    ``delivery``, a delay drawn per node from that model (``harness.controller.delivery``
+    specs: ``0.05``, ``lognormal:0.08,0.5`` ..., seeded with ``(seed, node)``). The rules live in
+    the node namespaces: ``lab.down()`` and ``gc`` remove them with the namespaces."""
+    from harness.controller.delivery import parse_delay
+
     proxy = proxy or KUBE_PROXY
     view = proxy.view(lab.cluster)
+    model = parse_delay(delivery) if delivery is not None else None
     nodes: dict[str, KubeProxyNode] = {}
     try:
         for n in lab.cluster.real_nodes():
-            node = proxy.node(n.name, lab.node_netns(n.name), backend=backend, delay_ns=delay_ns, cluster=lab.cluster)
+            delay = model.sampler(n.name, seed).next_ns if model is not None else delay_ns
+            node = proxy.node(n.name, lab.node_netns(n.name), backend=backend, delay_ns=delay, cluster=lab.cluster)
             nodes[n.name] = node
             node.start(view)
     except BaseException:
