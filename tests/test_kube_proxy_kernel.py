@@ -28,12 +28,14 @@ def service_cluster() -> Cluster:
     c.add_pod(Pod("x", "client", "node-a"))
     c.add_pod(Pod("x", "light-client", "node-a", kind=PodKind.LIGHT))
     c.add_pod(Pod("x", "web-a", "node-a", {"app": "web", "at": "a"}, ports=web))
-    c.add_pod(Pod("x", "web-b", "node-b", {"app": "web", "at": "b"}, ports=web))
+    c.add_pod(Pod("x", "web-b", "node-b", {"app": "web", "at": "b", "udp": "yes"},
+                  ports=[*web, ContainerPort(80, "UDP", "echo")]))
     c.add_pod(Pod("x", "light-web", "node-a", {"at": "light"}, ports=web, kind=PodKind.LIGHT))
     svcs = [Service("x", "web-a", [ServicePort(8080, "TCP", "", "http")], {"at": "a"}),
             Service("x", "web-b", [ServicePort(8080, "TCP", "", 80)], {"at": "b"}),
             Service("x", "empty", [ServicePort(80)], {"app": "nothing"}),
-            Service("x", "light", [ServicePort(8080, "TCP", "", 80)], {"at": "light"})]
+            Service("x", "light", [ServicePort(8080, "TCP", "", 80)], {"at": "light"}),
+            Service("x", "udp", [ServicePort(5353, "UDP", "", 80)], {"udp": "yes"})]
     add_services(c, [ServiceDecl(s, None, s.name) for s in svcs])
     return c
 
@@ -75,6 +77,7 @@ def test_cluster_ip_same_node_other_node_and_reject_without_endpoints(lab_factor
         # A port the Service does not define is not captured: it is routed toward the underlay's
         # unheld .1 and dies there (nothing leaves the lab).
         assert lab.connect("x/client", cip(lab, "web-a"), 9999, timeout=0.3) == "timeout"
+        assert lab.connect("x/client", cip(lab, "udp"), 5353, "UDP") == "connected"
         records = [r for p in proxies.values() for r in p.records]
         assert all(r.full for r in records) and all(r.phases["iptables_restore"] > 0 for r in records)
     finally:
@@ -98,7 +101,7 @@ def test_endpoint_change_travels_the_event_path_and_partial_sync(lab_factory):
         assert rec.start_ns - emitted >= delay_ns  # the sync waited for the delivery delay
         # web-a and light unchanged (left out); web-b has no endpoints now: no nat chains, a filter REJECT
         assert not rec.full and rec.services_skipped == 2 and rec.services_written == 0
-        assert rec.stale_chains == 2  # web-b's KUBE-SVC and KUBE-SEP chains deleted
+        assert rec.stale_chains == 4  # the KUBE-SVC and KUBE-SEP chains of web-b's two services deleted
         assert lab.connect("x/client", cip(lab, "web-b"), 8080) == "refused"
         assert lab.connect("x/client", cip(lab, "web-a"), 8080) == "connected"
         nat = netns.run(lab.node_netns("node-a"), ["iptables-nft-save", "-t", "nat"]).stdout
@@ -113,3 +116,24 @@ def test_service_path_bench_small():
     r = run_service_bench(pods=100, services=10)
     assert r.endpoints == 100 and r.full_sync_ms > 0 and r.partial_sync_ms > 0
     assert r.per_pod_ms < 50  # a loose bound on a shared machine; the 1,000-pod figure is in the README
+
+
+def test_removed_udp_endpoint_loses_its_conntrack_entries(lab_factory):
+    lab = lab_factory(service_cluster())
+    proxies = start_on_lab(lab, delivery=0.0)
+    web_b = str(lab.cluster.pods["x/web-b"].ip)
+    try:
+        assert lab.connect("x/client", cip(lab, "udp"), 5353, "UDP") == "connected"
+        listed = ["conntrack", "-L", "-p", "udp", "--orig-dst", cip(lab, "udp"), "--dst-nat", web_b]
+        assert web_b in lab.exec("node-a", listed).stdout  # the flow's entry, NATed to web-b
+        lab.cluster.pods["x/web-b"].ready = False
+        emitted = time.time_ns()
+        view = proxy_view(lab.cluster)
+        for p in proxies.values():
+            p.deliver(view, emitted)
+        rec = proxies["node-a"].wait_synced(emitted)
+        # v1.28.0 conntrack/cleanup.go deleteStaleEndpointConntrackEntries: -D --orig-dst --dst-nat
+        assert rec.conntrack_deleted == 1 and rec.phases["conntrack_cleanup"] > 0
+        assert web_b not in lab.exec("node-a", listed).stdout
+    finally:
+        stop_all(proxies)

@@ -120,3 +120,21 @@ def test_token_bucket_allows_a_burst_of_two_then_one_per_interval():
     assert b.wait_s(0.0) == 1.0
     assert b.wait_s(0.6) == 0.4 or abs(b.wait_s(0.6) - 0.4) < 1e-9
     assert b.wait_s(1.0) == 0
+
+
+def test_stale_udp_conntrack_follows_clean_stale_entries():
+    from harness.cluster.kube_proxy.render import stale_udp_conntrack
+
+    dns = ServicePortView("kube-system/kube-dns:dns", IP("10.96.0.10"), 53, "udp", ("10.244.0.5:53", "10.244.1.5:53"))
+    tcp = ServicePortView("db/m", IP("10.96.0.2"), 3306, "tcp", ("10.244.0.2:3306",))
+    empty = ServicePortView("kube-system/kube-dns:dns", IP("10.96.0.10"), 53, "udp", ())
+    # first sync: every UDP port with endpoints is newly active; TCP is never touched
+    assert stale_udp_conntrack(None, view(dns, tcp)) == [["-D", "--orig-dst", "10.96.0.10", "-p", "udp"]]
+    assert stale_udp_conntrack(view(dns, tcp), view(dns, tcp)) == []
+    # an endpoint removed: its NATed entries go, so a client that keeps sending reaches another one
+    one = ServicePortView(dns.name, dns.cluster_ip, 53, "udp", ("10.244.1.5:53",))
+    assert stale_udp_conntrack(view(dns), view(one)) == [
+        ["-D", "--orig-dst", "10.96.0.10", "--dst-nat", "10.244.0.5", "-p", "udp"]]
+    # 0 -> some endpoints: the black-hole entries of the empty time go; a deleted port too
+    assert stale_udp_conntrack(view(empty), view(one)) == [["-D", "--orig-dst", "10.96.0.10", "-p", "udp"]]
+    assert stale_udp_conntrack(view(one), view()) == [["-D", "--orig-dst", "10.96.0.10", "-p", "udp"]]

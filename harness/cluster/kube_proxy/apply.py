@@ -82,6 +82,16 @@ class NodeIptables:
         gateway is the underlay's reserved ``.1``, which no namespace holds: nothing leaves the lab."""
         self.run(["ip", "route", "replace", service_cidr, "via", gateway, "dev", "eth0", "onlink"])
 
+    def conntrack_delete(self, args: list[str], log: ExecLog) -> int:
+        """One ``conntrack`` deletion; "0 flow entries have been deleted" is not an error
+        (conntrack.go NoConnectionToDelete). Returns the entries deleted."""
+        proc = self.run(["conntrack", *args], check=False, log=log)
+        text = proc.stderr + proc.stdout
+        if proc.returncode != 0 and "0 flow entries have been deleted" not in text:
+            raise KernelError(f"conntrack {' '.join(args)} in {self.ns}: {text.strip().splitlines()[-1] if text.strip() else proc.returncode}")
+        words = text.split()
+        return int(words[words.index("flow") - 1]) if "flow" in words else 0
+
     def save(self, table: str) -> str:
         """``iptables-save -t <table>`` (for tests and reports)."""
         return self.run([self.b.save, "-t", table]).stdout

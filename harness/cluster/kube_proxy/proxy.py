@@ -26,7 +26,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.cluster.kube_proxy.apply import ExecLog, NodeIptables, stale_service_chains, timed
-from harness.cluster.kube_proxy.render import DEFAULT_CONFIG, KubeProxyConfig, ProxyView, render
+from harness.cluster.kube_proxy.render import (
+    DEFAULT_CONFIG,
+    KubeProxyConfig,
+    ProxyView,
+    render,
+    stale_udp_conntrack,
+)
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +54,7 @@ class ProxySync:
     stale_chains: int
     endpoints: int
     requested_ns: list[int] = field(default_factory=list)  # emission times of the events it covers
+    conntrack_deleted: int = 0  # UDP entries flushed after the restore (CleanStaleEntries)
 
     @property
     def total_ns(self) -> int:
@@ -57,7 +64,8 @@ class ProxySync:
         return {"node": self.node, "start_ns": self.start_ns, "end_ns": self.end_ns, "full": self.full,
                 "phases": dict(self.phases), "execs": self.execs, "services_written": self.services_written,
                 "services_skipped": self.services_skipped, "stale_chains": self.stale_chains,
-                "endpoints": self.endpoints, "requested_ns": list(self.requested_ns)}
+                "endpoints": self.endpoints, "requested_ns": list(self.requested_ns),
+                "conntrack_deleted": self.conntrack_deleted}
 
 
 class TokenBucket:
@@ -110,6 +118,7 @@ class KubeProxyNode:
         self._need_full = True  # P NewProxier: needFullSync: true
         self._written: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
         self._last_cleanup = 0.0
+        self._synced_view: ProxyView | None = None  # the view of the last successful sync
         self._cv = threading.Condition()
         self._inbox: list[tuple[int, int, int, ProxyView]] = []  # (deliver_at_ns, seq, emitted_ns, view) heap
         self._seq = 0
@@ -146,9 +155,14 @@ class KubeProxyNode:
             raise
         self._need_full = False
         self._written = current
+        # P: "Finish housekeeping, clear stale conntrack entries for UDP Services"
+        deleted = 0
+        for args in stale_udp_conntrack(self._synced_view, view):
+            deleted += timed(ex, "conntrack_cleanup", self.tools.conntrack_delete, args, ex)
+        self._synced_view = view
         end = time.time_ns()
         rec = ProxySync(self.node, start, end, full, ex.phases, ex.execs, len(current) - len(skip), len(skip),
-                        len(stale), rs.total_endpoints, list(requested_ns or []))
+                        len(stale), rs.total_endpoints, list(requested_ns or []), deleted)
         self.records.append(rec)
         if self.on_sync is not None:
             self.on_sync(rec)

@@ -15,7 +15,8 @@ MASQUERADE ``--random-fully``), the local-traffic detector by cluster CIDR (``! 
 -j KUBE-MARK-MASQ``), KUBE-NODEPORTS (empty: no NodePort services are modeled, but the chain and
 its tail call exist), KUBE-FORWARD (ctstate INVALID drop, #74839; mark accept; conntrack accept),
 comments, large-cluster mode (no per-endpoint comments above 1000 endpoints), partial syncs
-(chains of unchanged services left out of the restore input) and stale chain deletion.
+(chains of unchanged services left out of the restore input), stale chain deletion and the UDP
+conntrack cleanup after a sync (``stale_udp_conntrack``).
 
 Assumptions, said here and in the README: ``--iptables-localhost-nodeports=false`` (no NodePorts
 are modeled, so no ``route_localnet`` sysctl and no KUBE-FIREWALL rule are needed); the
@@ -180,6 +181,35 @@ def proxy_view(cluster: Cluster) -> ProxyView:
             ports.append(ServicePortView(name, svc.cluster_ip, sp.port, sp.protocol.lower(), eps))
     ports.sort(key=lambda p: (p.name, p.protocol))
     return ProxyView(tuple(ports), str(cluster.cluster_cidr))
+
+
+# -- UDP conntrack cleanup ----------------------------------------------------------------------
+
+def stale_udp_conntrack(previous: ProxyView | None, current: ProxyView) -> list[list[str]]:
+    """The ``conntrack`` argument lists kube-proxy runs after a sync (v1.28.0
+    ``pkg/proxy/conntrack/cleanup.go`` CleanStaleEntries; ``conntrack.go`` ClearEntriesForIP /
+    ClearEntriesForNAT): for UDP only, ``-D --orig-dst <clusterIP> -p udp`` for a service port
+    deleted or newly active (0 -> some endpoints: "black hole" entries made while it had none),
+    and ``-D --orig-dst <clusterIP> --dst-nat <endpointIP> -p udp`` for every removed endpoint,
+    "so that if the same client keeps sending, the packets will get routed to a new endpoint".
+    ``previous`` None: the first sync (every UDP port with endpoints is newly active). Pure."""
+    before = {p.name: p for p in (previous.ports if previous else ()) if p.protocol == "udp"}
+    now = {p.name: p for p in current.ports if p.protocol == "udp"}
+    ips: list[str] = []
+    for name, p in before.items():  # serviceUpdateResult.DeletedUDPClusterIPs
+        if name not in now and str(p.cluster_ip) not in ips:
+            ips.append(str(p.cluster_ip))
+    for name, p in now.items():  # endpointUpdateResult.NewlyActiveUDPServices
+        if p.endpoints and not (before[name].endpoints if name in before else ()) and str(p.cluster_ip) not in ips:
+            ips.append(str(p.cluster_ip))
+    out = [["-D", "--orig-dst", ip, "-p", "udp"] for ip in ips]
+    for name, p in before.items():  # endpointUpdateResult.DeletedUDPEndpoints (for ports still present)
+        if name not in now:
+            continue
+        for ep in p.endpoints:
+            if ep not in now[name].endpoints:
+                out.append(["-D", "--orig-dst", str(p.cluster_ip), "--dst-nat", ep.rsplit(":", 1)[0], "-p", "udp"])
+    return out
 
 
 # -- rendering ----------------------------------------------------------------------------------
