@@ -138,3 +138,34 @@ def test_stale_udp_conntrack_follows_clean_stale_entries():
     # 0 -> some endpoints: the black-hole entries of the empty time go; a deleted port too
     assert stale_udp_conntrack(view(empty), view(one)) == [["-D", "--orig-dst", "10.96.0.10", "-p", "udp"]]
     assert stale_udp_conntrack(view(one), view()) == [["-D", "--orig-dst", "10.96.0.10", "-p", "udp"]]
+
+
+def _cli(argv):
+    import argparse
+
+    from harness.cluster.kube_proxy import commands
+
+    p = argparse.ArgumentParser(prog="netpol-harness")
+    sub = p.add_subparsers(dest="command")
+    bench = sub.add_parser("bench").add_subparsers(dest="bench")
+    commands.register(sub, bench)
+    args = p.parse_args(argv)
+    return args.func(args)
+
+
+def test_cli_prints_the_restore_input_and_the_slices(tmp_path, capsys):
+    import yaml
+
+    (tmp_path / "t.yaml").write_text(
+        "nodes: [{name: a}]\nnamespaces: [{name: db}]\n"
+        "pods: [{name: m0, namespace: db, node: a, labels: {app: m}, ports: [{port: 3306, name: mysql}]}]\n"
+        "manifests: [s.yaml]\n")
+    (tmp_path / "s.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: m, namespace: db}\n"
+                                     "spec: {selector: {app: m}, ports: [{name: mysql, port: 3306, targetPort: mysql}]}\n")
+    assert _cli(["kube-proxy", str(tmp_path / "t.yaml")]) == 0
+    out = capsys.readouterr().out
+    svc = service_port_chain_name("db/m:mysql", "tcp")
+    assert f"-j {svc}" in out and "-j DNAT --to-destination 10.244.0.2:3306" in out and out.count("COMMIT") == 2
+    assert _cli(["kube-proxy", str(tmp_path / "t.yaml"), "--slices"]) == 0
+    (slice_,) = list(yaml.safe_load_all(capsys.readouterr().out))
+    assert slice_["kind"] == "EndpointSlice" and slice_["endpoints"][0]["addresses"] == ["10.244.0.2"]
