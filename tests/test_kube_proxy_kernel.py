@@ -137,3 +137,50 @@ def test_removed_udp_endpoint_loses_its_conntrack_entries(lab_factory):
         assert web_b not in lab.exec("node-a", listed).stdout
     finally:
         stop_all(proxies)
+
+
+# kube-router v1.3+ ends KUBE-ROUTER-FORWARD by accepting what its pod chains passed (mark
+# 0x20000: the explicit ACCEPT, v2.10 KUBE-NWPLCY-TAIL), and its jump sits first in FORWARD: a
+# pod's SYN to a ClusterIP without endpoints is accepted there and never meets kube-proxy's
+# REJECT further down; v1.2 has no such ACCEPT, so the REJECT answers.
+NO_ENDPOINTS = {"v1.2.1": ("refused", 1), "v1.3.2": ("timeout", 0), "v2.10": ("timeout", 0)}
+
+
+@pytest.mark.parametrize("profile", list(NO_ENDPOINTS))
+def test_kube_router_full_syncs_keep_kube_proxys_rules(lab_factory, profile):
+    """kube-router rewrites the whole filter table (iptables-restore without --noflush) but keeps
+    every chain and rule that is not its own: kube-proxy's REJECT, KUBE-FORWARD and jumps survive
+    kube-router syncs made after kube-proxy's, and the policy applies to the DNATed packets."""
+    import yaml
+
+    from harness.engines import registry
+    from harness.engines.config import EnforcementConfig
+    from harness.model.manifests import apply_manifest_documents
+
+    cluster = service_cluster()
+    lab = lab_factory(cluster)
+    proxies = start_on_lab(lab)
+    try:
+        enforcement = EnforcementConfig(profile=profile)
+        engine = registry.get_engine(enforcement.engine)
+        nodes = [engine.node(n.name, lab.node_netns(n.name), enforcement) for n in cluster.real_nodes()]
+        for ne in nodes:
+            ne.program(cluster, sync_version=time.time_ns(), full=True)
+        assert lab.connect("x/client", cip(lab, "web-b"), 8080) == "connected"
+        saved = lab.exec("node-a", ["iptables-nft-save", "-t", "filter"]).stdout
+        assert "-A FORWARD -m comment --comment \"kubernetes forwarding rules\" -j KUBE-FORWARD" in saved
+        assert "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP" in saved
+        assert "x/empty has no endpoints" in saved  # kube-proxy's REJECT is still there ...
+        outcome, rejected = NO_ENDPOINTS[profile]
+        assert lab.connect("x/client", cip(lab, "empty"), 80) == outcome  # ... but reached only under v1.2
+        assert counter(lab, "node-a", "nft", "filter", "KUBE-SERVICES", "has no endpoints") == rejected
+        # a policy isolating web-b (ingress from nothing): kube-router refuses the DNATed SYN on node-b
+        apply_manifest_documents(list(yaml.safe_load_all(
+            "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\n"
+            "spec: {podSelector: {matchLabels: {at: b}}, policyTypes: [Ingress]}\n")), cluster, "deny.yaml")
+        for ne in nodes:
+            ne.program(cluster, sync_version=time.time_ns(), full=True)
+        assert lab.connect("x/client", cip(lab, "web-b"), 8080) == "refused"
+        assert lab.connect("x/client", cip(lab, "web-a"), 8080) == "connected"
+    finally:
+        stop_all(proxies)

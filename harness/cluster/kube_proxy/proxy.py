@@ -215,6 +215,7 @@ class KubeProxyNode:
     def _loop(self) -> None:
         bucket = TokenBucket(self.config.min_sync_period_s, BURST_SYNCS, time.monotonic())
         bucket.take(time.monotonic())  # the initial sync used a token
+        retry_at: float | None = None  # P: a failed sync -> syncRunner.RetryAfter(syncPeriod)
         while True:
             with self._cv:
                 while not self._stop:
@@ -225,7 +226,8 @@ class KubeProxyNode:
                         self._pending.append(emitted)
                     wait = None
                     if self._pending:
-                        wait = bucket.wait_s(time.monotonic())
+                        now = time.monotonic()
+                        wait = max(bucket.wait_s(now), (retry_at - now) if retry_at is not None else 0.0)
                         if wait <= 0:
                             break
                     if self._inbox:
@@ -237,11 +239,15 @@ class KubeProxyNode:
                 view, requested = self._view, self._pending
                 self._pending = []
             bucket.take(time.monotonic())
+            retry_at = None
             try:
                 assert view is not None
                 self.sync(view, requested)
-            except Exception as e:  # a failed sync is retried with the next event, as kube-proxy logs and retries
+            except Exception as e:  # kube-proxy logs it and retries after syncPeriod (the next full sync)
                 log.warning("kube-proxy on %s: sync failed: %s", self.node, e)
                 self.errors.append(str(e))
+                retry_at = time.monotonic() + self.config.sync_period_s
+                with self._cv:
+                    self._pending = requested + self._pending  # still owed a sync
             with self._cv:
                 self._cv.notify_all()
