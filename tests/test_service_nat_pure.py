@@ -13,7 +13,7 @@ CFG = {"mechanism": "ct-delete", "endpoints": 2, "nf_conntrack_tcp_loose": 1, "k
 RESET = {"ok_before": True, "ok_after": False, "code": 2013, "errno": "ECONNRESET",
          "message": "Lost connection to MySQL server during query ([Errno 104] Connection reset by peer)",
          "exception": "ConnectionResetError", "endpoint": "10.244.0.3", "endpoint_after": "10.244.1.2",
-         "after_ms": 60.0, "client_saw": "reset", "new_connection": "", "invalid_drops": {}}
+         "after_ms": 60.0, "client_saw": "reset", "new_connection": "", "rule_counts": {}}
 OK = {**RESET, "ok_after": True, "code": None, "errno": None, "message": "", "exception": "",
       "endpoint_after": "10.244.0.3", "client_saw": "ok"}
 
@@ -37,7 +37,7 @@ def test_summary_and_section():
     assert s["counts"] == {"reset": 2, "ok": 1} and s["failures"] == 2 and s["runs"] == 3
     assert s["resets_with_endpoint_change"] == 2 and s["survived_same_endpoint"] == 1
     assert list(s["messages"]) == ["2013 ECONNRESET: " + RESET["message"]]
-    timeout = {**RESET, "client_saw": "timeout", "errno": "ETIMEDOUT", "invalid_drops": {"KUBE-FORWARD": 5}}
+    timeout = {**RESET, "client_saw": "timeout", "errno": "ETIMEDOUT", "rule_counts": {"KUBE-FORWARD": 5}}
     t = sc.summarize([observation(timeout)])
     assert "INVALID drops on node-a: KUBE-FORWARD 5" in t["rows"][0]["mechanism"]
     text = "\n".join(sc.section([{"config": "ct-delete-2ep", "summary": s}]))

@@ -23,14 +23,15 @@ CONFIGS = {
     "ct-delete-2ep": (NatConfig("ct-delete-2ep", "ct-delete", endpoints=2), 12, 40),
     "ct-delete-2ep-v1.3.1": (NatConfig("ct-delete-2ep-v1.3.1", "ct-delete", endpoints=2, profile="v1.3.1"), 0, 20),
     "ct-delete-loose0": (NatConfig("ct-delete-loose0", "ct-delete", tcp_loose=0), 1, 3),
-    "ct-delete-loose0-v1.3.1-no-proxy-drop": (
-        NatConfig("ct-delete-loose0-v1.3.1-no-proxy-drop", "ct-delete", tcp_loose=0, profile="v1.3.1",
-                  proxy_invalid_drop=False), 1, 3),
+    "ct-delete-loose0-v1.3.1": (NatConfig("ct-delete-loose0-v1.3.1", "ct-delete", tcp_loose=0, profile="v1.3.1"), 1, 3),
+    "ct-delete-loose0-v1.2.1": (NatConfig("ct-delete-loose0-v1.2.1", "ct-delete", tcp_loose=0, profile="v1.2.1"), 0, 3),
     "ct-delete-loose0-v1.3.2-no-proxy-drop": (
-        NatConfig("ct-delete-loose0-v1.3.2-no-proxy-drop", "ct-delete", tcp_loose=0, profile="v1.3.2",
-                  proxy_invalid_drop=False), 0, 3),
+        NatConfig("ct-delete-loose0-v1.3.2-no-proxy-drop", "ct-delete", tcp_loose=0, proxy_invalid_drop=False), 0, 3),
     "ct-delete-in-query": (NatConfig("ct-delete-in-query", "ct-delete-in-query"), 1, 3),
     "ct-delete-in-query-loose0": (NatConfig("ct-delete-in-query-loose0", "ct-delete-in-query", tcp_loose=0), 0, 2),
+    "no-endpoints-v1.2.1": (NatConfig("no-endpoints-v1.2.1", "no-endpoints", profile="v1.2.1"), 1, 3),
+    "no-endpoints-v1.3.2": (NatConfig("no-endpoints-v1.3.2", "no-endpoints", profile="v1.3.2"), 1, 3),
+    "no-endpoints-v2.10": (NatConfig("no-endpoints-v2.10", "no-endpoints", profile="v2.10"), 0, 3),
     "endpoint-removed": (NatConfig("endpoint-removed", "endpoint-removed"), 1, 3),
 }
 
@@ -40,6 +41,17 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         full = scenario_size(metafunc.config) == "full"
         chosen = [k for k, (_, smoke, big) in CONFIGS.items() if (big if full else smoke)]
         metafunc.parametrize("nat_config", chosen)
+
+
+def verdict_check(name: str):
+    """The recorded verdict: what the client must have seen in this configuration."""
+    if name in ("ct-delete-1ep", "endpoint-removed"):
+        return lambda s: s["counts"] == {"ok": s["runs"]}
+    if name.startswith("ct-delete-2ep"):
+        return lambda s: 0 < s["counts"].get("reset", 0) == s["resets_with_endpoint_change"]
+    if name == "no-endpoints-v1.2.1":
+        return lambda s: s["counts"] == {"refused": s["runs"]}
+    return lambda s: s["counts"] == {"timeout": s["runs"]}
 
 
 def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_property, pytestconfig, enforcement):
@@ -53,13 +65,7 @@ def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_pr
     # tcp_loose was set in the node namespaces only (a per-namespace sysctl): root keeps its own
     assert open("/proc/sys/net/netfilter/nf_conntrack_tcp_loose").read() == root_loose
     counts = obs["counts"]
-    checks = {
-        "ct-delete-1ep": lambda s: s["counts"] == {"ok": s["runs"]},
-        "ct-delete-2ep": lambda s: s["counts"].get("reset", 0) > 0
-        and s["resets_with_endpoint_change"] == s["counts"].get("reset", 0),
-        "endpoint-removed": lambda s: s["counts"] == {"ok": s["runs"]},
-    }
-    check = checks.get(nat_config.replace("-v1.3.1", ""), lambda s: s["counts"] == {"timeout": s["runs"]})  # the rest
+    check = verdict_check(nat_config)
     entry = scenario_recorder.record("service-nat", nat_config, cfg.describe(), obs, check=check,
                                      expectation="what the client sees, by mechanism (see the section)",
                                      runtime_s=time.monotonic() - t0)
@@ -72,9 +78,19 @@ def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_pr
             assert t["endpoint_after"] and t["endpoint_after"] != t["endpoint"], t
         if t["client_saw"] == "ok" and cfg.mechanism == "ct-delete":
             assert t["endpoint_after"] == t["endpoint"], t
-    if cfg.mechanism == "endpoint-removed":
+    if cfg.mechanism == "no-endpoints":
+        # v1.2 has no explicit ACCEPT: kube-proxy's REJECT answers; v1.3+ accepts the SYN first
+        v12 = cfg.profile.startswith("v1.2")
+        assert counts == ({"refused": trials} if v12 else {"timeout": trials}), obs["trials"]
+        for t in obs["trials"]:
+            assert t["code"] == 2003 and t["errno"] == ("ECONNREFUSED" if v12 else "ETIMEDOUT"), t
+            rule = "kube-proxy REJECT" if v12 else "kube-router ACCEPT"
+            assert set(t["rule_counts"]) == {rule}, t
+    elif cfg.mechanism == "endpoint-removed":
         assert counts == {"ok": trials}
-        assert all("2003 ECONNREFUSED" in t["new_connection"] for t in obs["trials"]), obs["trials"]
+        # a new connection meets what no-endpoints meets: kube-router v1.3+ accepts the SYN first
+        new = "2003 ECONNREFUSED" if cfg.profile.startswith("v1.2") else "2003 ETIMEDOUT"
+        assert all(new in t["new_connection"] for t in obs["trials"]), obs["trials"]
     elif cfg.mechanism == "ct-delete-in-query":
         # the server's reply comes first after the loss: never a reset at the client, a timeout
         assert counts == {"timeout": trials}, obs["trials"]
@@ -82,14 +98,18 @@ def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_pr
     elif cfg.tcp_loose == 0:
         assert counts == {"timeout": trials}
         assert all(t["code"] == 2013 and t["errno"] == "ETIMEDOUT" for t in obs["trials"])
-        # which INVALID drop took the client's retransmissions on node-a (counters), if any
-        drops = [set(t["invalid_drops"]) for t in obs["trials"]]
-        if cfg.proxy_invalid_drop:
-            assert all(d == {"KUBE-FORWARD"} for d in drops), drops  # kube-proxy's jump sits above kube-router's
-        elif cfg.profile == "v1.3.2":
-            assert all(d == {"KUBE-POD-FW"} for d in drops), drops  # kube-router #709
+        # which INVALID drop took the client's retransmissions on node-a (counters), if any.
+        # kube-router's jump is first in FORWARD: v1.3.2+ drops INVALID in the pod chain (#709);
+        # v1.3.1 accepts the segment (explicit ACCEPT of 0x20000) before kube-proxy's drop; v1.2
+        # has neither, so kube-proxy's KUBE-FORWARD drop takes it (when on).
+        drops = [set(t["rule_counts"]) for t in obs["trials"]]
+        if cfg.profile not in ("v1.2.1", "v1.3.1"):
+            expected = {"KUBE-POD-FW"}
+        elif cfg.profile == "v1.2.1" and cfg.proxy_invalid_drop:
+            expected = {"KUBE-FORWARD"}
         else:
-            assert all(d == set() for d in drops), drops  # not NATed, routed toward the ClusterIP, lost
+            expected = set()  # accepted or passed, not NATed, routed toward the ClusterIP, lost
+        assert all(d == expected for d in drops), drops
     elif cfg.endpoints == 1:
         assert counts == {"ok": trials}
     else:

@@ -20,6 +20,10 @@ errno. Mechanisms:
   (``SELECT SLEEP(1), 1``): the first segment after the loss is the server's reply. Picked up
   (loose=1) it is a new flow in the reverse direction that nothing de-NATs, so it reaches the
   client from the pod IP, which the client's socket does not know; INVALID (loose=0) it is dropped.
+- ``no-endpoints``: a *new* connection while no endpoint is ready (a server pod behind a
+  Service that is not ready yet). kube-proxy's filter KUBE-SERVICES REJECT is meant to answer;
+  whether it is reached depends on kube-router's FORWARD chain in front of it (v1.3+ accepts
+  what its pod chains passed). Counters say which rule took the SYN.
 - ``endpoint-removed``: the server pod loses readiness, the EndpointSlice lists it not ready,
   kube-proxy syncs (event path with its delivery delay) and removes the endpoint; the
   established flow keeps its conntrack entry and NAT mapping; a new connection meets the REJECT.
@@ -70,7 +74,7 @@ class NatConfig:
     nodes, kube-router profile (the INVALID drop is in v1.3.2+), kube-proxy's INVALID drop."""
 
     name: str
-    mechanism: str  # ct-delete | ct-delete-in-query | endpoint-removed
+    mechanism: str  # ct-delete | ct-delete-in-query | no-endpoints | endpoint-removed
     endpoints: int = 1
     tcp_loose: int = 1
     profile: str = "v1.3.2"
@@ -128,14 +132,17 @@ class Trial:
     after_ms: float  # from the mechanism to the end of the second query
     new_connection: str = ""  # endpoint-removed: what a new connection saw
     endpoint_after: str | None = None  # where node-a's conntrack sent the flow at the second query
-    invalid_drops: dict[str, int] | None = None  # node-a: packets the ctstate INVALID DROP rules took, by chain
+    rule_counts: dict[str, int] | None = None  # node-a: packets the deciding rules took (INVALID drops by chain; REJECT vs ACCEPT)
 
     @property
     def client_saw(self) -> str:
         """What the client saw, from the errno and exception type (never the message): ok,
-        reset (ECONNRESET/EPIPE), timeout (socket timeout), closed (EOF), or error."""
+        refused (ECONNREFUSED), reset (ECONNRESET/EPIPE), timeout (socket timeout), closed
+        (EOF), or error."""
         if self.ok_after:
             return "ok"
+        if self.errno == "ECONNREFUSED":
+            return "refused"
         if self.errno in ("ECONNRESET", "EPIPE"):
             return "reset"
         if self.exception in ("TimeoutError", "timeout") or self.errno == "ETIMEDOUT":
@@ -149,7 +156,7 @@ class Trial:
                 "message": self.message, "exception": self.exception, "endpoint": self.endpoint,
                 "after_ms": round(self.after_ms, 1), "client_saw": self.client_saw,
                 "new_connection": self.new_connection, "endpoint_after": self.endpoint_after,
-                "invalid_drops": dict(self.invalid_drops or {})}
+                "rule_counts": dict(self.rule_counts or {})}
 
 
 def _query(conn: Any) -> None:
@@ -193,12 +200,18 @@ class ServiceNat:
             enforcement = EnforcementConfig(profile=cfg.profile, backend=cfg.backend)
             engine = registry.get_engine(enforcement.engine)
             engine.validate(enforcement)
-            for node in self.lab.cluster.real_nodes():
-                ne = engine.node(node.name, self.lab.node_netns(node.name), enforcement)
+            routers = [engine.node(n.name, self.lab.node_netns(n.name), enforcement)
+                       for n in self.lab.cluster.real_nodes()]
+            for ne in routers:
                 ne.program(self.lab.cluster, sync_version=time.time_ns(), full=True)
             proxy = KubeProxy(KubeProxyConfig(invalid_drop=cfg.proxy_invalid_drop))
             self.proxies = start_on_lab(self.lab, backend=cfg.backend, proxy=proxy,
                                         delivery="fixed:0.02")
+            # kube-proxy prepended its jumps above kube-router's; kube-router's next sync (every
+            # event, or its periodic one) puts its own back on top of FORWARD/INPUT/OUTPUT, where
+            # they stay (kube-proxy's EnsureRule only checks that its jumps exist): the steady state.
+            for ne in routers:
+                ne.program(self.lab.cluster, sync_version=time.time_ns(), full=True)
             password = None
             for key in SERVERS[:cfg.endpoints]:
                 db = MariaDB(self.lab, key)
@@ -284,8 +297,51 @@ class ServiceNat:
                 return srcs[1]
         return None
 
+    def _forward_counters(self) -> dict[str, int]:
+        """node-a's packets counted by kube-proxy's no-endpoints REJECT and by kube-router's final
+        accept of KUBE-ROUTER-FORWARD (explicit ACCEPT of mark 0x20000, v2.10 KUBE-NWPLCY-TAIL)."""
+        tool = "iptables-nft" if self.cfg.backend == "nft" else "iptables-legacy"
+        out: dict[str, int] = {}
+        for chain, needle, key in (("KUBE-SERVICES", "has no endpoints", "kube-proxy REJECT"),
+                                   ("KUBE-ROUTER-FORWARD", "explicitly", "kube-router ACCEPT")):
+            text = self.lab.exec("node-a", [tool, "-w", "-t", "filter", "-L", chain, "-v", "-x", "-n"]).stdout
+            out[key] = sum(int(ln.split()[0]) for ln in text.splitlines() if needle in ln)
+        return out
+
+    def _no_endpoints(self) -> Trial:
+        """Every endpoint unready (kube-proxy synced), then one new connection; readiness back."""
+        from harness.cluster.kube_proxy import proxy_view
+
+        def set_ready(ready: bool) -> None:
+            for key in SERVERS[:self.cfg.endpoints]:
+                self.lab.cluster.pods[key].ready = ready
+            emitted = time.time_ns()
+            view = proxy_view(self.lab.cluster)
+            for p in self.proxies.values():
+                p.deliver(view, emitted)
+            for p in self.proxies.values():
+                p.wait_synced(emitted)
+
+        set_ready(False)
+        try:
+            before = self._forward_counters()
+            t0 = time.monotonic()
+            try:
+                self._connect().close()
+                trial = Trial(True, True, None, None, "", "", None, (time.monotonic() - t0) * 1e3)
+            except Exception as e:
+                code, errno, msg, exc = _failure(e)
+                trial = Trial(True, False, code, errno, msg, exc, None, (time.monotonic() - t0) * 1e3)
+            after = self._forward_counters()
+            trial.rule_counts = {k: after[k] - before[k] for k in after if after[k] - before[k]}
+            return trial
+        finally:
+            set_ready(True)
+
     def trial(self) -> Trial:
         """One connection through the mechanism."""
+        if self.cfg.mechanism == "no-endpoints":
+            return self._no_endpoints()
         conn = self._connect()
         try:
             _query(conn)
@@ -317,7 +373,7 @@ class ServiceNat:
                     events.kill()
                     events.wait(5)
             drops1 = self._invalid_drops()
-            trial.invalid_drops = {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1
+            trial.rule_counts = {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1
                                    if drops1.get(k, 0) - drops0.get(k, 0)}
             return trial
         finally:
@@ -360,7 +416,7 @@ class ServiceNat:
         else:
             trial = Trial(True, True, None, None, "", "", endpoint, after)
         drops1 = self._invalid_drops()
-        trial.invalid_drops = {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1
+        trial.rule_counts = {k: drops1.get(k, 0) - drops0.get(k, 0) for k in drops1
                                if drops1.get(k, 0) - drops0.get(k, 0)}
         return trial
 

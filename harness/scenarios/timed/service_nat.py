@@ -35,19 +35,25 @@ MECHANISMS = {
                             "KUBE-SERVICES DNATs it to another endpoint, which answers the unknown segment "
                             "with an RST",
     ("ct-delete", "timeout"): "NAT state lost; nf_conntrack_tcp_loose=0 makes the next segment INVALID: never "
-                              "NATed, dropped (kube-proxy KUBE-FORWARD / kube-router v1.3.2 INVALID drop) or "
-                              "routed toward the ClusterIP and lost",
+                              "NATed; dropped by the first INVALID drop it meets (kube-router v1.3.2+ pod chain, "
+                              "kube-proxy KUBE-FORWARD) or, accepted or passed, routed toward the ClusterIP and lost",
     ("ct-delete-in-query", "timeout"): "NAT state lost while the server works on a query: its reply is the "
                                        "first segment; picked up (tcp_loose=1) as a reverse flow nothing "
                                        "de-NATs, it reaches the client from the pod IP, unknown to the client's "
                                        "socket; INVALID (tcp_loose=0) it is dropped. The client waits",
+    ("no-endpoints", "refused"): "no ready endpoint: kube-proxy's filter KUBE-SERVICES REJECT answers the SYN "
+                                 "(ICMP port unreachable)",
+    ("no-endpoints", "timeout"): "no ready endpoint: kube-router's KUBE-ROUTER-FORWARD, first in FORWARD, accepts "
+                                 "the SYN its pod chain passed (mark 0x20000: explicit ACCEPT, v2.10 "
+                                 "KUBE-NWPLCY-TAIL) before kube-proxy's REJECT; not DNATed, it leaves toward the "
+                                 "ClusterIP and is lost",
     ("endpoint-removed", "ok"): "endpoint removed by kube-proxy's sync; the established flow keeps its conntrack "
                                 "entry and NAT mapping (kube-proxy flushes conntrack for UDP only)",
 }
 
 
 def _errno_or_code(t: dict[str, Any]) -> str:
-    if t["client_saw"] == "ok":
+    if t["client_saw"] in ("ok", "connected"):
         return "-"
     return " ".join(str(x) for x in (t.get("code"), t.get("errno")) if x is not None) or "-"
 
@@ -60,10 +66,14 @@ def _configuration(cfg: dict[str, Any]) -> str:
 
 def _mechanism(cfg: dict[str, Any], t: dict[str, Any]) -> str:
     text = MECHANISMS.get((cfg["mechanism"], t["client_saw"]), f"{cfg['mechanism']}: {t['client_saw']}")
-    drops = t.get("invalid_drops") or {}
+    drops = t.get("rule_counts") or {}
+    if cfg["mechanism"] == "no-endpoints":
+        by = ", ".join(f"{rule} {n}" for rule, n in sorted(drops.items())) or "no counter moved"
+        return text + f" [node-a: {by}]"
     if cfg["mechanism"].startswith("ct-delete") and t["client_saw"] == "timeout":
         # which rule took the segments, from node-a's counters (none: lost toward the ClusterIP)
-        by = ", ".join(f"{chain} {n}" for chain, n in sorted(drops.items())) or "no INVALID drop rule matched"
+        by = ", ".join(f"{chain} {n}" for chain, n in sorted(drops.items())) or (
+            "none matched: accepted first by kube-router's explicit ACCEPT (v1.3.1) or passed, then lost")
         text += f" [INVALID drops on node-a: {by}]"
     return text
 
