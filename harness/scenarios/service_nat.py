@@ -208,8 +208,10 @@ class ServiceNat:
             self.proxies = start_on_lab(self.lab, backend=cfg.backend, proxy=proxy,
                                         delivery="fixed:0.02")
             # kube-proxy prepended its jumps above kube-router's; kube-router's next sync (every
-            # event, or its periodic one) puts its own back on top of FORWARD/INPUT/OUTPUT, where
-            # they stay (kube-proxy's EnsureRule only checks that its jumps exist): the steady state.
+            # event, or its periodic one) puts its own back at position 1 of FORWARD/INPUT/OUTPUT
+            # (kube-router v1.3.2 pkg/controllers/netpol/network_policy_controller.go
+            # ensureTopLevelChains: ensureRuleAtPosition inserts at 1 and deletes the old one),
+            # where they stay (kube-proxy's EnsureRule only checks that its jumps exist).
             for ne in routers:
                 ne.program(self.lab.cluster, sync_version=time.time_ns(), full=True)
             password = None

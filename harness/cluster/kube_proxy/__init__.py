@@ -34,8 +34,10 @@ class KubeProxy:
         """kube-proxy on ``node``; with ``cluster``, its service CIDR is routed via the underlay's
         ``.1`` (see NodeIptables.route_service_cidr)."""
         if cluster is not None:
-            options.setdefault("service_route", (str(cluster.service_cidr),
-                                                 str(cluster.underlay_cidr.network_address + 1)))
+            gateway = cluster.underlay_cidr.network_address + 1
+            # the underlay bridge's MAC as harness.lab.lab makes it: 0a:59 + the .1 address
+            mac = ":".join(f"{b:02x}" for b in b"\x0a\x59" + gateway.packed)
+            options.setdefault("service_route", (str(cluster.service_cidr), str(gateway), mac))
         return KubeProxyNode(node, netns_name, backend=backend, config=self.config, delay_ns=delay_ns, **options)
 
 

@@ -75,20 +75,27 @@ class NodeIptables:
         """``iptables-restore --noflush --counters`` of ``text`` (RestoreAll(NoFlushTables, RestoreCounters))."""
         self.run([*self.b.restore_argv(), "--noflush", "--counters"], input=text, log=log)
 
-    def route_service_cidr(self, service_cidr: str, gateway: str) -> None:
-        """Route the service CIDR out of eth0 via ``gateway`` (onlink). A real node's default route
-        does this: without it a packet to a ClusterIP with no endpoints is dropped by routing
-        ("network unreachable") before kube-proxy's filter REJECT in FORWARD can answer it. The
-        gateway is the underlay's reserved ``.1``, which no namespace holds: nothing leaves the lab."""
+    def route_service_cidr(self, service_cidr: str, gateway: str, gateway_mac: str | None = None) -> None:
+        """Route the service CIDR out of eth0 via ``gateway`` (onlink), standing in for a real
+        node's default route: without it a packet to a ClusterIP that nothing DNATs is dropped
+        by routing ("network unreachable") before kube-proxy's filter REJECT in FORWARD. The
+        gateway is the underlay's reserved ``.1``, which no namespace holds; ``gateway_mac``
+        (the underlay bridge's own MAC) is pinned as a permanent neighbour, so such a packet is
+        delivered to the underlay namespace, which forwards nothing and drops it silently, as a
+        real gateway black-holes a ClusterIP (an unanswered ARP would instead return ICMP host
+        unreachable after ~3 s, an artifact). Nothing leaves the lab."""
         self.run(["ip", "route", "replace", service_cidr, "via", gateway, "dev", "eth0", "onlink"])
+        if gateway_mac:
+            self.run(["ip", "neigh", "replace", gateway, "lladdr", gateway_mac, "nud", "permanent", "dev", "eth0"])
 
     def conntrack_delete(self, args: list[str], log: ExecLog) -> int:
         """One ``conntrack`` deletion; "0 flow entries have been deleted" is not an error
         (conntrack.go NoConnectionToDelete). Returns the entries deleted."""
         proc = self.run(["conntrack", *args], check=False, log=log)
-        text = proc.stderr + proc.stdout
+        text = (proc.stderr + proc.stdout).strip()
         if proc.returncode != 0 and "0 flow entries have been deleted" not in text:
-            raise KernelError(f"conntrack {' '.join(args)} in {self.ns}: {text.strip().splitlines()[-1] if text.strip() else proc.returncode}")
+            last = text.splitlines()[-1] if text else f"exit code {proc.returncode}"
+            raise KernelError(f"conntrack {' '.join(args)} in {self.ns}: {last}")
         words = text.split()
         return int(words[words.index("flow") - 1]) if "flow" in words else 0
 

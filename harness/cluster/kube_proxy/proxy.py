@@ -105,14 +105,14 @@ class KubeProxyNode:
                  config: KubeProxyConfig = DEFAULT_CONFIG,
                  delay_ns: Callable[[], int] | None = None,
                  on_sync: Callable[[ProxySync], None] | None = None,
-                 service_route: tuple[str, str] | None = None):
+                 service_route: tuple[str, ...] | None = None):
         self.node = node
         self.netns = netns_name
         self.config = config
         self.tools = NodeIptables(netns_name, backend)
         self.delay_ns = delay_ns or (lambda: 0)
         self.on_sync = on_sync
-        self.service_route = service_route  # (service CIDR, gateway): see NodeIptables.route_service_cidr
+        self.service_route = service_route  # (service CIDR, gateway[, MAC]): NodeIptables.route_service_cidr
         self.records: list[ProxySync] = []
         self.errors: list[str] = []
         self._need_full = True  # P NewProxier: needFullSync: true
