@@ -37,10 +37,10 @@ MECHANISMS = {
     ("ct-delete", "timeout"): "NAT state lost; nf_conntrack_tcp_loose=0 makes the next segment INVALID: never "
                               "NATed; dropped by the first INVALID drop it meets (kube-router v1.3.2+ pod chain, "
                               "kube-proxy KUBE-FORWARD) or, accepted or passed, routed toward the ClusterIP and lost",
-    ("ct-delete-in-query", "timeout"): "NAT state lost while the server works on a query: its reply is the "
-                                       "first segment; picked up (tcp_loose=1) as a reverse flow nothing "
-                                       "de-NATs, it reaches the client from the pod IP, unknown to the client's "
-                                       "socket; INVALID (tcp_loose=0) it is dropped. The client waits",
+    ("ct-delete-in-query", "timeout"): "NAT state lost while the server works on a query: the first segment "
+                                       "after the loss is the server's reply, which never reaches the client's "
+                                       "socket as the ClusterIP's (not de-NATed if picked up, dropped if INVALID); "
+                                       "the client waits",
     ("no-endpoints", "refused"): "no ready endpoint: kube-proxy's filter KUBE-SERVICES REJECT answers the SYN "
                                  "(ICMP port unreachable)",
     ("no-endpoints", "timeout"): "no ready endpoint: kube-router's KUBE-ROUTER-FORWARD, first in FORWARD, accepts "
