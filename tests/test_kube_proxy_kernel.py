@@ -141,7 +141,8 @@ def test_removed_udp_endpoint_loses_its_conntrack_entries(lab_factory):
 
 # kube-router v1.3+ ends KUBE-ROUTER-FORWARD by accepting what its pod chains passed (mark
 # 0x20000: the explicit ACCEPT, v2.10 KUBE-NWPLCY-TAIL), and its jump sits first in FORWARD
-# (v1.3.2 network_policy_controller.go ensureTopLevelChains keeps it at position 1): a
+# (v1.3.2 network_policy_controller.go ensureTopLevelChains keeps it at position 1; the order
+# kube-router #1453 reports): a
 # pod's SYN to a ClusterIP without endpoints is accepted there and never meets kube-proxy's
 # REJECT further down; v1.2 has no such ACCEPT, so the REJECT answers.
 NO_ENDPOINTS = {"v1.2.1": ("refused", 1), "v1.3.2": ("timeout", 0), "v2.10": ("timeout", 0)}
