@@ -13,9 +13,9 @@ CFG = {"mechanism": "ct-delete", "endpoints": 2, "nf_conntrack_tcp_loose": 1, "k
 RESET = {"ok_before": True, "ok_after": False, "code": 2013, "errno": "ECONNRESET",
          "message": "Lost connection to MySQL server during query ([Errno 104] Connection reset by peer)",
          "exception": "ConnectionResetError", "endpoint": "10.244.0.3", "endpoint_after": "10.244.1.2",
-         "after_ms": 60.0, "client_saw": "reset", "new_connection": "", "rule_counts": {}}
+         "after_ms": 60.0, "client_saw": "reset_after_established", "new_connection": "", "rule_counts": {}}
 OK = {**RESET, "ok_after": True, "code": None, "errno": None, "message": "", "exception": "",
-      "endpoint_after": "10.244.0.3", "client_saw": "ok"}
+      "endpoint_after": "10.244.0.3", "client_saw": "connected"}
 
 
 def observation(*trials):
@@ -25,7 +25,7 @@ def observation(*trials):
 def test_rows_have_the_symptom_map_shape():
     rows = rows_of(observation(RESET, OK))
     assert [set(r) for r in rows] == [{"client_saw", "errno_or_code", "mechanism", "configuration"}] * 2
-    assert rows[0]["client_saw"] == "reset" and rows[0]["errno_or_code"] == "2013 ECONNRESET"
+    assert rows[0]["client_saw"] == "reset_after_established" and rows[0]["errno_or_code"] == "2013 ECONNRESET"
     assert "another endpoint" in rows[0]["mechanism"] and "same endpoint" in rows[1]["mechanism"]
     assert rows[0]["configuration"] == ("ct-delete, 2 endpoint(s), tcp_loose=1, kube-router v1.3.2, "
                                         "kube-proxy INVALID drop on")
@@ -34,7 +34,7 @@ def test_rows_have_the_symptom_map_shape():
 def test_summary_and_section():
     sc = get("service-nat")
     s = sc.summarize([observation(RESET, OK, RESET)])
-    assert s["counts"] == {"reset": 2, "ok": 1} and s["failures"] == 2 and s["runs"] == 3
+    assert s["counts"] == {"reset_after_established": 2, "connected": 1} and s["failures"] == 2 and s["runs"] == 3
     assert s["resets_with_endpoint_change"] == 2 and s["survived_same_endpoint"] == 1
     assert list(s["messages"]) == ["2013 ECONNRESET: " + RESET["message"]]
     timeout = {**RESET, "client_saw": "timeout", "errno": "ETIMEDOUT", "rule_counts": {"KUBE-FORWARD": 5}}

@@ -12,6 +12,7 @@ import time
 
 import pytest
 
+from harness.outcome import Outcome
 from harness.scenarios.options import scenario_size
 from harness.scenarios.service_nat import NatConfig, ServiceNat
 
@@ -46,12 +47,12 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 def verdict_check(name: str):
     """The recorded verdict: what the client must have seen in this configuration."""
     if name in ("ct-delete-1ep", "endpoint-removed"):
-        return lambda s: s["counts"] == {"ok": s["runs"]}
+        return lambda s: s["counts"] == {Outcome.CONNECTED: s["runs"]}
     if name.startswith("ct-delete-2ep"):
-        return lambda s: 0 < s["counts"].get("reset", 0) == s["resets_with_endpoint_change"]
+        return lambda s: 0 < s["counts"].get(Outcome.RESET_AFTER_ESTABLISHED, 0) == s["resets_with_endpoint_change"]
     if name == "no-endpoints-v1.2.1":
-        return lambda s: s["counts"] == {"refused": s["runs"]}
-    return lambda s: s["counts"] == {"timeout": s["runs"]}
+        return lambda s: s["counts"] == {Outcome.REFUSED: s["runs"]}
+    return lambda s: s["counts"] == {Outcome.TIMEOUT: s["runs"]}
 
 
 def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_property, pytestconfig, enforcement):
@@ -73,30 +74,30 @@ def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_pr
     record_property("counts", str(counts))
     assert len(obs["trials"]) == trials and all(t["ok_before"] for t in obs["trials"])
     for t in obs["trials"]:  # every reset came with a new endpoint, every survivor kept its own
-        if t["client_saw"] == "reset":
+        if t["client_saw"] == Outcome.RESET_AFTER_ESTABLISHED:
             assert t["code"] == 2013 and t["errno"] == "ECONNRESET" and "Connection reset by peer" in t["message"]
             assert t["endpoint_after"] and t["endpoint_after"] != t["endpoint"], t
-        if t["client_saw"] == "ok" and cfg.mechanism == "ct-delete":
+        if t["client_saw"] == Outcome.CONNECTED and cfg.mechanism == "ct-delete":
             assert t["endpoint_after"] == t["endpoint"], t
     if cfg.mechanism == "no-endpoints":
         # v1.2 has no explicit ACCEPT: kube-proxy's REJECT answers; v1.3+ accepts the SYN first
         v12 = cfg.profile.startswith("v1.2")
-        assert counts == ({"refused": trials} if v12 else {"timeout": trials}), obs["trials"]
+        assert counts == ({Outcome.REFUSED: trials} if v12 else {Outcome.TIMEOUT: trials}), obs["trials"]
         for t in obs["trials"]:
             assert t["code"] == 2003 and t["errno"] == ("ECONNREFUSED" if v12 else "ETIMEDOUT"), t
             rule = "kube-proxy REJECT" if v12 else "kube-router ACCEPT"
             assert set(t["rule_counts"]) == {rule}, t
     elif cfg.mechanism == "endpoint-removed":
-        assert counts == {"ok": trials}
+        assert counts == {Outcome.CONNECTED: trials}
         # a new connection meets what no-endpoints meets: kube-router v1.3+ accepts the SYN first
         new = "2003 ECONNREFUSED" if cfg.profile.startswith("v1.2") else "2003 ETIMEDOUT"
         assert all(new in t["new_connection"] for t in obs["trials"]), obs["trials"]
     elif cfg.mechanism == "ct-delete-in-query":
         # the server's reply comes first after the loss: never a reset at the client, a timeout
-        assert counts == {"timeout": trials}, obs["trials"]
+        assert counts == {Outcome.TIMEOUT: trials}, obs["trials"]
         assert all(t["code"] == 2013 and t["errno"] == "ETIMEDOUT" for t in obs["trials"])
     elif cfg.tcp_loose == 0:
-        assert counts == {"timeout": trials}
+        assert counts == {Outcome.TIMEOUT: trials}
         assert all(t["code"] == 2013 and t["errno"] == "ETIMEDOUT" for t in obs["trials"])
         # which INVALID drop took the client's retransmissions on node-a (counters), if any.
         # kube-router's jump is first in FORWARD: v1.3.2+ drops INVALID in the pod chain (#709);
@@ -111,7 +112,7 @@ def test_service_nat(nat_config, scenario_recorder, scenario_progress, record_pr
             expected = set()  # accepted or passed, not NATed, routed toward the ClusterIP, lost
         assert all(d == expected for d in drops), drops
     elif cfg.endpoints == 1:
-        assert counts == {"ok": trials}
+        assert counts == {Outcome.CONNECTED: trials}
     else:
-        assert counts.get("reset", 0) > 0, counts  # P(no reset in 12 trials) = 2**-12
+        assert counts.get(Outcome.RESET_AFTER_ESTABLISHED, 0) > 0, counts  # P(no reset in 12 trials) = 2**-12
     assert entry["verdict"] == "pass", summary

@@ -135,21 +135,24 @@ class Trial:
     rule_counts: dict[str, int] | None = None  # node-a: packets the deciding rules took (INVALID drops by chain; REJECT vs ACCEPT)
 
     @property
-    def client_saw(self) -> str:
-        """What the client saw, from the errno and exception type (never the message): ok,
-        refused (ECONNREFUSED), reset (ECONNRESET/EPIPE), timeout (socket timeout), closed
-        (EOF), or error."""
+    def outcome(self) -> Any:
+        """What the client saw as a ``harness.outcome.Outcome``, from the errno and the MySQL
+        code (never the message): CONNECTED when the query went through; an established
+        connection reset is RESET_AFTER_ESTABLISHED; otherwise ``from_mysql`` (ECONNREFUSED ->
+        REFUSED, ETIMEDOUT -> TIMEOUT, EHOSTUNREACH -> UNREACHABLE ...)."""
+        from harness.outcome import Outcome, errno_number, from_mysql
+
         if self.ok_after:
-            return "ok"
-        if self.errno == "ECONNREFUSED":
-            return "refused"
-        if self.errno in ("ECONNRESET", "EPIPE"):
-            return "reset"
-        if self.exception in ("TimeoutError", "timeout") or self.errno == "ETIMEDOUT":
-            return "timeout"
-        if self.code in (2013, 2006) and self.errno is None:
-            return "closed"
-        return "error"
+            return Outcome.CONNECTED
+        seen = from_mysql(self.code, errno_number(self.errno))
+        if seen is Outcome.RESET and self.endpoint is not None:  # the flow was established and in use
+            return Outcome.RESET_AFTER_ESTABLISHED
+        return seen
+
+    @property
+    def client_saw(self) -> str:
+        """The outcome's serialized word (results.json, the symptom rows)."""
+        return self.outcome.word
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok_before": self.ok_before, "ok_after": self.ok_after, "code": self.code, "errno": self.errno,

@@ -4,7 +4,8 @@ symptom-map rows; the run code is ``harness.scenarios.service_nat`` (``ServiceNa
 ``cases/scenarios/test_service_nat.py``.
 
 ``summary["rows"]``: one row per trial, shaped ``{client_saw, errno_or_code, mechanism,
-configuration}`` for the symptom map (``harness.analysis.symptoms`` counts them)."""
+configuration}`` for the symptom map (``harness.analysis.symptoms`` counts them); ``client_saw``
+is a ``harness.outcome.Outcome`` word (connected, reset_after_established, timeout, refused ...)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.outcome import Outcome
 from harness.report.format import num
 from harness.scenarios.declaration import Scenario
 
@@ -29,31 +31,31 @@ WHAT = (
     "change to the client's verdict.")
 
 MECHANISMS = {
-    ("ct-delete", "ok"): "NAT state lost; nf_conntrack_tcp_loose=1 picks the next segment up as NEW and "
+    ("ct-delete", Outcome.CONNECTED): "NAT state lost; nf_conntrack_tcp_loose=1 picks the next segment up as NEW and "
                          "KUBE-SERVICES DNATs it again, to the same endpoint: the flow survives",
-    ("ct-delete", "reset"): "NAT state lost; nf_conntrack_tcp_loose=1 picks the next segment up as NEW and "
+    ("ct-delete", Outcome.RESET_AFTER_ESTABLISHED): "NAT state lost; nf_conntrack_tcp_loose=1 picks the next segment up as NEW and "
                             "KUBE-SERVICES DNATs it to another endpoint, which answers the unknown segment "
                             "with an RST",
-    ("ct-delete", "timeout"): "NAT state lost; nf_conntrack_tcp_loose=0 makes the next segment INVALID: never "
+    ("ct-delete", Outcome.TIMEOUT): "NAT state lost; nf_conntrack_tcp_loose=0 makes the next segment INVALID: never "
                               "NATed; dropped by the first INVALID drop it meets (kube-router v1.3.2+ pod chain, "
                               "kube-proxy KUBE-FORWARD) or, accepted or passed, routed toward the ClusterIP and lost",
-    ("ct-delete-in-query", "timeout"): "NAT state lost while the server works on a query: the first segment "
+    ("ct-delete-in-query", Outcome.TIMEOUT): "NAT state lost while the server works on a query: the first segment "
                                        "after the loss is the server's reply, which never reaches the client's "
                                        "socket as the ClusterIP's (not de-NATed if picked up, dropped if INVALID); "
                                        "the client waits",
-    ("no-endpoints", "refused"): "no ready endpoint: kube-proxy's filter KUBE-SERVICES REJECT answers the SYN "
+    ("no-endpoints", Outcome.REFUSED): "no ready endpoint: kube-proxy's filter KUBE-SERVICES REJECT answers the SYN "
                                  "(ICMP port unreachable)",
-    ("no-endpoints", "timeout"): "no ready endpoint: kube-router's KUBE-ROUTER-FORWARD, first in FORWARD, accepts "
+    ("no-endpoints", Outcome.TIMEOUT): "no ready endpoint: kube-router's KUBE-ROUTER-FORWARD, first in FORWARD, accepts "
                                  "the SYN its pod chain passed (mark 0x20000: explicit ACCEPT, v2.10 "
                                  "KUBE-NWPLCY-TAIL) before kube-proxy's REJECT; not DNATed, it leaves toward the "
                                  "ClusterIP and is lost",
-    ("endpoint-removed", "ok"): "endpoint removed by kube-proxy's sync; the established flow keeps its conntrack "
+    ("endpoint-removed", Outcome.CONNECTED): "endpoint removed by kube-proxy's sync; the established flow keeps its conntrack "
                                 "entry and NAT mapping (kube-proxy flushes conntrack for UDP only)",
 }
 
 
 def _errno_or_code(t: dict[str, Any]) -> str:
-    if t["client_saw"] in ("ok", "connected"):
+    if t["client_saw"] == Outcome.CONNECTED:
         return "-"
     return " ".join(str(x) for x in (t.get("code"), t.get("errno")) if x is not None) or "-"
 
@@ -65,12 +67,12 @@ def _configuration(cfg: dict[str, Any]) -> str:
 
 
 def _mechanism(cfg: dict[str, Any], t: dict[str, Any]) -> str:
-    text = MECHANISMS.get((cfg["mechanism"], t["client_saw"]), f"{cfg['mechanism']}: {t['client_saw']}")
+    text = MECHANISMS.get((cfg["mechanism"], Outcome(t["client_saw"])), f"{cfg['mechanism']}: {t['client_saw']}")
     drops = t.get("rule_counts") or {}
     if cfg["mechanism"] == "no-endpoints":
         by = ", ".join(f"{rule} {n}" for rule, n in sorted(drops.items())) or "no counter moved"
         return text + f" [node-a: {by}]"
-    if cfg["mechanism"].startswith("ct-delete") and t["client_saw"] == "timeout":
+    if cfg["mechanism"].startswith("ct-delete") and t["client_saw"] == Outcome.TIMEOUT:
         # which rule took the segments, from node-a's counters (none: lost toward the ClusterIP)
         by = ", ".join(f"{chain} {n}" for chain, n in sorted(drops.items())) or (
             "none matched: accepted first by kube-router's explicit ACCEPT (v1.3.1) or passed, then lost")
@@ -90,13 +92,13 @@ def summarize(observations: list[dict[str, Any]]) -> dict[str, Any]:
     reset came with a change of endpoint (the mechanism's fingerprint)."""
     (o,) = observations
     trials = o["trials"]
-    failed = [t for t in trials if t["client_saw"] != "ok"]
+    failed = [t for t in trials if t["client_saw"] != Outcome.CONNECTED]
     out = SCENARIO.head([t["after_ms"] for t in trials], len(failed), len(trials))
     out["counts"] = dict(Counter(t["client_saw"] for t in trials))
     out["messages"] = dict(Counter(f"{_errno_or_code(t)}: {t['message']}" for t in failed))
-    out["resets_with_endpoint_change"] = sum(1 for t in trials if t["client_saw"] == "reset"
+    out["resets_with_endpoint_change"] = sum(1 for t in trials if t["client_saw"] == Outcome.RESET_AFTER_ESTABLISHED
                                              and t.get("endpoint_after") and t["endpoint_after"] != t["endpoint"])
-    out["survived_same_endpoint"] = sum(1 for t in trials if t["client_saw"] == "ok"
+    out["survived_same_endpoint"] = sum(1 for t in trials if t["client_saw"] == Outcome.CONNECTED
                                         and t.get("endpoint_after") == t["endpoint"])
     out["new_connection"] = dict(Counter(t["new_connection"] for t in trials if t.get("new_connection")))
     out["rows"] = rows_of(o)
