@@ -33,6 +33,7 @@ COMMAND_MODULES = (
     "harness.report.commands",  # report
     "harness.bench.kernels.commands",  # kernels run|table|compare|fetch|gc
     "harness.cluster.ipvs_proxy.commands",  # bench ipvs
+    "harness.cluster.kube_proxy.commands",  # kube-proxy (render a topology's Services)
 )
 
 

@@ -49,6 +49,9 @@ STEP = ("  - description: d\n    probe: {port: 80, protocol: TCP}\n"
         "    expect: {default: allow}\n")
 
 
+SVC = "apiVersion: v1\nkind: Service\nmetadata: {{name: s, namespace: ns}}\nspec: {spec}\n"
+
+
 def case(topology: str = "k8s-e2e", steps: str = STEP, name: str = "c") -> str:
     return f"name: {name}\ntopology: {topology}\nsteps:\n{steps}"
 
@@ -135,6 +138,14 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, str | bytes], str]] = {
     "manifest: alias bomb": (["up", "t.yaml"], {"t.yaml": NS_TOPO, "m.yaml": BOMB}, "aliases expanded"),
     "manifest: unknown namespace": (["up", "t.yaml"], {"t.yaml": NODE + "manifests: [m.yaml]\n",
                                                        "m.yaml": POD.format(node="a", port=80)}, "ns"),
+    "service: unknown selector field": (["up", "t.yaml"], {"t.yaml": NS_TOPO, "m.yaml": SVC.format(
+        spec="{selector: {matchLabels: {app: x}}, ports: [{port: 80}]}")}, "spec.selector.matchLabels: unknown selector"),
+    "service: port out of range": (["up", "t.yaml"], {"t.yaml": NS_TOPO, "m.yaml": SVC.format(
+        spec="{ports: [{port: 70000}]}")}, "spec.ports[0].port: 70000 is not a valid port"),
+    "service: clusterIP outside the service CIDR": (["up", "t.yaml"], {"t.yaml": NS_TOPO, "m.yaml": SVC.format(
+        spec="{clusterIP: 10.0.0.5, ports: [{port: 80}]}")}, "spec.clusterIP: 10.0.0.5 is outside the service CIDR"),
+    "service: duplicate ports": (["up", "t.yaml"], {"t.yaml": NS_TOPO, "m.yaml": SVC.format(
+        spec="{ports: [{name: a, port: 80}, {name: b, port: 80}]}")}, "spec.ports[1]: duplicate port 80/TCP"),
     # -- conformance cases (refused while loading: before any lab) -------------------------------
     "case: missing file": (["conformance", "nosuch.yaml"], {}, "file not found"),
     "case: empty directory": (["conformance", "d"], {"d/README": "no cases here"}, "holds no case files"),

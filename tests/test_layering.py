@@ -21,9 +21,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                           "harness.analysis")),  # pure
     # the lab realizes the model in the kernel; it knows no scenario, engine or controller
     # (the API server is the lab's control plane: `up --api` starts it; `gc` also sweeps dead
-    # kernel-matrix VM runs through their own gc function)
+    # kernel-matrix VM runs through their own gc function; `bench lab --services` times the
+    # Service path: harness.bench.service_path)
     ("harness.lab", ("harness.argtypes", "harness.errors", "harness.kernel", "harness.model", "harness.outcome",
-                     "harness.lab", "harness.cluster.apiserver", "harness.bench.kernels.runs")),
+                     "harness.lab", "harness.cluster.apiserver", "harness.bench.kernels.runs",
+                     "harness.bench.service_path")),
     # the report is pure: the scenarios' declarations and the engines' default configuration only
     ("harness.report", ("harness.analysis", "harness.engines.config", "harness.errors", "harness.outcome",
                         "harness.scenarios.declaration", "harness.report")),
@@ -48,6 +50,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("harness.engines.kube_network_policies", ("harness.controller", "harness.engines.base", "harness.engines.config",
                                                "harness.engines.kube_network_policies", "harness.errors",
                                                "harness.kernel", "harness.model")),
+    # service proxies: the model's Services in, the node's kernel out; no engine, lab or scenario
+    ("harness.cluster.service_proxy", ("harness.model",)),
+    ("harness.cluster.kube_proxy", ("harness.errors", "harness.kernel", "harness.model", "harness.cluster.kube_proxy",
+                                    "harness.controller.delivery")),
 ]
 
 

@@ -241,7 +241,8 @@ POD = ("apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: ns}\n"
 
 MANIFEST_ERRORS = {
     "unsupported kind": ("apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: d}\n",
-                         "documents[0].kind: unsupported kind 'Deployment' (supported: List, Namespace, NetworkPolicy, Pod)"),
+                         "documents[0].kind: unsupported kind 'Deployment' (supported: List, Namespace, NetworkPolicy, Pod, "
+                         "Service)"),
     "wrong apiVersion": ("apiVersion: networking.k8s.io/v1beta1\nkind: NetworkPolicy\nmetadata: {name: d}\n",
                          "documents[0].apiVersion: 'networking.k8s.io/v1beta1' is not an apiVersion of NetworkPolicy "
                          "(expected 'networking.k8s.io/v1')"),
@@ -269,9 +270,9 @@ MANIFEST_ERRORS = {
         (POD.replace("name: p,", "name: q,") + "---\n" + POD.replace("name: p,", "name: q,"),
          "documents[1]: duplicate pod ns/q (first at documents[0])"),
     "unsupported kind inside a List": ("apiVersion: v1\nkind: List\nitems:\n"
-                                       "- {apiVersion: v1, kind: Service, metadata: {name: s}}\n",
-                                       "documents[0].items[0].kind: unsupported kind 'Service' "
-                                       "(supported: List, Namespace, NetworkPolicy, Pod)"),
+                                       "- {apiVersion: v1, kind: ConfigMap, metadata: {name: s}}\n",
+                                       "documents[0].items[0].kind: unsupported kind 'ConfigMap' "
+                                       "(supported: List, Namespace, NetworkPolicy, Pod, Service)"),
     "hostNetwork pod": (POD.replace("nodeName: a,", "nodeName: a, hostNetwork: true,"),
                         "documents[0].spec.hostNetwork: hostNetwork pods are not modeled (they share the node's address)"),
     "containerPort zero": (POD.replace("containerPort: 80", "containerPort: 0"),

@@ -54,6 +54,10 @@ def register(sub: Any, bench: Any) -> None:
     p.add_argument("--nodes", type=positive_int, default=2, help="real nodes; default 2")
     p.add_argument("--repeat", type=positive_int, default=1, help="runs (one row each)")
     p.add_argument("--no-servers", action="store_true", help="without echo listeners")
+    p.add_argument("--services", type=non_negative_int, default=0,
+                   help="also time the Service path (EndpointSlices + kube-proxy render and apply per node) "
+                        "for the same number of pods behind this many Services")
+    p.add_argument("--backend", choices=("nft", "legacy"), default="nft", help="iptables backend of --services")
     p.set_defaults(func=cmd_bench_lab)
 
 
@@ -237,4 +241,22 @@ def cmd_bench_lab(args: argparse.Namespace) -> int:
     print(f"kernel {platform.release()}, {cpu_count()} CPUs, python {sys.version.split()[0]}, load average {load}")
     print(tabulate(rows, headers=["nodes", "full", "light", "infra s", "full pods s", "light pods s", "servers s",
                                   "realize s", "cpu s", "teardown s", "kernel freed s", "add_pod ms"]))
+    if args.services:
+        _bench_service_path(args)
     return 0
+
+
+def _bench_service_path(args: argparse.Namespace) -> None:
+    # the Service path per pod (harness.bench.service_path)
+    from harness.bench.service_path import run_service_bench
+
+    rows = []
+    for _ in range(max(1, args.repeat)):
+        r = run_service_bench(args.full + args.light, args.services, args.nodes, backend=args.backend)
+        rows.append([r.nodes, r.pods, r.services, r.endpoints, r.backend, f"{r.derive_ms:.1f}", f"{r.render_ms:.1f}",
+                     f"{r.full_sync_ms:.1f}", f"{r.partial_sync_ms:.1f}", r.restore_lines, f"{r.per_pod_ms:.3f}"])
+    print()
+    print("Service path (kube-proxy iptables mode on every real node):")
+    print(tabulate(rows, headers=["nodes", "pods", "services", "endpoints", "backend", "EndpointSlices ms",
+                                  "render ms", "full sync ms (all nodes)", "partial sync ms", "restore lines",
+                                  "per pod ms"]))

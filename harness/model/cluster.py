@@ -15,6 +15,7 @@ from harness.errors import ConfigError
 
 if TYPE_CHECKING:
     from harness.model.policy import NetworkPolicy
+    from harness.model.service import Service
 
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -76,6 +77,7 @@ class Pod:
     ip: ipaddress.IPv4Address | None = None
     ports: list[ContainerPort] = field(default_factory=list)
     kind: PodKind = PodKind.FULL
+    ready: bool = True  # the pod's Ready condition: EndpointSlices list only ready pods as ready
 
     @property
     def key(self) -> str:
@@ -92,15 +94,18 @@ class Pod:
 
 @dataclass
 class Cluster:
-    """Nodes, namespaces, pods and policies, all keyed by name (pods and policies by ``ns/name``)."""
+    """Nodes, namespaces, pods, policies and services, all keyed by name (the namespaced ones by
+    ``ns/name``)."""
 
     name: str = "cluster"
     underlay_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("172.18.0.0/16")
     cluster_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.244.0.0/16")
+    service_cidr: ipaddress.IPv4Network = ipaddress.IPv4Network("10.96.0.0/12")  # kubeadm's default
     nodes: dict[str, Node] = field(default_factory=dict)
     namespaces: dict[str, Namespace] = field(default_factory=dict)
     pods: dict[str, Pod] = field(default_factory=dict)
     policies: dict[str, NetworkPolicy] = field(default_factory=dict)
+    services: dict[str, Service] = field(default_factory=dict)  # harness.model.service
     source: str | None = None  # the file it was loaded from, for error messages
 
     # -- queries -------------------------------------------------------------------------------

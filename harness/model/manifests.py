@@ -1,5 +1,6 @@
-"""Plain Kubernetes manifests applied to a ``Cluster``: Namespace, Pod and NetworkPolicy objects
-from multi-document YAML (a ``kind: List`` with ``items`` too).
+"""Plain Kubernetes manifests applied to a ``Cluster``: Namespace, Pod, NetworkPolicy and Service
+objects (Services: ``harness.model.service``) from multi-document YAML (a ``kind: List`` with
+``items`` too).
 
 Kubernetes objects carry many fields the harness has no use for (``metadata.annotations``,
 ``spec.containers[].image``, ``status.phase`` ...): those are accepted and ignored, so a manifest
@@ -48,7 +49,8 @@ POD_KIND_ANNOTATION = "netpol-harness.io/pod-kind"
 DEFAULT_NAMESPACE = "default"
 
 # kind -> the apiVersion Kubernetes serves it under.
-API_VERSIONS = {"List": "v1", "Namespace": "v1", "Pod": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
+API_VERSIONS = {"List": "v1", "Namespace": "v1", "Pod": "v1", "NetworkPolicy": "networking.k8s.io/v1",
+                "Service": "v1"}
 
 # Every field of metav1.ObjectMeta: accepted so real manifests load; only some are read.
 OBJECT_META_FIELDS = (
@@ -265,7 +267,7 @@ def read_manifest_files(paths: Iterable[str]) -> list[ManifestObject]:
 def apply_manifest_objects(objects: Sequence[ManifestObject], cluster: Cluster,
                            ipam: PodIPAM | None = None) -> None:
     """Add the objects to ``cluster``: Namespaces first (like Helm's install order, so a Pod may
-    come before its Namespace in a file), then Pods, then NetworkPolicies."""
+    come before its Namespace in a file), then Pods, then NetworkPolicies, then Services."""
     namespaces = [o for o in objects if o.kind == "Namespace"]
     for obj in namespaces:
         add_namespace(cluster, read_namespace(obj), obj.source, join(obj.path, "metadata.name"))
@@ -273,6 +275,11 @@ def apply_manifest_objects(objects: Sequence[ManifestObject], cluster: Cluster,
     for obj in objects:
         if obj.kind == "NetworkPolicy":
             _add_policy(cluster, obj)
+    services = [o for o in objects if o.kind == "Service"]
+    if services:
+        from harness.model.service import add_services, parse_service  # its own module
+
+        add_services(cluster, [parse_service(o.doc, o.source, o.path) for o in services])
 
 
 def apply_manifest_documents(docs: Iterable[Any], cluster: Cluster, source: str | None) -> None:

@@ -6,6 +6,7 @@ A topology file is one YAML mapping::
     # required: nodes, a node's or pod's name, a pod's node, a generator's count/per_node and name
     underlay_cidr: 172.18.0.0/16     # node IPs (default); .1 is reserved for the underlay gateway
     cluster_cidr: 10.244.0.0/16      # pod IPs (default); must not overlap the underlay
+    service_cidr: 10.96.0.0/12       # ClusterIPs (default, as kubeadm); overlaps neither
     node_cidr_mask_size: 24          # size of each node's pod CIDR (kube-controller-manager's flag)
     nodes:
       - {name: node-a, kind: real, ip: 172.18.0.2, pod_cidr: 10.244.0.0/24}   # ip, pod_cidr optional
@@ -74,6 +75,7 @@ from harness.model.manifests import (
     parse_ip,
     read_manifest_files,
 )
+from harness.model.service import DEFAULT_SERVICE_CIDR
 
 log = logging.getLogger(__name__)
 
@@ -186,7 +188,14 @@ def _read_address_plan(f: Fields, default_name: str) -> Cluster:
     cluster_cidr = _network(f, "cluster_cidr", DEFAULT_CLUSTER_CIDR)
     if underlay.overlaps(cluster_cidr):
         raise f.error("cluster_cidr", f"{cluster_cidr} overlaps underlay_cidr ({underlay})")
-    return Cluster(name=name, underlay_cidr=underlay, cluster_cidr=cluster_cidr, source=f.source)
+    service_cidr = _network(f, "service_cidr", DEFAULT_SERVICE_CIDR)
+    # A default that overlaps a wide cluster_cidr only matters once a Service needs a ClusterIP
+    # (harness.model.service.add_services says so); a written one is checked here.
+    for other, key in ((underlay, "underlay_cidr"), (cluster_cidr, "cluster_cidr")):
+        if f.has("service_cidr") and service_cidr.overlaps(other):
+            raise f.error("service_cidr", f"{service_cidr} overlaps {key} ({other})")
+    return Cluster(name=name, underlay_cidr=underlay, cluster_cidr=cluster_cidr, service_cidr=service_cidr,
+                   source=f.source)
 
 
 def _read_mask_size(f: Fields, cluster_cidr: ipaddress.IPv4Network) -> int:
