@@ -133,10 +133,12 @@ def churn_cluster(spec: ch.ChurnSpec, cfg: ChurnRunConfig):  # -> Cluster
 
 
 def run_churn(spec: ch.ChurnSpec, cfg: ChurnRunConfig,
-              on_progress: Callable[[float, float, str], None] | None = None) -> dict[str, Any]:
+              on_progress: Callable[[float, float, str], None] | None = None,
+              run_id: str | None = None) -> dict[str, Any]:
     """Build the lab, start the controllers and the prober, play ``spec`` in real time and
     return per-pod results, the played events and the controllers' sync summary. Interrupts
-    (Ctrl-C, SIGTERM) tear everything down through the context managers."""
+    (Ctrl-C, SIGTERM) tear everything down through the context managers. ``run_id`` names the
+    lab (its namespaces are ``nph-<run_id>-...``; default random)."""
     from harness.controller import Controller, ControllerConfig
     from harness.controller import events as ev
     from harness.engines.config import EnforcementConfig
@@ -158,7 +160,7 @@ def run_churn(spec: ch.ChurnSpec, cfg: ChurnRunConfig,
     late: list[float] = []
     rev: dict[int, int] = {}
     with contextlib.ExitStack() as stack:
-        lab = stack.enter_context(Lab(cluster, servers=True))
+        lab = stack.enter_context(Lab(cluster, run_id=run_id, servers=True))
         ctl = stack.enter_context(Controller(lab, ccfg))
         prober = PacketProber(timeout_s=0.25)
         prober.start()

@@ -172,8 +172,9 @@ class SimResult:
                          "unfinished": sum(1 for p in self.pods if getattr(p, f"{what}_s") is None
                                            and (what == "reach" or 1 <= p.node <= self.config.client_nodes))}
         s0 = self.syncs.get(0, [])
+        d = self.spec.duration_s  # busy: the share of the churn's duration a sync was running
         out["server_node_syncs"] = {"n": len(s0), "mean_s": (sum(s.end - s.start for s in s0) / len(s0)) if s0 else None,
-                                    "busy_fraction": (sum(s.end - s.start for s in s0) / max(self.horizon, 1e-9))}
+                                    "busy_fraction": sum(max(min(s.end, d) - s.start, 0.0) for s in s0) / max(d, 1e-9)}
         return out
 
     @property
@@ -243,16 +244,35 @@ def _sync_cost(cost: StrategyCost, full_cost: StrategyCost, size: Size, full: bo
 
 def simulate(spec: ch.ChurnSpec, config: SimConfig, model: CostModel) -> SimResult:
     """Run the simulation of ``spec`` on ``config`` with sync costs from ``model``."""
+    events, ready, slots = events_of(spec, config.cni_add_s)
+    place = {i: ch.place(slots[i], config.nodes, config.client_nodes, config.client_share) for i in ready}
+    return simulate_stream(events, ready, place, config, model, spec)
+
+
+def replay_events(played: list[dict[str, Any]]) -> tuple[list[SimEvent], dict[int, float], dict[int, int]]:
+    """The events of a kernel churn run as it played them (``harness.bench.churn``'s
+    ``played``: emission times relative to its start), with network-ready times and nodes."""
+    events, ready, place = [], {}, {}
+    for i, p in enumerate(sorted(played, key=lambda p: p["t"])):
+        events.append(SimEvent(i + 1, float(p["t"]), p["kind"], int(p["pod"]), p["kind"] in SYNC_REQUESTING))
+        if p["kind"] == ch.CREATE:
+            ready[int(p["pod"])] = float(p.get("ready", p["t"]))
+            place[int(p["pod"])] = int(p["node"])
+    return events, ready, place
+
+
+def simulate_stream(events: list[SimEvent], ready: dict[int, float], place: dict[int, int], config: SimConfig,
+                    model: CostModel, spec: ch.ChurnSpec | None = None) -> SimResult:
+    """The simulation of an explicit event stream (``events`` sorted by time, each churn pod's
+    network-ready time and node index)."""
     if config.strategy not in STRATEGIES:
         raise ValueError(f"strategy {config.strategy!r}: one of {', '.join(STRATEGIES)}")
     cost = model.cost(config.backend, config.strategy)
     full_cost = model.cost(config.backend, "restore")
-    events, ready, slots = events_of(spec, config.cni_add_s)
-    place = {i: ch.place(slots[i], config.nodes, config.client_nodes, config.client_share) for i in ready}
     pods_per_node = (config.pods / config.nodes) if config.nodes else 0.0
     syncs: dict[int, list[SimSync]] = {}
     delivered: dict[int, dict[int, float]] = {}  # node -> event seq -> delivery time
-    rng_root = random.Random(f"sim:{config.seed}:{spec.seed}")
+    rng_root = random.Random(f"sim:{config.seed}:{spec.seed if spec else 0}")
     sim_nodes = range(0, min(config.client_nodes, config.nodes - 1) + 1)
     ip_seq = {e.pod: e.seq for e in events if e.kind == ch.IP}
     for n in sim_nodes:
@@ -283,7 +303,8 @@ def simulate(spec: ch.ChurnSpec, config: SimConfig, model: CostModel) -> SimResu
                     # the last probe that still got through: just before the chain is in force
                     fail_open = max(s.rules_in_force - t_ready - rng.uniform(0, gap), 0.0)
         results.append(PodResult(i, node, t_ready, reach, fail_open))
-    return SimResult(config, spec, results, syncs, len(events))
+    return SimResult(config, spec or ch.ChurnSpec(duration_s=max((e.t_s for e in events), default=1.0) or 1.0),
+                     results, syncs, len(events))
 
 
 def _first_including(syncs: list[SimSync], delivered_at: float) -> SimSync | None:
@@ -308,7 +329,8 @@ def _run_node(deliveries: list[tuple[float, SimEvent]], config: SimConfig, cost:
         elif e.kind == ch.DELETE:
             count -= 1
         live.append(count)
-    horizon = (times[-1] if times else 0.0) + 1.0
+    # one ticker period past the last delivery: an event no sync took waits for the tick
+    horizon = (times[-1] if times else 0.0) + period + 1e-6
     out: list[SimSync] = []
     free_at = 0.0  # the initial sync (Run's first RequestFullSync) finished before the churn starts
     taken = 0  # requests consumed so far (index into reqs)
