@@ -25,6 +25,10 @@ server (``rate`` SYNs/s for ``probe_s``) and the intruder probes the pod:
 - fail_open = last probe of the intruder answered by the pod itself (RST or CONNECTED) -
   network ready (0 when none got through).
 
+A pod's flows stop once both settled (``SETTLED`` final outcomes in a row), so the prober keeps
+up under bursts; ``probe_lag_s`` records how late a pod's first probes went out and
+``censored`` counts pods whose first probe already connected (their reach is an upper bound).
+
 The schedule is played in real time; an operation that starts late (the lab's wiring takes
 time) is recorded at its real emission time, and the record of every event as played
 (``played``) is what ``harness.sim`` replays for validation.
@@ -97,6 +101,8 @@ class PodRecord:
     ip_emitted_ns: int = 0
     reach_s: float | None = None
     fail_open_s: float | None = None
+    probe_lag_s: float | None = None
+    censored: bool = False
     outcomes: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
@@ -174,9 +180,12 @@ def run_churn(spec: ch.ChurnSpec, cfg: ChurnRunConfig,
             return (t_ns - t0) / 1e9
 
         for op in ops:
+            _stop_settled(flows)
             wait = t0 / 1e9 + op.t_s - time.time()
-            if wait > 0:
-                time.sleep(wait)
+            while wait > 0:  # stop settled flows while waiting: fewer probes, a prober that keeps up
+                time.sleep(min(wait, 0.05))
+                _stop_settled(flows)
+                wait = t0 / 1e9 + op.t_s - time.time()
             late.append(max(-wait, 0.0))
             if on_progress is not None:
                 on_progress(op.t_s, horizon, op.kind)
@@ -231,7 +240,28 @@ def run_churn(spec: ch.ChurnSpec, cfg: ChurnRunConfig,
             "pods": [p.__dict__ for p in probed], "played": played,
             "driver_late_s": {"p50": _q(sorted(late), 0.5), "max": max(late, default=0.0)},
             "reach": _stats([p.reach_s for p in probed]), "fail_open": _stats([p.fail_open_s for p in probed]),
+            "probe_lag_s": _stats([p.probe_lag_s for p in probed]),
+            "censored": sum(1 for p in probed if p.censored),
             "syncs": syncs}
+
+
+SETTLED = 5  # this many consecutive final outcomes on both flows: the pod's verdicts will not change
+
+
+def _stop_settled(flows: dict[int, tuple[Any, Any]]) -> None:
+    """Stop the flows of pods whose probes settled: the last ``SETTLED`` probes to the server
+    connected and the last ``SETTLED`` of the intruder were refused by the policy (ICMP)."""
+    from harness.outcome import Outcome
+
+    for out, into in flows.values():
+        if out.stopped:
+            continue
+        a = out.series()[-SETTLED:]
+        b = into.series()[-SETTLED:]
+        if (len(a) == len(b) == SETTLED and all(r.outcome is Outcome.CONNECTED for r in a)
+                and all(r.outcome is Outcome.REJECTED_ICMP for r in b)):
+            out.stop()
+            into.stop()
 
 
 def _finish(rec: PodRecord, pair: tuple[Any, Any] | None) -> None:
@@ -245,6 +275,10 @@ def _finish(rec: PodRecord, pair: tuple[Any, Any] | None) -> None:
     rec.outcomes = {"to_server": out.counts(), "from_intruder": into.counts()}
     ok = [r.send_ns for r in s_out if r.outcome is Outcome.CONNECTED]
     rec.reach_s = (min(ok) - rec.ready_ns) / 1e9 if ok else None
+    # how late the prober's first probes went out (a loaded prober): a reach whose first probe
+    # already connected is only an upper bound (``censored``)
+    rec.probe_lag_s = max(((s[0].send_ns - rec.ready_ns) / 1e9 for s in (s_out, s_in) if s), default=None)
+    rec.censored = bool(s_out) and s_out[0].outcome is Outcome.CONNECTED
     through = [r.send_ns for r in s_in if r.outcome in (Outcome.REFUSED_RST, Outcome.CONNECTED)]
     rec.fail_open_s = max((max(through) - rec.ready_ns) / 1e9, 0.0) if through else 0.0
 

@@ -66,6 +66,9 @@ def _bench_churn(args: argparse.Namespace) -> int:
     print(f"pod_creation_reachability_latency p50 {s(r['p50'])} s  p99 {s(r['p99'])} s  max {s(r['max'])} s"
           f"  (unfinished {r['unfinished']})")
     print(f"fail_open_window                  p50 {s(f['p50'])} s  p99 {s(f['p99'])} s  max {s(f['max'])} s")
+    lag = result["probe_lag_s"]
+    print(f"probe start lag p99 {s(lag['p99'])} s; {result['censored']} pod(s) connected on their first probe "
+          f"(reach is an upper bound there)")
     for node, sy in result["syncs"].items():
         print(f"{node}: {sy['n']} syncs, mean {s(sy['mean_s'])} s, failed {sy['failed']}")
     print(f"wrote {out}")

@@ -54,7 +54,7 @@ from __future__ import annotations
 import bisect
 import math
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.model import churn as ch
@@ -88,7 +88,7 @@ class SimConfig:
     ``resync_period_s``, ``lister_skew_s``, ``mutex``; measurement: ``client_nodes`` simulated
     client nodes (1..client_nodes; node 0 holds the server), ``client_share`` of the churn pods
     placed on them (``churn.place``), ``probe_interval_s``, ``cni_add_s`` (CNI ADD -> network
-    ready); cost: ``cost_sigma``, ``cost_scale``."""
+    ready); cost: ``cost_sigma``, ``cost_scale`` (``cost_scale_per_node`` overrides by index)."""
 
     nodes: int
     pods: int
@@ -107,6 +107,7 @@ class SimConfig:
     cni_add_s: float = 0.0
     cost_sigma: float = 0.1
     cost_scale: float = 1.0
+    cost_scale_per_node: dict[int, float] = field(default_factory=dict)
     seed: int = 0
 
     def describe(self) -> dict[str, Any]:
@@ -116,7 +117,8 @@ class SimConfig:
                 "mutex": None if self.mutex is None else [self.mutex.every_s, self.mutex.hold_s],
                 "client_nodes": self.client_nodes, "client_share": self.client_share,
                 "probe_interval_s": self.probe_interval_s, "cni_add_s": self.cni_add_s,
-                "cost_sigma": self.cost_sigma, "cost_scale": self.cost_scale, "seed": self.seed}
+                "cost_sigma": self.cost_sigma, "cost_scale": self.cost_scale,
+                "cost_scale_per_node": self.cost_scale_per_node, "seed": self.seed}
 
 
 @dataclass
@@ -284,7 +286,8 @@ def simulate_stream(events: list[SimEvent], ready: dict[int, float], place: dict
             last = max(e.t_s + model_n.draw(rng), last)
             deliveries.append((last, e))
         delivered[n] = {e.seq: t for t, e in deliveries}
-        syncs[n] = _run_node(deliveries, config, cost, full_cost, model.shape, pods_per_node, rng)
+        cfg_n = replace(config, cost_scale=config.cost_scale_per_node.get(n, config.cost_scale))
+        syncs[n] = _run_node(deliveries, cfg_n, cost, full_cost, model.shape, pods_per_node, rng)
     results = []
     for i, t_ready in sorted(ready.items()):
         node = place[i]
