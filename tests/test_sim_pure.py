@@ -246,7 +246,8 @@ def test_validate_replays_a_run_against_itself():
     run = {"config": {"nodes": 6, "pods_per_node": 4, "policies": 6, "real_nodes": 2, "client_share": 1.0,
                       "strategy": "restore", "backend": "legacy", "delivery": "fixed:0.05", "resync_period_s": 1e6,
                       "rate": 100.0, "seed": 0},
-           "churn": spec.describe(), "played": played, "pods": [{"index": i} for i in ready],
+           "churn": spec.describe(), "played": played,
+           "pods": [{"index": p.index, "reach_s": p.reach_s, "fail_open_s": p.fail_open_s} for p in res.pods],
            "reach": s["reach"], "fail_open": s["fail_open"],
            "syncs": {"node-000": {"mean_s": s["server_node_syncs"]["mean_s"]}}}
     v = validate(run, m)

@@ -15,7 +15,8 @@ nodes are light pods, one shared namespace per node, so the lab stays cheap), pl
   fail-open (a TCP RST from the pod: nothing listens; after enforcement: ICMP port-unreachable,
   kube-router's REJECT).
 
-A churn pod lands on a node by ``churn.place`` (a share ``client_share`` on the real client
+Churn pods on real nodes get their IPs round-robin, as host-local IPAM does (``ipam``;
+``lowest`` keeps the lab's lowest-free allocation). A churn pod lands on a node by ``churn.place`` (a share ``client_share`` on the real client
 nodes node-001.., the rest on virtual nodes, model only). A pod on a real node is wired (CNI
 ADD: a full pod) right after its pod-without-IP event; its IP goes out as a pod update at its
 status-update time, no earlier than the wiring returned. From network ready, the pod probes the
@@ -54,6 +55,31 @@ SERVER = "churn-srv/server"
 INTRUDER = "churn-srv/intruder"
 PORT = 8080
 MAX_NODES = 250  # synthetic_cluster's limit (one /24 per node)
+IPAMS = ("round-robin", "lowest")
+
+
+class RoundRobinIPAM:
+    """Pod IPs the way the host-local CNI IPAM hands them out: round-robin from the last
+    reserved address + 1, so a freed IP comes back only after the whole range was used
+    (containernetworking/plugins v1.9.1 plugins/ipam/host-local/backend/allocator/allocator.go:
+    GetIter). The lab's own allocation takes the lowest free address, which reuses a deleted
+    pod's IP at once - while the nodes' rules still hold it (see README)."""
+
+    def __init__(self) -> None:
+        self._last: dict[str, Any] = {}
+
+    def next_ip(self, cluster: Any, node: str) -> Any:
+        n = cluster.nodes[node]
+        used = {p.ip for p in cluster.pods.values() if p.node == node and p.ip is not None}
+        hosts = [h for h in n.pod_cidr.hosts() if h != n.gateway_ip]
+        last = self._last.get(node)
+        start = hosts.index(last) + 1 if last in hosts else 0
+        for i in range(len(hosts)):
+            h = hosts[(start + i) % len(hosts)]
+            if h not in used:
+                self._last[node] = h
+                return h
+        raise ConfigError(None, f"nodes.{node}.pod_cidr", f"{n.pod_cidr} has no free address left")
 
 
 @dataclass
@@ -73,6 +99,7 @@ class ChurnRunConfig:
     rate: float = 100.0  # probes per second per flow
     probe_s: float = 5.0
     settle_s: float = 2.0  # after the last op, before the teardown
+    ipam: str = "round-robin"  # or "lowest": the lab's own (a freed IP is reused at once)
     seed: int = 0
 
     def validate(self, spec: ch.ChurnSpec, source: str = "bench churn") -> None:
@@ -84,6 +111,8 @@ class ChurnRunConfig:
             raise ConfigError(source, "client_share", f"must be in (0, 1], got {self.client_share:g}")
         if not 0 < self.rate <= 2000:
             raise ConfigError(source, "rate", f"must be in (0, 2000] probes/s, got {self.rate:g}")
+        if self.ipam not in IPAMS:
+            raise ConfigError(source, "ipam", f"{self.ipam!r} is not one of {', '.join(IPAMS)}")
         if self.probe_s >= spec.lifetime_s:
             raise ConfigError(source, "probe_s", f"{self.probe_s:g} s must be shorter than the pods' "
                               f"lifetime_s ({spec.lifetime_s:g} s): a pod is probed until it is deleted")
@@ -165,6 +194,7 @@ def run_churn(spec: ch.ChurnSpec, cfg: ChurnRunConfig,
     played: list[dict[str, Any]] = []
     late: list[float] = []
     rev: dict[int, int] = {}
+    ipam = RoundRobinIPAM() if cfg.ipam == "round-robin" else None
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(Lab(cluster, run_id=run_id, servers=True))
         ctl = stack.enter_context(Controller(lab, ccfg))
@@ -194,7 +224,8 @@ def run_churn(spec: ch.ChurnSpec, cfg: ChurnRunConfig,
             if op.kind == ch.CREATE:
                 node = node_names[node_i]
                 kind = PodKind.FULL if cluster.nodes[node].kind is NodeKind.REAL else PodKind.VIRTUAL
-                pod = Pod(op.namespace, op.name, node, {"app": "churn", "rev": "0"}, kind=kind)
+                ip = ipam.next_ip(lab.cluster, node) if ipam is not None and kind is PodKind.FULL else None
+                pod = Pod(op.namespace, op.name, node, {"app": "churn", "rev": "0"}, ip, kind=kind)
                 pending = ev.pod_added(pod)
                 ctl.emit(pending, apply_to_api=False)
                 played.append({"t": rel(pending.emitted_ns), "kind": ch.CREATE, "pod": op.index, "node": node_i})

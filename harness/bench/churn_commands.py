@@ -37,7 +37,7 @@ def _bench_churn(args: argparse.Namespace) -> int:
     cfg = ChurnRunConfig(nodes=args.nodes, pods_per_node=args.pods_per_node, policies=args.policies,
                          real_nodes=args.real_nodes, client_share=args.client_share, strategy=args.strategy,
                          backend=args.backend, profile=args.profile, delivery=args.delivery,
-                         rate=args.probe_rate, probe_s=args.probe_s, seed=args.seed)
+                         rate=args.probe_rate, probe_s=args.probe_s, ipam=args.ipam, seed=args.seed)
     cfg.validate(spec)  # a bad flag is one line before the lab is built
     console = Console(stderr=True)
     with Progress(TextColumn("churn"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f} s schedule"),
@@ -104,6 +104,8 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     b.add_argument("--delivery", default="fixed:0.05", help="event delivery delay spec (fixed:0.05)")
     b.add_argument("--probe-rate", type=positive_float, default=100.0)
     b.add_argument("--probe-s", type=positive_float, default=5.0)
+    b.add_argument("--ipam", choices=["round-robin", "lowest"], default="round-robin",
+                   help="churn pod IPs: round-robin like host-local (default) or lowest free (immediate reuse)")
     b.add_argument("--seed", type=int, default=0)
     b.add_argument("--out", help="result JSON (default reports/bench/churn-<UTC time>.json)")
     b.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -18,10 +18,10 @@ from harness.argtypes import non_negative_float, positive_float, positive_int
 from harness.errors import ConfigError
 from harness.model import churn as ch
 
-# the grid's sizes: the sweep's measured range, then what one machine cannot hold
-GRID_SIZES = [(10, 300, 10), (50, 2500, 200), (100, 5000, 1000), (100, 10000, 2000), (250, 12500, 1000),
-              (500, 25000, 2000), (1000, 50000, 1000), (2000, 80000, 3000), (3000, 100000, 5000),
-              (5000, 150000, 10000)]
+# the grid's sizes (nodes, pods, policies all grow): the sweep's measured range, then what one
+# machine cannot hold
+GRID_SIZES = [(10, 300, 10), (50, 2500, 200), (100, 5000, 1000), (250, 12500, 1500), (500, 25000, 2000),
+              (1000, 50000, 3000), (2000, 80000, 5000), (3000, 100000, 7500), (5000, 150000, 10000)]
 
 
 def grid_churn(duration_s: float = 600.0) -> dict[str, ch.ChurnSpec]:
