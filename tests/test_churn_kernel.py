@@ -37,8 +37,10 @@ def test_churn_smoke_measures_reach_and_fail_open_with_probes(netpol_kernel_guar
         assert p["outcomes"]["to_server"].get("connected", 0) > 0
         assert p["outcomes"]["to_server"].get("rejected_icmp", 0) > 0
         assert p["outcomes"]["from_intruder"].get("rejected_icmp", 0) > 0  # its default-deny landed
-        # nothing can be in force before the IP went out (status update 0.05 s + delivery 0.05 s)
-        assert 0.05 < p["reach_s"] < 2.0 and 0.0 <= p["fail_open_s"] < 2.0
+        # nothing can admit the pod before its IP update reached the server's node (delivery 0.05 s)
+        first_ok_ns = p["ready_ns"] + p["reach_s"] * 1e9
+        assert first_ok_ns >= p["ip_emitted_ns"] + 0.05e9 - 1e6
+        assert p["ip_emitted_ns"] >= p["ready_ns"] and p["reach_s"] < 2.0 and 0.0 <= p["fail_open_s"] < 2.0
     assert all(s["failed"] == 0 and s["n"] > 0 for s in r["syncs"].values())
     assert any(e["kind"] == ch.POLICY for e in r["played"]) and any(e["kind"] == ch.RELABEL for e in r["played"])
     v = validate(r, load_cost_model(default_baseline()))  # the sim replays what was played

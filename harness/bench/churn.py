@@ -227,6 +227,7 @@ def run_churn(spec: ch.ChurnSpec, cfg: ChurnRunConfig,
                 ip = ipam.next_ip(lab.cluster, node) if ipam is not None and kind is PodKind.FULL else None
                 pod = Pod(op.namespace, op.name, node, {"app": "churn", "rev": "0"}, ip, kind=kind)
                 pending = ev.pod_added(pod)
+                pending.pod.ip = None  # type: ignore[union-attr]  # scheduled, no IP yet: kube-router ignores it
                 ctl.emit(pending, apply_to_api=False)
                 played.append({"t": rel(pending.emitted_ns), "kind": ch.CREATE, "pod": op.index, "node": node_i})
                 ready = lab.add_pod(pod)
