@@ -320,7 +320,8 @@ def _sync_summary(ctl: Any) -> dict[str, Any]:
     for name in ctl.nodes:
         ss = [s for s in ctl.timeline.node_syncs(name, done_only=True) if s.ok][1:]  # after the initial
         d = sorted((s.end_ns - s.start_ns) / 1e9 for s in ss)
-        out[name] = {"n": len(ss), "p50_s": _q(d, 0.5), "mean_s": sum(d) / len(d) if d else None,
+        out[name] = {"n": len(ss), "p50_s": _q(d, 0.5), "p99_s": _q(d, 0.99), "mean_s": sum(d) / len(d) if d else None,
+                     "durations_s": [round((s.end_ns - s.start_ns) / 1e9, 6) for s in ss],
                      "failed": sum(1 for s in ctl.timeline.node_syncs(name, done_only=True) if not s.ok)}
     return out
 

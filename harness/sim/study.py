@@ -6,11 +6,13 @@ Validation replays a kernel run's events exactly as they were played (``played``
 settings, twice: with the sweep-fitted cost as is (``baseline``: a prediction from another
 measurement on a quieter machine) and with the cost scaled so the simulated syncs of
 each node take as long on average as the kernel run's did there (``calibrated``: the
-machine's load factor, one number per node and run). The error of p50/p99 of reach and fail-open is reported for both.
+machine's load factor, one number per node and run; and the lognormal spread of the sync
+times as the kernel run's server node showed it). The error of p50/p99 of reach and fail-open is reported for both.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from typing import Any
 
@@ -58,11 +60,24 @@ def validate(run: dict[str, Any], model: CostModel) -> dict[str, Any]:
         sim_mean = sum(s.end - s.start for s in syncs) / len(syncs) if syncs else None
         scales[n] = kernel_mean / sim_mean if kernel_mean and sim_mean else 1.0
     scale = scales.get(0, 1.0)
+    # the spread of the kernel's sync times (lognormal sigma of the server node's durations;
+    # the cluster barely changes size within a run, so the spread is the machine's)
+    durations = [d for d in (run.get("syncs", {}).get("node-000") or {}).get("durations_s", []) if d > 0]
+    sigma = base.cost_sigma
+    if len(durations) >= 5:
+        logs = [math.log(d) for d in durations]
+        mean = sum(logs) / len(logs)
+        sigma = math.sqrt(sum((x - mean) ** 2 for x in logs) / (len(logs) - 1))
+        # a lognormal factor of mean 1: the scale was fitted to the mean
+        for n in scales:
+            scales[n] /= math.exp(sigma ** 2 / 2) / math.exp(base.cost_sigma ** 2 / 2)
+        scale = scales.get(0, 1.0)
     kernel_sync = (run.get("syncs", {}).get("node-000") or {}).get("mean_s")
     out: dict[str, Any] = {"kernel": {**kernel, "server_sync_mean_s": kernel_sync,
                                       "censored": len(run["pods"]) - len(compared)},
-                           "cost_scale": scale, "cost_scale_per_node": scales, "config": base.describe()}
-    for label, cfg in (("baseline", base), ("calibrated", replace(base, cost_scale=scale,
+                           "cost_scale": scale, "cost_scale_per_node": scales, "cost_sigma": sigma,
+                           "config": base.describe()}
+    for label, cfg in (("baseline", base), ("calibrated", replace(base, cost_scale=scale, cost_sigma=sigma,
                                                                    cost_scale_per_node=scales))):
         res = first if label == "baseline" else simulate_stream(events, ready, place, cfg, model)
         # only the pods the kernel run probed (those on its real client nodes)
