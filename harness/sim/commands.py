@@ -126,9 +126,13 @@ def _grid(args: argparse.Namespace) -> int:
     print(tabulate(boundaries(rows), headers="keys"))
     kernel = []
     for path in args.kernel or []:
+        from harness.sim.study import validate
+
         run = json.loads(Path(path).read_text())
         c = run["config"]
-        kernel.append({"pods": c["nodes"] * c["pods_per_node"], "reach_p99": run["reach"]["p99"]})
+        v = validate(run, model)
+        kernel.append({"pods": c["nodes"] * c["pods_per_node"], "reach_p99": v["kernel"]["reach"]["p99"],
+                       "sim_reach_p99": v["calibrated"]["reach"]["p99"]})
     if args.plot:
         from harness.sim.plots import plot_grid
 

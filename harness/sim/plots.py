@@ -28,13 +28,16 @@ def plot_grid(rows: list[dict[str, Any]], path: str | Path, key: str = "reach_p9
             if rs:
                 ax.plot([r["pods"] for r in rs], [r[key] for r in rs], styles[i % len(styles)], color=colour,
                         marker="o", ms=3, label=f"{strategy}, churn {churn}")
-    for b in BOUNDARIES_S:
-        ax.axhline(b, color="grey", lw=0.8, ls=":")
-        ax.text(ax.get_xlim()[0] if ax.lines else 1, b, f" {b:g} s", va="bottom", fontsize=8, color="grey")
     for p in kernel_points or []:
         ax.plot([p["pods"]], [p[key]], "kx", ms=8)
+        if p.get(f"sim_{key}") is not None:
+            ax.plot([p["pods"]], [p[f"sim_{key}"]], "k+", ms=10)
     if kernel_points:
-        ax.plot([], [], "kx", label="kernel (measured, under load)")
+        ax.plot([], [], "kx", label="kernel run (measured under load; its own cluster shape)")
+        ax.plot([], [], "k+", label="simulation of that run (calibrated)")
+    for b in BOUNDARIES_S:
+        ax.axhline(b, color="grey", lw=0.8, ls=":")
+        ax.text(1.0, b, f" {b:g} s", transform=ax.get_yaxis_transform(), va="center", fontsize=8, color="grey")
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("pods in the cluster (nodes and policies grow with them, see the table)")
