@@ -276,3 +276,13 @@ def test_grid_plot_writes_png(tmp_path):
     assert plot_grid(rows, tmp_path / "g.png").stat().st_size > 1000
     err = {"reach": {"err_p50": 0.1, "err_p99": -0.1}, "fail_open": {"err_p50": 0.0, "err_p99": None}}
     assert plot_validation([{"label": "a", "baseline": err, "calibrated": err}], tmp_path / "v.png").exists()
+
+
+def test_the_shipped_churn_example_reads_and_simulates():
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "churn-cronjobs.yaml"
+    spec = ch.load_churn(str(path))
+    assert spec.bursts.pods == 30 and spec.namespaces == 6
+    s = des.simulate(spec, des.SimConfig(20, 400, 20, client_nodes=2), load_cost_model(default_baseline())).summary()
+    assert s["reach"]["n"] > 150 and s["reach"]["unfinished"] == 0
