@@ -30,7 +30,6 @@ selector mostly picks pods of one namespace).
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,6 +295,3 @@ def default_baseline() -> Path:
     """The shipped sweep baseline of the harness's reference machine."""
     return Path(__file__).resolve().parent.parent / "bench" / "baselines" / "xeon-2cpu-linux-6.18.44" / "sweep.json"
 
-
-def finite(x: float) -> bool:
-    return math.isfinite(x)

@@ -179,10 +179,6 @@ class SimResult:
                                     "busy_fraction": sum(max(min(s.end, d) - s.start, 0.0) for s in s0) / max(d, 1e-9)}
         return out
 
-    @property
-    def horizon(self) -> float:
-        return max((s.end for ss in self.syncs.values() for s in ss), default=self.spec.duration_s)
-
 
 def quantile(sorted_values: list[float], q: float) -> float | None:
     """Linear-interpolated quantile of an already sorted list (None if empty)."""
