@@ -28,6 +28,8 @@ COMMAND_MODULES = (
     "harness.conformance.commands",  # conformance
     "harness.controller.commands",  # controller, bench controller
     "harness.bench.commands",  # bench sweep|datapath|canaries|plot, compare
+    "harness.bench.churn_commands",  # bench churn
+    "harness.sim.commands",  # simulate run|grid|validate|fit
     "harness.probe.commands",  # calibrate, bench probe
     "harness.suite",  # suite (the main job)
     "harness.report.commands",  # report

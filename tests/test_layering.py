@@ -29,6 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # the report is pure: the scenarios' declarations and the engines' default configuration only
     ("harness.report", ("harness.analysis", "harness.engines.config", "harness.errors", "harness.outcome",
                         "harness.scenarios.declaration", "harness.report")),
+    # the simulation is pure: the churn workload (model), its own cost fit and event loop
+    ("harness.sim", ("harness.argtypes", "harness.errors", "harness.model", "harness.sim")),
     ("harness.engines.config", ("harness.errors", "harness.engines.registry")),  # pure data
     ("harness.engines.registry", ("harness.errors", "harness.engines")),
     # kube-router's IPVS proxy: planner, sync and ipvsadm text pure; the applier uses only the kernel door;

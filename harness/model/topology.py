@@ -141,6 +141,7 @@ def topology_from_dict(data: Any, source: str | None = None, base_dir: str | Pat
     generators = f.opt("pod_generators", list)
     manifests = _manifest_paths(f.opt("manifests", list), source, Path(base_dir or "."))
     f.ignore(*(k for k in f.data if isinstance(k, str) and k.startswith("x-")))
+    f.ignore("churn")  # a churn workload for bench churn / simulate (harness.model.churn reads it)
     f.done()
 
     _place_nodes(cluster, node_specs, mask)

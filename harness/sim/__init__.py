@@ -1,0 +1,1 @@
+"""Discrete-event simulation of the per-node controllers under churn (pure, no root)."""
