@@ -5,10 +5,12 @@ Every strategy programs the same end state (checked by the kernel tests with ``i
 the ruleset's sets and owned chains, the controller's jumps at the top of INPUT/FORWARD/OUTPUT,
 every rule and chain of other owners untouched, stale chains and sets of older syncs gone.
 
-- ``restore`` is kube-router's full sync (v1.2+): top-level chains and jumps ensured with
-  individual ``iptables`` calls, ``iptables-save -t filter``, ``ipset save``, one
-  ``ipset restore -exist``, one ``iptables-restore`` of the whole filter table, ``ipset save``
-  again and one ``ipset destroy`` per stale set.
+- ``restore`` is kube-router's full sync (v1.2+) with every process the source at the profile's
+  tag spawns (``exec_sequence``): top-level chains, jumps, allow rules and helper chains ensured
+  with individual go-iptables calls (``-S``/``-C``/``-N``/``-I``/``-D``), ``iptables-save -t
+  filter``, ``ipset save`` + one ``ipset restore -exist``, ``iptables -S`` (cleanupStaleRules),
+  one ``iptables-restore`` of the whole filter table, ``ipset save`` again and one
+  ``ipset destroy`` per stale set.
 - ``per-rule`` is kube-router before 1.2: one ``ipset`` exec per set operation and entry, one
   ``iptables`` exec per chain and rule (-N/-A/-I/-D/-F/-X). Make-before-break: new rules are
   added before old ones are deleted, so no packet meets an empty chain.
@@ -31,12 +33,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from harness.engines.kube_router.apply.exec_sequence import exec_summary, full_policy_sync
 from harness.engines.kube_router.apply.restore_text import (
     FILTER_BUILTINS,
     entry_key,
     filter_restore_text,
     ipset_ops,
-    ipset_restore_text,
     jump_target,
     parse_ipset_save,
     parse_iptables_save,
@@ -64,8 +66,11 @@ class SyncTimings:
     top-level chains and jumps), ``iptables_save_time``, ``ipset_save_time`` (reading existing
     sets), ``ipset_restore_time`` (programming sets), ``iptables_restore_time`` (programming
     chains), ``stale_cleanup_time`` (removing stale sets; in ``per-rule`` also stale chains),
-    ``total``. Counts: ``rules``, ``sets``, ``set_entries`` programmed, ``execs`` (processes
-    spawned), ``netlink_requests``. Timestamps (``time.time_ns()``): ``start_ns``, ``sets_ns``
+    ``total``; ``restore`` only: ``local_pods_ipset_time`` (v2.10 default deny's own save+restore of
+    kube-router-local-pods), ``list_chains_time`` (cleanupStaleRules' ``iptables -S``).
+    Counts: ``rules``, ``sets``, ``set_entries`` programmed, ``execs`` (processes
+    spawned), ``netlink_requests``. ``exec_log`` (``restore``): every process as
+    ``{"step", "argv", "returncode", "duration_ns"}``, step = the kube-router function. Timestamps (``time.time_ns()``): ``start_ns``, ``sets_ns``
     (sets programmed), ``rules_ns`` (chains in force), ``end_ns``."""
 
     strategy: str
@@ -78,6 +83,8 @@ class SyncTimings:
     ipset_restore_time: int = 0
     iptables_restore_time: int = 0
     stale_cleanup_time: int = 0
+    local_pods_ipset_time: int = 0
+    list_chains_time: int = 0
     total: int = 0
     rules: int = 0
     sets: int = 0
@@ -86,6 +93,7 @@ class SyncTimings:
     netlink_requests: int = 0
     stale_sets: list[str] = field(default_factory=list)
     stale_chains: list[str] = field(default_factory=list)
+    exec_log: list[dict] = field(default_factory=list)
     start_ns: int = 0
     sets_ns: int = 0
     rules_ns: int = 0
@@ -201,64 +209,15 @@ def _new_timings(strategy: str, ruleset: Ruleset, netns_name: str, backend: Back
 # restore (kube-router v1.2+)
 
 
-def _ensure_top_level(tools: _Tools, ruleset: Ruleset) -> None:
-    """kube-router's ensureTopLevelChains + ensureDefaultNetworkPolicyChain: per sync, with one
-    iptables call each, make sure the top-level chains exist and each built-in chain jumps to them
-    at the right position (checked with -C, located with -S, moved with -I/-D)."""
-    chain_names = {c.name for c in ruleset.chains}
-    ensured: set[str] = set()
-    position: dict[str, int] = {}
-    for builtin, args in ruleset.builtin_jumps:
-        position[builtin] = position.get(builtin, 0) + 1
-        pos = position[builtin]
-        target = jump_target(args)
-        if target in chain_names and target not in ensured:
-            if tools.iptables("-S", target, check=False).returncode != 0:
-                tools.iptables("-N", target)
-            ensured.add(target)
-        argv = _argv(args)
-        if tools.iptables("-C", builtin, *argv, check=False).returncode != 0:
-            tools.iptables("-I", builtin, str(pos), *argv)
-            continue
-        listed = [ln for ln in tools.iptables("-S", builtin).stdout.splitlines() if ln.startswith("-A ")]
-        rule_no = next((i + 1 for i, ln in enumerate(listed) if jump_target(ln) == target), 0)
-        if rule_no != pos:
-            tools.iptables("-I", builtin, str(pos), *argv)
-            tools.iptables("-D", builtin, str(rule_no + 1 if rule_no >= pos else rule_no))
-    if "KUBE-NWPLCY-DEFAULT" in chain_names:
-        default = ruleset.chain("KUBE-NWPLCY-DEFAULT")
-        if tools.iptables("-S", default.name, check=False).returncode != 0:
-            tools.iptables("-N", default.name)
-        for args in default.rules:  # AppendUnique
-            argv = _argv(args)
-            if tools.iptables("-C", default.name, *argv, check=False).returncode != 0:
-                tools.iptables("-A", default.name, *argv)
-
-
 def apply_restore(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft") -> SyncTimings:
-    """kube-router's full sync: see the module docstring."""
+    """kube-router's full sync, exec for exec as the source at ``ruleset.profile``'s tag runs it
+    (``exec_sequence.full_policy_sync``); ``exec_log`` lists every process with its step."""
     b = get_backend(backend)
     tools = _Tools(netns_name, b)
     t = _new_timings("restore", ruleset, netns_name, b)
     clock = _Clock(t)
-    clock.phase("top_level_time", _ensure_top_level, tools, ruleset)
-    saved = clock.phase("iptables_save_time", tools.save_filter)
-    existing = parse_ipset_save(clock.phase("ipset_save_time", tools.ipset_save))
-    ipset_text = ipset_restore_text(ruleset, existing)
-    clock.phase("ipset_restore_time", tools.run, [IPSET, "restore", "-exist"], input=ipset_text)
-    t.sets_ns = time.time_ns()
-    filter_text = filter_restore_text(ruleset, saved)
-    clock.phase("iptables_restore_time", tools.run, b.restore_argv(), input=filter_text)
-    t.rules_ns = time.time_ns()
-
-    def cleanup() -> list[str]:
-        stale = stale_sets(ruleset, parse_ipset_save(tools.ipset_save()))
-        for name in stale:
-            tools.ipset("destroy", name)
-        return stale
-
-    t.stale_sets = clock.phase("stale_cleanup_time", cleanup)
-    t.stale_chains = _stale_chains(ruleset, saved)
+    log_ = full_policy_sync(tools, ruleset, b, t, clock.phase)
+    t.exec_log = exec_summary(log_)
     t.execs = tools.execs
     clock.finish()
     return t

@@ -673,7 +673,8 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                 selecting[t].append(pi)
 
     top: dict[str, list[str]] = {c: [] for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN)}
-    top[nm.INPUT_CHAIN].extend(_input_whitelist(prof, service_cluster_ip_range, node_port_range))
+    whitelist = _input_whitelist(prof, service_cluster_ip_range, node_port_range)
+    top[nm.INPUT_CHAIN].extend(whitelist)
     if prof.policy_pods_only:
         by_name = {p.namespace + "/" + p.name: selecting[ip_to_idx[str(p.ip)]] for p in local}
         pod_chains = _v12_pod_chains(local, by_name, infos, [c.name for c in policy_chains], version, prof,
@@ -752,7 +753,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     # and fill chains in this order: helpers, policies, pods, then the top-level chains.
     chains = helper_chains + policy_chains + pod_chains + [Chain(name, rules) for name, rules in top.items()]
     return Ruleset(node=node_name, profile=prof.name, sync_version=int(sync_version), sets=sets,
-                   chains=chains, builtin_jumps=builtin, swap_sets=prof.swap_sets)
+                   chains=chains, builtin_jumps=builtin, input_whitelist=whitelist, swap_sets=prof.swap_sets)
 
 
 def _tail_rules(cluster: Cluster, node_name: str, default_deny: bool) -> list[str]:
