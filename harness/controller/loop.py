@@ -145,6 +145,7 @@ class NodeController:
         self.engine.start(self.view)
         self._spawn(self._delivery_loop, "deliver")
         self._spawn(self._sync_loop, "sync")
+        self._spawn(self._ticker_loop, "ticker")  # NewTicker at Run's start, before the first sync
 
     def _spawn(self, fn: Callable[[], None], what: str) -> None:
         t = threading.Thread(target=self._guard, args=(fn,), name=f"ctl-{self.node}-{what}", daemon=True)
@@ -238,27 +239,35 @@ class NodeController:
 
     # -- sync -------------------------------------------------------------------------------------
     def _sync_loop(self) -> None:
-        period = self.config.resync_period_s
+        """The full-sync goroutine: take the 1-slot channel, sync, repeat. Periodic requests come
+        from ``_ticker_loop`` through the same channel (v2.10.0:network_policy_controller.go Run)."""
         if self.config.initial_sync:
             self.sync_once(["initial"])
-        next_periodic = time.monotonic() + period
         while not self._stop.is_set():
-            reqs = self.channel.take(timeout=max(next_periodic - time.monotonic(), 0.0))
-            if self._stop.is_set():
+            reqs = self.channel.take()
+            if reqs is None or self._stop.is_set():
                 return
-            if reqs is None:
-                if time.monotonic() < next_periodic:
-                    continue
-                while next_periodic <= time.monotonic():  # a Go ticker drops missed ticks
-                    next_periodic += period
-                self.sync_once(["periodic"], full=True)
-                continue
-            # a manual request forces a full apply (the incremental strategy otherwise diffs)
+            # a manual or periodic request forces a full apply (the incremental strategy otherwise diffs)
             try:
                 self.sync_once([f"{r.reason}#{r.seq}" if r.seq else r.reason for r in reqs],
-                               full=any(r.reason == "manual" for r in reqs))
+                               full=any(r.reason in ("manual", "periodic") for r in reqs))
             finally:
                 self.channel.done()
+
+    def _ticker_loop(self) -> None:
+        """kube-router's Run loop: ``t := time.NewTicker(syncPeriod)``; ``for { RequestFullSync();
+        <-t.C }`` (v1.2.1..v2.10.0:network_policy_controller.go Run). A request every period at a
+        fixed cadence from start, whether a sync is running or not: into an empty slot it queues
+        a sync (right after the running one), into a full one it collapses. The Run loop only
+        blocks on the ticker, so no tick is missed (a late one keeps the cadence: Go's ticker
+        drops ticks only for a slow receiver). The first request (at start) is the initial sync."""
+        period = self.config.resync_period_s
+        next_tick = time.monotonic() + period
+        while not self._stop.wait(max(next_tick - time.monotonic(), 0.0)):
+            self.request_sync("periodic")
+            next_tick += period
+            while next_tick <= time.monotonic():  # time.Ticker drops ticks a slow receiver missed
+                next_tick += period
 
     def sync_once(self, reasons: Iterable[str], *, full: bool = False) -> SyncRecord:
         """One full sync now, in the calling thread (the sync loop's normally): snapshot of the
