@@ -429,6 +429,12 @@ class Controller:
             self.lab.remove_pod(key)  # also drops it from the API cluster (the lab's model)
         return self.emit(ev.pod_removed(key))
 
+    def update_pod_status(self, key: str, *, phase: str | None = None, ip: Any = ...) -> ev.ClusterEvent:
+        """A kubelet status update: the pod's ``phase`` (``Running``, ``Succeeded`` ...) and/or IP
+        change (``ev.pod_status``). A finished pod stays in the lab (its namespace keeps its
+        address) but kube-router v1.2.3+ drops it from its sets at the next sync."""
+        return self.emit(ev.pod_status(self.api.pods[key], phase=phase, ip=ip))
+
     def relabel_pod(self, key: str, labels: dict[str, str]) -> ev.ClusterEvent:
         return self.emit(ev.pod_relabeled(self.api.pods[key], labels))
 

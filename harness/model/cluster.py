@@ -76,6 +76,10 @@ class Pod:
     ip: ipaddress.IPv4Address | None = None
     ports: list[ContainerPort] = field(default_factory=list)
     kind: PodKind = PodKind.FULL
+    # status.phase (Pending, Running, Succeeded, Failed) and spec.hostNetwork: policy controllers
+    # ignore finished and host-network pods (kube-router isNetPolActionable)
+    phase: str = "Running"
+    host_network: bool = False
 
     @property
     def key(self) -> str:

@@ -64,11 +64,11 @@ class KubeRouterNode(SynchronousNode):
 
     def wants_sync(self, event: Any, before: Cluster) -> bool:
         """kube-router's handlers' filter (``events.requests_sync``)."""
-        return requests_sync(event, before)
+        return requests_sync(event, before, self.config.profile)
 
     def prepare(self, view: Cluster) -> ClusterIndex:
         """An index of ``view`` that renders of the unchanged view (any node) can share."""
-        return ClusterIndex(view)
+        return ClusterIndex(view, self.config.profile)
 
     def render(self, view: Cluster, *, sync_version: int, prepared: ClusterIndex | None = None) -> Ruleset:
         """The node's ruleset for ``view`` (``prepared``: from ``prepare`` of the same view)."""

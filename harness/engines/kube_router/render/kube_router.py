@@ -95,13 +95,33 @@ def _q_quoted(comment: str) -> str:
 # ------------------------------------------------------------------------------------------
 # Cluster index: label -> pods, computed once per render so selectors never scan all pods.
 # ------------------------------------------------------------------------------------------
+# isFinished (v2.10.0:pkg/controllers/netpol/utils.go): api.PodFailed, api.PodSucceeded, PodCompleted
+FINISHED_PHASES = frozenset({"Failed", "Succeeded", "Completed"})
+
+
+def netpol_actionable(pod: Pod | None, profile: str | Profile = "v2.10.0") -> bool:
+    """Whether kube-router (``profile``) programs ``pod``: isNetPolActionable (v1.2.3+: a PodIP,
+    not finished, not hostNetwork; v2.10.0:pkg/controllers/netpol/utils.go, used by
+    syncPodFirewallChains and buildNetworkPoliciesInfo); before v1.2.3 only ``PodIP != ""``
+    (v1.2.2:pkg/controllers/netpol/pod.go, policy.go)."""
+    if pod is None or pod.ip is None:
+        return False
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    if not prof.netpol_actionable:
+        return True
+    return pod.phase not in FINISHED_PHASES and not pod.host_network
+
+
 class ClusterIndex:
-    """Pods that kube-router acts on (those with an IP), indexed by namespace and label.
+    """Pods that kube-router acts on (``netpol_actionable`` under ``profile``), indexed by
+    namespace and label.
 
     Pod indices follow address order, so a sorted tuple of indices is a sorted address list."""
 
-    def __init__(self, cluster: Cluster):
-        pods = [p for p in cluster.pods.values() if p.ip is not None]
+    def __init__(self, cluster: Cluster, profile: str | Profile = "v2.10.0"):
+        prof = profile if isinstance(profile, Profile) else get_profile(profile)
+        self.actionable_only = prof.netpol_actionable
+        pods = [p for p in cluster.pods.values() if netpol_actionable(p, prof)]
         pods.sort(key=lambda p: int(p.ip))  # type: ignore[arg-type]
         self.cluster = cluster
         self.pods: list[Pod] = pods
@@ -653,7 +673,8 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
         raise ConfigError(None, "default_deny", f"--netpol-default-deny needs profile v2.10, not {prof.name}")
     if reject_with not in REJECT_WITH:
         raise ConfigError(None, "reject_with", f"{reject_with!r} is not one of icmp-port-unreachable, tcp-reset")
-    index = index or ClusterIndex(cluster)
+    if index is None or index.actionable_only != prof.netpol_actionable or index.cluster is not cluster:
+        index = ClusterIndex(cluster, prof)
     b = _Builder(index, prof, sync_version)
     version = str(sync_version)
 
@@ -662,7 +683,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     policy_chains = [b.policy_chain(info) for info in infos]
 
     # Per-pod membership: which policies select each local pod (targets are index tuples).
-    local = sorted((p for p in cluster.pods.values() if p.node == node_name and p.ip is not None),
+    local = sorted((p for p in cluster.pods.values() if p.node == node_name and netpol_actionable(p, prof)),
                    key=lambda p: (p.namespace, p.name))
     ip_to_idx = {ip: i for i, ip in enumerate(index.ips)}
     local_idx = {ip_to_idx[str(p.ip)] for p in local}

@@ -98,26 +98,33 @@ class Profile:
     # Saved create options keep ``initval`` (one TMP set per existing set) until v1.5.1's
     # scrubInitValFromOptions (v1.5.1:pkg/utils/ipset.go parseIPSetSave).
     scrub_initval: bool = True
+    # --- controller semantics (harness.engines.kube_router.events) ---
+    # isNetPolActionable (v1.2.3+:pkg/controllers/netpol/utils.go): finished and hostNetwork pods are
+    # neither programmed nor synced for on add; v1.2.1/v1.2.2 only require a PodIP.
+    netpol_actionable: bool = True
     notes: str = ""
 
 
 PROFILES: dict[str, Profile] = {
     "v1.2.1": Profile(
-        version_execs_per_sync=2, chain_exists_check=False, restore_wait=False, restore_host_sets=True, scrub_initval=False,
+        version_execs_per_sync=2, chain_exists_check=False, restore_wait=False, restore_host_sets=True,
+        scrub_initval=False, netpol_actionable=False,
         name="v1.2.1", swap_sets=False, family="", common_chain=False, tail_chain=False, end_port=False,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
         policy_pods_only=True, mark_accept=False, explicit_accept=False,
         notes="v1.2 layout; sets flushed and refilled in place (empty-set moments)",
     ),
     "v1.2.2": Profile(
-        version_execs_per_sync=2, chain_exists_check=False, restore_wait=False, restore_host_sets=True, scrub_initval=False,
+        version_execs_per_sync=2, chain_exists_check=False, restore_wait=False, restore_host_sets=True,
+        scrub_initval=False, netpol_actionable=False,
         name="v1.2.2", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=False,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
         policy_pods_only=True, mark_accept=False, explicit_accept=False,
         notes="v1.2 layout with TMP set + swap; rules equal through v1.2.3",
     ),
     "v1.3.0": Profile(
-        version_execs_per_sync=3, chain_exists_check=False, restore_host_sets=True, scrub_initval=False, explicit_accept_by_command=True,
+        version_execs_per_sync=3, chain_exists_check=False, restore_host_sets=True, scrub_initval=False,
+        explicit_accept_by_command=True,
         name="v1.3.0", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, pod_jumps_inserted=True,
         notes="explicit ACCEPT appended by ensureTopLevelChains (iptables command) before the save",
