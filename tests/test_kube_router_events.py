@@ -91,3 +91,35 @@ def test_pod_phase_round_trips_through_the_event_wire():
     back = ev.pod_from_dict(ev.pod_to_dict(pod))
     assert (back.phase, back.host_network) == ("Succeeded", True)
     assert "phase" not in ev.pod_to_dict(example_cluster().pods["x/a"])  # Running: wire unchanged
+
+
+def test_lister_skew_programs_a_pod_of_the_second_listing_unfiltered():
+    """kube-router lists pods twice per sync: buildNetworkPoliciesInfo (policy targets, peers, sets)
+    and later syncPodFirewallChains (local pods; v2.10.0:pkg/controllers/netpol/pod.go,
+    network_policy_controller.go fullPolicySync). A pod that arrives between the two gets a pod
+    chain from the second listing but is in no policy's targets: DEFAULT jumps (allowed), not the
+    deny-all policy that selects it, until the next sync; with --netpol-default-deny it is in
+    kube-router-local-pods already, so the TAIL's gated REJECT does not catch it either."""
+    from harness.engines.kube_router.render import naming as nm
+
+    first = example_cluster()
+    second = copy.deepcopy(first)
+    new = copy.deepcopy(first.pods["x/b"])
+    new.name, new.ip, new.labels = "new", ipaddress.IPv4Address("10.244.0.77"), {"app": "new"}
+    second.pods[new.key] = new
+    chain = nm.pod_chain("x", "new", str(V))
+    deny_all = nm.policy_chain("x", "deny-all", str(V), family="IPv4")  # v2.x: family in the hash
+
+    skewed = render_node(first, "node-a", profile="v2.10.0", sync_version=V, pods_view=second, default_deny=True)
+    rules = skewed.chain(chain).rules
+    jumps = [r.rsplit("-j ", 1)[1] for r in rules if "-j KUBE-" in r]
+    assert nm.DEFAULT_CHAIN in jumps and not any(j.startswith("KUBE-NWPLCY-") and j not in (
+        nm.DEFAULT_CHAIN, nm.COMMON_CHAIN) for j in jumps)
+    local = next(s for s in skewed.sets if s.name == nm.LOCAL_PODS_SET)
+    assert any(e.startswith("10.244.0.77 ") for e in local.entries)
+    assert "10.244.0.77" not in {e.split()[0] for s in skewed.sets if s.name != nm.LOCAL_PODS_SET for e in s.entries}
+
+    one_listing = render_node(second, "node-a", profile="v2.10.0", sync_version=V, default_deny=True)
+    jumps = [r.rsplit("-j ", 1)[1] for r in one_listing.chain(chain).rules if "-j KUBE-" in r]
+    policy_jumps = [j for j in jumps if j.startswith("KUBE-NWPLCY-") and j not in (nm.DEFAULT_CHAIN, nm.COMMON_CHAIN)]
+    assert deny_all in policy_jumps  # x/deny-all selects it: its ingress goes through the policy chain

@@ -656,7 +656,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                 default_deny: bool = False, reject_with: str | None = None,
                 service_cluster_ip_range: str = DEFAULT_SERVICE_RANGE,
                 node_port_range: str = DEFAULT_NODE_PORT_RANGE,
-                index: ClusterIndex | None = None) -> Ruleset:
+                index: ClusterIndex | None = None, pods_view: Cluster | None = None) -> Ruleset:
     """Everything kube-router (``profile``) programs on ``node_name`` in the full sync with
     ``sync_version`` (kube-router: the sync's start time in Unix ns).
 
@@ -665,6 +665,11 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     ``"icmp-port-unreachable"`` (explicit) or ``"tcp-reset"`` (TCP answered with a reset, to
     contrast client behaviour). ``index`` lets a caller reuse a ``ClusterIndex`` of an unchanged
     cluster. Pods without an IP are ignored, as kube-router ignores pods that are not actionable.
+    ``pods_view``: the second listing kube-router makes within one sync (syncPodFirewallChains
+    lists the local pods again after buildNetworkPoliciesInfo's listing; v2.10.0:pod.go): local
+    pods come from it, policy targets and peers from ``cluster``. A pod only in ``pods_view`` gets a
+    pod chain with DEFAULT jumps, unfiltered, until the next sync (and, with default deny, is in
+    kube-router-local-pods already); None: one listing (no skew).
     """
     prof = get_profile(profile)
     if node_name not in cluster.nodes:
@@ -683,21 +688,22 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     policy_chains = [b.policy_chain(info) for info in infos]
 
     # Per-pod membership: which policies select each local pod (targets are index tuples).
-    local = sorted((p for p in cluster.pods.values() if p.node == node_name and netpol_actionable(p, prof)),
+    # syncPodFirewallChains lists the local pods again (podLister.List(), v2.10.0:pod.go), later
+    # than buildNetworkPoliciesInfo's listing: ``pods_view`` is that second listing (lister skew).
+    local = sorted((p for p in (pods_view or cluster).pods.values()
+                    if p.node == node_name and netpol_actionable(p, prof)),
                    key=lambda p: (p.namespace, p.name))
-    ip_to_idx = {ip: i for i, ip in enumerate(index.ips)}
-    local_idx = {ip_to_idx[str(p.ip)] for p in local}
-    selecting: dict[int, list[int]] = {i: [] for i in local_idx}
+    selecting: dict[str, list[int]] = {str(p.ip): [] for p in local}
     for pi, info in enumerate(infos):
         for t in info.targets:
-            if t in selecting:
-                selecting[t].append(pi)
+            if index.ips[t] in selecting:
+                selecting[index.ips[t]].append(pi)
 
     top: dict[str, list[str]] = {c: [] for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN)}
     whitelist = _input_whitelist(prof, service_cluster_ip_range, node_port_range)
     top[nm.INPUT_CHAIN].extend(whitelist)
     if prof.policy_pods_only:
-        by_name = {p.namespace + "/" + p.name: selecting[ip_to_idx[str(p.ip)]] for p in local}
+        by_name = {p.namespace + "/" + p.name: selecting[str(p.ip)] for p in local}
         pod_chains = _v12_pod_chains(local, by_name, infos, [c.name for c in policy_chains], version, prof,
                                      reject_with, top)
     else:
@@ -711,7 +717,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                 top[chain].append(rule)
         for pod in local:
             chain = nm.pod_chain(pod.namespace, pod.name, version)
-            mine = selecting[ip_to_idx[str(pod.ip)]]
+            mine = selecting[str(pod.ip)]
             pod_chains.append(Chain(chain, _pod_chain_rules(
                 pod, chain, [infos[i] for i in mine], [policy_chains[i].name for i in mine], prof, reject_with)))
             ip = str(pod.ip)
@@ -762,7 +768,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
         # v2.10.0:network_policy_controller.go ensureLocalPodsIPSetExists (Create hash:ip timeout 0) and
         # populateProtectedPodsIPSet (entries ip timeout 0)
         sets.append(IPSetSpec(nm.LOCAL_PODS_SET, "hash:ip",
-                              [f"{ip} {ENTRY_OPTIONS}" for ip in index.entries(sorted(local_idx))],
+                              [f"{ip} {ENTRY_OPTIONS}" for ip in sorted(selecting, key=ipaddress.IPv4Address)],
                               options=NEW_SET_OPTIONS))
 
     builtin = []
