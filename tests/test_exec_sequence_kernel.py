@@ -185,3 +185,30 @@ def test_phases_hold_their_execs(node_ns):
     assert 0 < by_step["Restore"] <= t.iptables_restore_time
     assert 0 < by_step["cleanupStaleRules"] <= t.list_chains_time
     assert sum(by_step.values()) <= t.total
+
+
+def test_a_set_past_maxelem_aborts_the_whole_sync(node_ns):
+    """kube-router creates its sets without hashsize/maxelem (``hash:ip timeout 0``:
+    v2.10.0:pkg/controllers/netpol/policy.go, utils.OptionTimeout), so the kernel's default
+    maxelem 65536 applies: a set with more members (a selector matching more pods, e.g.
+    ``namespaceSelector: {}`` on 100 nodes x 656 pods) fails ``ipset restore``, and fullPolicySync
+    aborts before iptables-restore ("Aborting sync. Failed to sync network policy chains"): the
+    node keeps the previous sync's chains and sets, for every policy, until the set shrinks.
+    The kernel's limit is not exact (hash sets count elements per region while resizing): on this
+    host 65537 members passed 4 of 5 restores, 65600 failed 5 of 5; the test uses 65600."""
+    from harness.engines.kube_router.apply import inspect
+    from harness.engines.kube_router.render.ruleset import IPSetSpec
+
+    first = _sync(node_ns, "v2.10.0", V1)
+    assert first.execs
+    before = inspect(node_ns, "nft")["chains"]
+    rs = render_node(CLUSTER, "node-000", profile="v2.10.0", sync_version=V2)
+    big = next(s for s in rs.sets if s.type == "hash:ip")
+    rs.sets[rs.sets.index(big)] = IPSetSpec(big.name, big.type, [
+        f"10.{100 + i // 65536}.{i // 256 % 256}.{i % 256} timeout 0" for i in range(65600)], options=big.options)
+    assert "maxelem" not in big.options
+    with pytest.raises(KernelError, match="Hash is full"):
+        apply(rs, node_ns, "nft", "restore")
+    assert inspect(node_ns, "nft")["chains"] == before  # iptables-restore never ran
+    del next(s for s in rs.sets if s.name == big.name).entries[65536:]  # 65536 fit
+    apply(rs, node_ns, "nft", "restore")

@@ -89,7 +89,7 @@ class SyncExecs:
         self.log.append(ExecRecord(self.step, list(argv), proc.returncode, time.perf_counter_ns() - t0,
                                    input.count("\n") if input else 0))
         if check and proc.returncode != 0:
-            self.tools.run(argv, input=input, check=True)  # raises with the tool's message (and hint)
+            self.tools.fail(argv, proc)  # raises with the tool's first line (and an install hint)
         return proc
 
 

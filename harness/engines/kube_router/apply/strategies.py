@@ -142,12 +142,16 @@ class _Tools:
             proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=600,
                                   env=self.env)
         if check and proc.returncode != 0:
-            first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
-            hint = _module_hint(argv[0], proc.stderr)
-            if hint:
-                raise EnvironmentProblem(f"{argv[0]} in {self.ns}: {first}", hint)
-            raise KernelError(f"{argv[0]} in {self.ns}: {first}")
+            self.fail(argv, proc)
         return proc
+
+    def fail(self, argv: Sequence[str], proc: subprocess.CompletedProcess) -> None:
+        """Raise for a failed tool: EnvironmentProblem (with a hint) or KernelError, one line."""
+        first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
+        hint = _module_hint(argv[0], proc.stderr)
+        if hint:
+            raise EnvironmentProblem(f"{argv[0]} in {self.ns}: {first}", hint)
+        raise KernelError(f"{argv[0]} in {self.ns}: {first}")
 
     def iptables(self, *args: str, check: bool = True):
         return self.run(self.b.iptables_argv(*args), check=check)
