@@ -212,3 +212,49 @@ def test_a_set_past_maxelem_aborts_the_whole_sync(node_ns):
     assert inspect(node_ns, "nft")["chains"] == before  # iptables-restore never ran
     del next(s for s in rs.sets if s.name == big.name).entries[65536:]  # 65536 fit
     apply(rs, node_ns, "nft", "restore")
+
+
+def test_lister_skew_in_the_kernel_a_pod_of_the_second_listing_is_unfiltered(node_ns):
+    """The engine's ``program(relist_view=)``: policies (and their sets) from the listing at the
+    sync's start, local pods from the second listing syncPodFirewallChains makes after the sets
+    are restored. A pod that arrived in between is in kube-router-local-pods (default deny) and
+    has a pod chain, but no policy set holds it and its chain jumps to DEFAULT only."""
+    import copy
+    import ipaddress
+
+    from harness.engines.config import EnforcementConfig
+    from harness.engines.kube_router.apply import inspect
+    from harness.engines.kube_router.engine import KubeRouterNode
+    from harness.engines.kube_router.render import naming as nm
+
+    first = copy.deepcopy(CLUSTER)
+    second = copy.deepcopy(first)
+    one = render_node(first, "node-000", profile="v2.10.0", sync_version=V1)
+
+    def policy_jumps(rules):
+        return [r.rsplit("-j ", 1)[1] for r in rules if "-j KUBE-NWPLCY-" in r
+                and r.rsplit("-j ", 1)[1] not in (nm.DEFAULT_CHAIN, nm.COMMON_CHAIN)]
+    # a pod like one a policy selects: with one listing its twin's chain jumps to that policy
+    template = next(p for p in first.pods.values() if p.node == "node-000" and p.ip is not None
+                    and policy_jumps(one.chain(nm.pod_chain(p.namespace, p.name, str(V1))).rules))
+    new = copy.deepcopy(template)
+    new.name, new.ip = "arrived", ipaddress.IPv4Address(int(template.ip) + 100)
+    second.pods[new.key] = new
+    listed = []
+
+    def relist_view():
+        listed.append(True)
+        return second
+    node = KubeRouterNode("node-000", node_ns, EnforcementConfig(profile="v2.10.0", strategy="restore",
+                                                                 backend="nft", default_deny=True))
+    done = node.program(first, sync_version=V1, relist_view=relist_view)
+    assert listed and done.timings["relist_time"] > 0
+    steps_ = [r["step"] for r in done.timings["exec_log"]]
+    assert steps_.index("syncNetworkPolicyChains") < steps_.index("populateProtectedPodsIPSet")
+    state = inspect(node_ns, "nft")
+    chain = nm.pod_chain(new.namespace, new.name, str(V1))
+    assert chain in state["chains"]
+    assert str(new.ip) in state["sets"][nm.LOCAL_PODS_SET]
+    assert not any(str(new.ip) in entries for name, entries in state["sets"].items() if name != nm.LOCAL_PODS_SET)
+    assert nm.DEFAULT_CHAIN in " ".join(state["chains"][chain]) and not policy_jumps(state["chains"][chain])
+    assert policy_jumps(render_node(second, "node-000", profile="v2.10.0", sync_version=V1).chain(chain).rules)

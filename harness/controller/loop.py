@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RESYNC_PERIOD_S = 300.0  # the reproduced controller's --iptables-sync-period default (5m)
 # order in which an apply runs its timed phases (the sync-metric names the engines report)
 PHASE_ORDER = ("top_level_time", "iptables_save_time", "ipset_save_time", "ipset_restore_time",
-               "local_pods_ipset_time", "list_chains_time", "iptables_restore_time", "stale_cleanup_time")
+               "relist_time", "local_pods_ipset_time", "list_chains_time", "iptables_restore_time", "stale_cleanup_time")
 
 __all__ = ["DEFAULT_RESYNC_PERIOD_S", "AddedPod", "Controller", "ControllerConfig", "NodeController", "NotProgrammed",
            "phases_of"]
@@ -67,7 +67,8 @@ class ControllerConfig(EnforcementConfig):
     ``harness.controller.delivery`` parses: ``0.05``, ``uniform:0.01,0.1``, ``{"default": ...,
     "node-a": ...}``), ``seed`` for the delivery draws, ``external`` (node -> argv of an external
     program that is that node's engine instead, see ``harness.engines.external``),
-    ``initial_sync`` (a full sync at start).
+    ``initial_sync`` (a full sync at start), ``lister_skew`` (kube-router's second pod listing
+    inside a sync, taken when the policy sets are restored; off by default).
     ``before_apply(node, rendered, sync_record)`` is a hook called in the sync thread between
     render and apply (tests use it to hold a sync open)."""
 
@@ -76,6 +77,9 @@ class ControllerConfig(EnforcementConfig):
     seed: int = 0
     external: dict[str, list[str]] = field(default_factory=dict)
     initial_sync: bool = True
+    # kube-router lists pods twice per sync (buildNetworkPoliciesInfo, then syncPodFirewallChains):
+    # with lister_skew the second listing is the node's view when the sets are restored
+    lister_skew: bool = False
     before_apply: Callable[[str, Any, SyncRecord], None] | None = None
 
     def validated(self, source: str | None = None, engine: Any = None) -> ControllerConfig:
@@ -287,7 +291,10 @@ class NodeController:
                     cfg.before_apply(self.node, rendered, rec)  # type: ignore[misc]
             r0 = time.perf_counter_ns()
             try:
-                done = self.engine.program(snap, sync_version=version, full=full, before_apply=hook)
+                kwargs: dict[str, Any] = {}
+                if cfg.lister_skew and getattr(self.engine, "supports_relist", False):
+                    kwargs["relist_view"] = self._relist_view
+                done = self.engine.program(snap, sync_version=version, full=full, before_apply=hook, **kwargs)
             except Exception as e:  # the controller logs a failed sync and keeps running
                 msg = str(e) if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
                 log.warning("sync %d of %s failed: %s", rec.index, self.node, msg,
@@ -305,6 +312,11 @@ class NodeController:
             return rec
         finally:
             self._syncing = False
+
+    def _relist_view(self) -> Cluster:
+        """The node's view now (a second lister read inside a sync)."""
+        with self._view_lock:
+            return ev.snapshot(self.view)
 
     def wait_initial(self, timeout: float) -> SyncRecord:
         """Wait for the node's first finished sync; NotProgrammed on timeout or failure."""

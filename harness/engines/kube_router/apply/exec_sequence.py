@@ -238,10 +238,13 @@ def restore_argv(backend: Backend, prof: Profile) -> list[str]:
 
 
 def full_policy_sync(tools: Any, ruleset: Ruleset, backend: Backend, t: Any,
-                     phase: Callable[..., Any]) -> list[ExecRecord]:
+                     phase: Callable[..., Any], relist: Callable[[], Ruleset] | None = None) -> list[ExecRecord]:
     """Run kube-router's full sync of ``ruleset.profile`` (module docstring), filling the
     timings ``t`` (``strategies.SyncTimings``) through ``phase(field, fn, *args)``; returns the
-    processes run, in order."""
+    processes run, in order. ``relist``: called after the policy sets are restored, where
+    syncPodFirewallChains lists the local pods again (v2.10.0:network_policy_controller.go
+    fullPolicySync -> pod.go); the ruleset it returns (same policies, pod chains from the second
+    listing) gives the pod chains, the top-level jumps and kube-router-local-pods (lister skew)."""
     prof = get_profile(ruleset.profile)
     x = SyncExecs(tools)
     ipt = GoIPTables(x, backend.iptables)
@@ -256,6 +259,10 @@ def full_policy_sync(tools: Any, ruleset: Ruleset, backend: Backend, t: Any,
                               scrub=prof.scrub_initval)
     phase("ipset_restore_time", x.run, [IPSET, "restore", "-exist"], input=text)
     t.sets_ns = time.time_ns()
+    if relist is not None:
+        x.step = "syncPodFirewallChains"
+        ruleset = phase("relist_time", relist)
+        local = _local_pods_set(ruleset)
     if local is not None:
         x.step = "populateProtectedPodsIPSet"
 

@@ -85,6 +85,7 @@ class SyncTimings:
     stale_cleanup_time: int = 0
     local_pods_ipset_time: int = 0
     list_chains_time: int = 0
+    relist_time: int = 0
     total: int = 0
     rules: int = 0
     sets: int = 0
@@ -213,14 +214,16 @@ def _new_timings(strategy: str, ruleset: Ruleset, netns_name: str, backend: Back
 # restore (kube-router v1.2+)
 
 
-def apply_restore(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft") -> SyncTimings:
+def apply_restore(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
+                  relist: Callable[[], Ruleset] | None = None) -> SyncTimings:
     """kube-router's full sync, exec for exec as the source at ``ruleset.profile``'s tag runs it
-    (``exec_sequence.full_policy_sync``); ``exec_log`` lists every process with its step."""
+    (``exec_sequence.full_policy_sync``; ``relist``: its second pod listing); ``exec_log`` lists
+    every process with its step."""
     b = get_backend(backend)
     tools = _Tools(netns_name, b)
     t = _new_timings("restore", ruleset, netns_name, b)
     clock = _Clock(t)
-    log_ = full_policy_sync(tools, ruleset, b, t, clock.phase)
+    log_ = full_policy_sync(tools, ruleset, b, t, clock.phase, relist)
     t.exec_log = exec_summary(log_)
     t.execs = tools.execs
     clock.finish()
@@ -347,7 +350,7 @@ STRATEGIES: dict[str, Callable[..., SyncTimings]] = {
 
 
 def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
-          strategy: str = "restore") -> SyncTimings:
+          strategy: str = "restore", relist: Callable[[], Ruleset] | None = None) -> SyncTimings:
     """Program ``ruleset`` into namespace ``netns_name`` with ``strategy`` (restore | per-rule |
     netlink) and ``backend`` (nft | legacy); return the sync's timings. Raises EnvironmentProblem
     (tools missing, not root), ConfigError (unknown strategy/backend), KernelError (a tool failed,
@@ -359,7 +362,10 @@ def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
         raise ConfigError(None, "strategy", f"unknown apply strategy {strategy!r} "
                           f"(choose {', '.join(STRATEGIES)})") from None
     check_not_mixed(netns_name, b)
-    t = netns.call_in(netns_name, fn, ruleset, netns_name, b)
+    if relist is not None and strategy == "restore":  # only kube-router's own sync lists twice
+        t = netns.call_in(netns_name, fn, ruleset, netns_name, b, relist)
+    else:
+        t = netns.call_in(netns_name, fn, ruleset, netns_name, b)
     log.debug("%s/%s sync %d in %s: %.1f ms (%d execs)", strategy, b.name, ruleset.sync_version,
               netns_name, t.total / 1e6, t.execs)
     return t
