@@ -531,3 +531,32 @@ def test_cli_delivery_option():
     assert str(d) == "uniform:0.01,0.1 node-a=fixed:0.3 (seed 4)"
     with pytest.raises(ConfigError, match=r"--delivery: delivery.node-b: 'slow:1': unknown delay model 'slow'"):
         _delivery(["node-b=slow:1"], 0)
+
+
+def test_periodic_ticker_requests_at_a_fixed_cadence_even_during_a_sync():
+    """kube-router's Run: RequestFullSync on every tick of a time.Ticker, not only when idle
+    (v2.10.0:network_policy_controller.go Run). The first periodic sync is held open across
+    several ticks: the first of them fills the slot (one follow-up sync), later ones collapse into
+    it; the ticks keep their cadence from start."""
+    hold, entered = threading.Event(), threading.Event()
+    nc = node_controller(small_cluster(), applier=MemoryApplier(hold, entered), resync_period_s=0.05)
+    nc.start()
+    try:
+        assert entered.wait(5)  # the first periodic sync is running, held open (the initial one is not)
+        t_enter = time.time_ns()
+        time.sleep(0.23)  # ~4 ticks during it
+        t_release = time.time_ns()
+        hold.set()
+        assert nc.timeline.wait_for(
+            lambda: True if len(nc.timeline.node_syncs("node-a", done_only=True)) >= 3 else None, 5)
+    finally:
+        hold.set()
+        nc.stop()
+    ticks = [r for r in nc.timeline.requests if r.reason == "periodic"]
+    during = [r for r in ticks if t_enter < r.t_ns < t_release]
+    assert len(during) >= 3
+    assert during[0].queued and not any(r.queued for r in during[1:])  # one slot: the rest collapse
+    gaps = [(b.t_ns - a.t_ns) / 1e9 for a, b in zip(ticks, ticks[1:], strict=False)]
+    assert all(0.0 < g < 0.15 for g in gaps[:4])  # the cadence, not "a period after the last sync"
+    follow_up = nc.timeline.node_syncs("node-a", done_only=True)[2]
+    assert follow_up.reasons[0] == "periodic" and len(follow_up.reasons) >= 3

@@ -117,6 +117,18 @@ def pod_relabeled(pod: Pod, labels: dict[str, str]) -> ClusterEvent:
     return ClusterEvent(EventKind.POD_UPDATED, pod.key, pod=new, note="relabeled")
 
 
+def pod_status(pod: Pod, *, phase: str | None = None, ip: Any = ..., note: str = "") -> ClusterEvent:
+    """A kubelet status update of ``pod``: its ``phase`` and/or IP (``ip=None``: none yet) change;
+    the informer delivers it as an update carrying the whole new pod."""
+    new = copy.deepcopy(pod)
+    if phase is not None:
+        new.phase = phase
+    if ip is not ...:
+        new.ip = ipaddress.IPv4Address(ip) if ip is not None else None
+    what = note or ", ".join(x for x in (f"phase {phase}" if phase else "", "ip" if ip is not ... else "") if x)
+    return ClusterEvent(EventKind.POD_UPDATED, pod.key, pod=new, note=what or "status")
+
+
 def pod_removed(key: str) -> ClusterEvent:
     return ClusterEvent(EventKind.POD_DELETED, key)
 
@@ -185,6 +197,8 @@ def view_of(cluster: Cluster) -> Cluster:
 def pod_to_dict(pod: Pod) -> dict[str, Any]:
     return {"namespace": pod.namespace, "name": pod.name, "node": pod.node, "labels": dict(pod.labels),
             "ip": str(pod.ip) if pod.ip is not None else None, "kind": str(pod.kind),
+            **({"phase": pod.phase} if pod.phase != "Running" else {}),
+            **({"host_network": True} if pod.host_network else {}),
             "ports": [{"port": p.port, "protocol": p.protocol, **({"name": p.name} if p.name else {})}
                       for p in pod.ports]}
 
@@ -195,7 +209,8 @@ def pod_from_dict(d: dict[str, Any], source: str | None = None) -> Pod:
                    ip=ipaddress.IPv4Address(d["ip"]) if d.get("ip") else None,
                    ports=[ContainerPort(int(p["port"]), p.get("protocol", "TCP"), p.get("name"))
                           for p in d.get("ports") or []],
-                   kind=PodKind(d.get("kind", "full")))
+                   kind=PodKind(d.get("kind", "full")), phase=str(d.get("phase", "Running")),
+                   host_network=bool(d.get("host_network", False)))
     except (KeyError, ValueError, TypeError) as e:
         raise ConfigError(source, "pod", f"malformed pod: {e}") from None
 

@@ -53,7 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_RESYNC_PERIOD_S = 300.0  # the reproduced controller's --iptables-sync-period default (5m)
 # order in which an apply runs its timed phases (the sync-metric names the engines report)
 PHASE_ORDER = ("top_level_time", "iptables_save_time", "ipset_save_time", "ipset_restore_time",
-               "iptables_restore_time", "stale_cleanup_time")
+               "relist_time", "local_pods_ipset_time", "list_chains_time", "iptables_restore_time", "stale_cleanup_time")
 
 __all__ = ["DEFAULT_RESYNC_PERIOD_S", "AddedPod", "Controller", "ControllerConfig", "NodeController", "NotProgrammed",
            "phases_of"]
@@ -67,7 +67,8 @@ class ControllerConfig(EnforcementConfig):
     ``harness.controller.delivery`` parses: ``0.05``, ``uniform:0.01,0.1``, ``{"default": ...,
     "node-a": ...}``), ``seed`` for the delivery draws, ``external`` (node -> argv of an external
     program that is that node's engine instead, see ``harness.engines.external``),
-    ``initial_sync`` (a full sync at start).
+    ``initial_sync`` (a full sync at start), ``lister_skew`` (kube-router's second pod listing
+    inside a sync, taken when the policy sets are restored; off by default).
     ``before_apply(node, rendered, sync_record)`` is a hook called in the sync thread between
     render and apply (tests use it to hold a sync open)."""
 
@@ -76,6 +77,9 @@ class ControllerConfig(EnforcementConfig):
     seed: int = 0
     external: dict[str, list[str]] = field(default_factory=dict)
     initial_sync: bool = True
+    # kube-router lists pods twice per sync (buildNetworkPoliciesInfo, then syncPodFirewallChains):
+    # with lister_skew the second listing is the node's view when the sets are restored
+    lister_skew: bool = False
     before_apply: Callable[[str, Any, SyncRecord], None] | None = None
 
     def validated(self, source: str | None = None, engine: Any = None) -> ControllerConfig:
@@ -145,6 +149,7 @@ class NodeController:
         self.engine.start(self.view)
         self._spawn(self._delivery_loop, "deliver")
         self._spawn(self._sync_loop, "sync")
+        self._spawn(self._ticker_loop, "ticker")  # NewTicker at Run's start, before the first sync
 
     def _spawn(self, fn: Callable[[], None], what: str) -> None:
         t = threading.Thread(target=self._guard, args=(fn,), name=f"ctl-{self.node}-{what}", daemon=True)
@@ -238,27 +243,35 @@ class NodeController:
 
     # -- sync -------------------------------------------------------------------------------------
     def _sync_loop(self) -> None:
-        period = self.config.resync_period_s
+        """The full-sync goroutine: take the 1-slot channel, sync, repeat. Periodic requests come
+        from ``_ticker_loop`` through the same channel (v2.10.0:network_policy_controller.go Run)."""
         if self.config.initial_sync:
             self.sync_once(["initial"])
-        next_periodic = time.monotonic() + period
         while not self._stop.is_set():
-            reqs = self.channel.take(timeout=max(next_periodic - time.monotonic(), 0.0))
-            if self._stop.is_set():
+            reqs = self.channel.take()
+            if reqs is None or self._stop.is_set():
                 return
-            if reqs is None:
-                if time.monotonic() < next_periodic:
-                    continue
-                while next_periodic <= time.monotonic():  # a Go ticker drops missed ticks
-                    next_periodic += period
-                self.sync_once(["periodic"], full=True)
-                continue
-            # a manual request forces a full apply (the incremental strategy otherwise diffs)
+            # a manual or periodic request forces a full apply (the incremental strategy otherwise diffs)
             try:
                 self.sync_once([f"{r.reason}#{r.seq}" if r.seq else r.reason for r in reqs],
-                               full=any(r.reason == "manual" for r in reqs))
+                               full=any(r.reason in ("manual", "periodic") for r in reqs))
             finally:
                 self.channel.done()
+
+    def _ticker_loop(self) -> None:
+        """kube-router's Run loop: ``t := time.NewTicker(syncPeriod)``; ``for { RequestFullSync();
+        <-t.C }`` (v1.2.1..v2.10.0:network_policy_controller.go Run). A request every period at a
+        fixed cadence from start, whether a sync is running or not: into an empty slot it queues
+        a sync (right after the running one), into a full one it collapses. The Run loop only
+        blocks on the ticker, so no tick is missed (a late one keeps the cadence: Go's ticker
+        drops ticks only for a slow receiver). The first request (at start) is the initial sync."""
+        period = self.config.resync_period_s
+        next_tick = time.monotonic() + period
+        while not self._stop.wait(max(next_tick - time.monotonic(), 0.0)):
+            self.request_sync("periodic")
+            next_tick += period
+            while next_tick <= time.monotonic():  # time.Ticker drops ticks a slow receiver missed
+                next_tick += period
 
     def sync_once(self, reasons: Iterable[str], *, full: bool = False) -> SyncRecord:
         """One full sync now, in the calling thread (the sync loop's normally): snapshot of the
@@ -278,7 +291,10 @@ class NodeController:
                     cfg.before_apply(self.node, rendered, rec)  # type: ignore[misc]
             r0 = time.perf_counter_ns()
             try:
-                done = self.engine.program(snap, sync_version=version, full=full, before_apply=hook)
+                kwargs: dict[str, Any] = {}
+                if cfg.lister_skew and getattr(self.engine, "supports_relist", False):
+                    kwargs["relist_view"] = self._relist_view
+                done = self.engine.program(snap, sync_version=version, full=full, before_apply=hook, **kwargs)
             except Exception as e:  # the controller logs a failed sync and keeps running
                 msg = str(e) if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
                 log.warning("sync %d of %s failed: %s", rec.index, self.node, msg,
@@ -296,6 +312,11 @@ class NodeController:
             return rec
         finally:
             self._syncing = False
+
+    def _relist_view(self) -> Cluster:
+        """The node's view now (a second lister read inside a sync)."""
+        with self._view_lock:
+            return ev.snapshot(self.view)
 
     def wait_initial(self, timeout: float) -> SyncRecord:
         """Wait for the node's first finished sync; NotProgrammed on timeout or failure."""
@@ -419,6 +440,12 @@ class Controller:
         if key in self.api.pods:
             self.lab.remove_pod(key)  # also drops it from the API cluster (the lab's model)
         return self.emit(ev.pod_removed(key))
+
+    def update_pod_status(self, key: str, *, phase: str | None = None, ip: Any = ...) -> ev.ClusterEvent:
+        """A kubelet status update: the pod's ``phase`` (``Running``, ``Succeeded`` ...) and/or IP
+        change (``ev.pod_status``). A finished pod stays in the lab (its namespace keeps its
+        address) but kube-router v1.2.3+ drops it from its sets at the next sync."""
+        return self.emit(ev.pod_status(self.api.pods[key], phase=phase, ip=ip))
 
     def relabel_pod(self, key: str, labels: dict[str, str]) -> ev.ClusterEvent:
         return self.emit(ev.pod_relabeled(self.api.pods[key], labels))

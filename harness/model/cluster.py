@@ -78,6 +78,10 @@ class Pod:
     ports: list[ContainerPort] = field(default_factory=list)
     kind: PodKind = PodKind.FULL
     ready: bool = True  # the pod's Ready condition: EndpointSlices list only ready pods as ready
+    # status.phase (Pending, Running, Succeeded, Failed) and spec.hostNetwork: policy controllers
+    # ignore finished and host-network pods (kube-router isNetPolActionable)
+    phase: str = "Running"
+    host_network: bool = False
 
     @property
     def key(self) -> str:

@@ -38,8 +38,8 @@ class FullApplier:
     def sync_version(self, start_ns: int) -> int:
         return start_ns
 
-    def apply(self, ruleset: Ruleset, *, full: bool = False) -> SyncTimings:
-        return apply(ruleset, self.netns, backend=self.backend, strategy=self.strategy)
+    def apply(self, ruleset: Ruleset, *, full: bool = False, relist: Any = None) -> SyncTimings:
+        return apply(ruleset, self.netns, backend=self.backend, strategy=self.strategy, relist=relist)
 
 
 class KubeRouterNode(SynchronousNode):
@@ -64,11 +64,11 @@ class KubeRouterNode(SynchronousNode):
 
     def wants_sync(self, event: Any, before: Cluster) -> bool:
         """kube-router's handlers' filter (``events.requests_sync``)."""
-        return requests_sync(event, before)
+        return requests_sync(event, before, self.config.profile)
 
     def prepare(self, view: Cluster) -> ClusterIndex:
         """An index of ``view`` that renders of the unchanged view (any node) can share."""
-        return ClusterIndex(view)
+        return ClusterIndex(view, self.config.profile)
 
     def render(self, view: Cluster, *, sync_version: int, prepared: ClusterIndex | None = None) -> Ruleset:
         """The node's ruleset for ``view`` (``prepared``: from ``prepare`` of the same view)."""
@@ -76,22 +76,39 @@ class KubeRouterNode(SynchronousNode):
         return render_node(view, self.node, profile=cfg.profile, sync_version=sync_version,
                            default_deny=cfg.default_deny, reject_with=cfg.reject_with, index=prepared)
 
-    def apply(self, rendered: Ruleset, *, full: bool = False) -> dict[str, Any]:
-        """Apply a rendered ruleset through the node's strategy and backend; its timings."""
+    # the Controller may hand ``program`` a ``relist_view`` (ControllerConfig.lister_skew)
+    supports_relist = True
+
+    def apply(self, rendered: Ruleset, *, full: bool = False, relist: Any = None) -> dict[str, Any]:
+        """Apply a rendered ruleset through the node's strategy and backend; its timings.
+        ``relist`` (``restore`` only): the second pod listing inside the sync."""
+        if relist is not None and isinstance(self.applier, FullApplier) and self.applier.strategy == "restore":
+            return self.applier.apply(rendered, full=full, relist=relist).as_dict()
         return self.applier.apply(rendered, full=full).as_dict()
 
     def estimated_execs(self, rendered: Ruleset) -> int:
         return estimated_execs(rendered)
 
     def program(self, view: Cluster, *, sync_version: int, full: bool = False,
-                before_apply: BeforeApply | None = None) -> Programmed:
-        """Render the node's ruleset for ``view`` and apply it; the timings are the apply's."""
+                before_apply: BeforeApply | None = None, relist_view: Any = None) -> Programmed:
+        """Render the node's ruleset for ``view`` and apply it; the timings are the apply's.
+        ``relist_view`` (a callable returning the node's current view): kube-router's second pod
+        listing, taken where syncPodFirewallChains runs (after the policy sets are restored);
+        local pods' chains, jumps and kube-router-local-pods come from it (lister skew)."""
         r0 = time.perf_counter_ns()
         ruleset = self.render(view, sync_version=sync_version)
         render_ns = time.perf_counter_ns() - r0
         if before_apply is not None:
             before_apply(ruleset)
-        timings = self.apply(ruleset, full=full)
+        relist = None
+        if relist_view is not None:
+            cfg = self.config
+
+            def relist() -> Ruleset:
+                return render_node(view, self.node, profile=cfg.profile, sync_version=sync_version,
+                                   default_deny=cfg.default_deny, reject_with=cfg.reject_with,
+                                   pods_view=relist_view())
+        timings = self.apply(ruleset, full=full, relist=relist)
         return Programmed(sync_version, str(timings.get("strategy") or self.strategy), render_ns, timings)
 
 

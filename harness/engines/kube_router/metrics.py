@@ -10,8 +10,9 @@ seconds. What each metric observes:
 - ``controller_iptables_v4_restore_time``: programming the chains (one ``iptables-restore``;
   per-rule: all the ``iptables`` calls);
 - ``controller_policy_ipset_v4_restore_time``: programming the sets;
-- ``controller_policy_chains_sync_time``: kube-router's syncNetworkPolicyChains, which builds
-  the policy chains and restores the policy sets: here render time + set programming.
+- ``controller_policy_chains_sync_time``: kube-router's syncNetworkPolicyChains, which saves
+  the sets, builds the policy chains and restores the policy sets (v2.10.0:policy.go): here
+  render time + ``ipset save`` + set programming.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _chains_sync_s(rec: Any) -> float | None:
     ipset = rec.timings.get("ipset_restore_time")
     if ipset is None and not rec.render_ns:
         return None
-    return (rec.render_ns + (ipset or 0)) / 1e9
+    return (rec.render_ns + (rec.timings.get("ipset_save_time") or 0) + (ipset or 0)) / 1e9
 
 
 # metric -> (help text as kube-router has it, observation from a SyncRecord in seconds)

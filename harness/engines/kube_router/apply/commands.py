@@ -154,9 +154,12 @@ def _bench(args: argparse.Namespace) -> int:
                     "ipset_ms": _ms([t.ipset_restore_time for t in resyncs]),
                     "restore_ms": _ms([t.iptables_restore_time for t in resyncs]),
                     "stale_ms": _ms([t.stale_cleanup_time for t in resyncs]),
+                    # cleanupStaleRules' iptables -S and v2.10 default deny's kube-router-local-pods refresh
+                    "list_ms": _ms([t.list_chains_time + t.local_pods_ipset_time for t in resyncs]),
                     # building texts/ops and parsing saves in the controller process (Python here)
                     "other_ms": _ms([t.total - t.top_level_time - t.iptables_save_time - t.ipset_save_time
                                      - t.ipset_restore_time - t.iptables_restore_time - t.stale_cleanup_time
+                                     - t.list_chains_time - t.local_pods_ipset_time
                                      for t in resyncs]),
                     "execs": resyncs[0].execs, "netlink_req": resyncs[0].netlink_requests,
                 })
@@ -175,7 +178,7 @@ def _bench(args: argparse.Namespace) -> int:
     for b, v in tool_versions.items():
         print(f"{b}: {v['iptables']}; {v['ipset']}")
     cols = ["scale", "rules", "entries", "backend", "strategy", "runs", "first_ms", "resync_ms", "top_level_ms",
-            "save_ms", "ipset_save_ms", "ipset_ms", "restore_ms", "stale_ms", "other_ms", "execs", "netlink_req"]
+            "save_ms", "ipset_save_ms", "ipset_ms", "restore_ms", "stale_ms", "list_ms", "other_ms", "execs", "netlink_req"]
     print(tabulate([[r.get(c, "") for c in cols] for r in rows], headers=cols, tablefmt="github"))
     return 0
 

@@ -221,11 +221,13 @@ def scrub_initval(header: str) -> str:
     return " ".join(out)
 
 
-def set_create_options(spec: IPSetSpec, existing: Mapping[str, str] | None = None) -> str:
+def set_create_options(spec: IPSetSpec, existing: Mapping[str, str] | None = None, scrub: bool = True) -> str:
     """The options string after the set name in ``create``: ``<type> <options>``, or, if the set
-    already exists (``existing`` maps names to saved headers), the saved header without initval."""
+    already exists (``existing`` maps names to saved headers), the saved header, without initval
+    when ``scrub`` (kube-router v1.5.1+ scrubInitValFromOptions; before, the saved options went
+    back verbatim: v1.3.1:pkg/utils/ipset.go parseIPSetSave)."""
     if existing and existing.get(spec.name):
-        return scrub_initval(existing[spec.name])
+        return scrub_initval(existing[spec.name]) if scrub else existing[spec.name]
     return f"{spec.type} {spec.options}".strip()
 
 
@@ -243,25 +245,43 @@ def _existing_headers(existing_sets: Mapping[str, str] | Iterable[str] | None) -
     return {name: "" for name in existing_sets}
 
 
-def ipset_ops(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str] | None = None
-              ) -> list[IPSetOp]:
+def host_set_specs(ruleset: Ruleset, host_sets: Mapping[str, SavedSet]) -> list[IPSetSpec]:
+    """What kube-router v1.x..v2.5 hands ``ipset restore``: every set ``ipset save`` listed on the
+    host (other controllers' and stale ones too, with their saved entries verbatim), the
+    ruleset's sets replacing theirs (v1.3.1:pkg/utils/ipset.go Save + RefreshSet + Restore ->
+    buildIPSetRestore over ``ipset.Sets``). TMP sets (only a crashed restore leaves one) are skipped."""
+    rendered = {s.name: s for s in ruleset.sets}
+    out = list(ruleset.sets)
+    for name, saved in host_sets.items():
+        if name in rendered or name.startswith(TMP_SET_PREFIX):
+            continue
+        kind, _, options = saved.header.partition(" ")
+        out.append(IPSetSpec(name, kind, list(saved.entries), options=options))
+    return out
+
+
+def ipset_ops(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str] | None = None, *,
+              host_sets: Mapping[str, SavedSet] | None = None, scrub: bool = True) -> list[IPSetOp]:
     """The ordered ipset commands one sync issues (what ``ipset_restore_text`` prints, one per line).
 
     ``existing_sets``: names of sets present in the namespace, or a mapping name -> saved create
-    header (``parse_ipset_save`` output works too); existing sets keep their saved options."""
-    existing = _existing_headers(existing_sets)
+    header (``parse_ipset_save`` output works too); existing sets keep their saved options
+    (``scrub``: without initval). ``host_sets`` (``parse_ipset_save`` output): restore every set
+    of the host as kube-router v1.x..v2.5 does (``host_set_specs``), not only the ruleset's."""
+    existing = _existing_headers(existing_sets if host_sets is None else host_sets)
     ops: list[IPSetOp] = []
-    specs = sorted(ruleset.sets, key=lambda s: s.name)
+    specs = sorted(ruleset.sets if host_sets is None else host_set_specs(ruleset, host_sets),
+                   key=lambda s: s.name)
     if not ruleset.swap_sets:
         for spec in specs:
-            options = set_create_options(spec, existing)
+            options = set_create_options(spec, existing, scrub)
             ops.append(IPSetOp("create", [spec.name, *options.split()]))
             ops.append(IPSetOp("flush", [spec.name]))
             ops.extend(IPSetOp("add", [spec.name, *entry.split()]) for entry in spec.entries)
         return ops
     tmp_sets: dict[str, str] = {}
     for spec in specs:
-        options = set_create_options(spec, existing)
+        options = set_create_options(spec, existing, scrub)
         tmp = tmp_sets.get(options)
         if tmp is None:
             tmp = tmp_sets[options] = tmp_set_name(options)
@@ -276,12 +296,12 @@ def ipset_ops(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str]
     return ops
 
 
-def ipset_restore_text(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str] | None = None
-                       ) -> str:
+def ipset_restore_text(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str] | None = None, *,
+                       host_sets: Mapping[str, SavedSet] | None = None, scrub: bool = True) -> str:
     """Input for ``ipset restore -exist``: TMP set + swap when ``ruleset.swap_sets`` (v1.3+), else
     create/flush/add in place (v1.2). Entries (``"10.1.0.0/16 nomatch"``, ``"10.0.0.1 timeout 0"``)
-    pass through verbatim."""
-    return "".join(op.line() + "\n" for op in ipset_ops(ruleset, existing_sets))
+    pass through verbatim. ``host_sets``/``scrub``: as ``ipset_ops``."""
+    return "".join(op.line() + "\n" for op in ipset_ops(ruleset, existing_sets, host_sets=host_sets, scrub=scrub))
 
 
 def stale_sets(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str]) -> list[str]:

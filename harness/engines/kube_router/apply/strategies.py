@@ -5,10 +5,12 @@ Every strategy programs the same end state (checked by the kernel tests with ``i
 the ruleset's sets and owned chains, the controller's jumps at the top of INPUT/FORWARD/OUTPUT,
 every rule and chain of other owners untouched, stale chains and sets of older syncs gone.
 
-- ``restore`` is kube-router's full sync (v1.2+): top-level chains and jumps ensured with
-  individual ``iptables`` calls, ``iptables-save -t filter``, ``ipset save``, one
-  ``ipset restore -exist``, one ``iptables-restore`` of the whole filter table, ``ipset save``
-  again and one ``ipset destroy`` per stale set.
+- ``restore`` is kube-router's full sync (v1.2+) with every process the source at the profile's
+  tag spawns (``exec_sequence``): top-level chains, jumps, allow rules and helper chains ensured
+  with individual go-iptables calls (``-S``/``-C``/``-N``/``-I``/``-D``), ``iptables-save -t
+  filter``, ``ipset save`` + one ``ipset restore -exist``, ``iptables -S`` (cleanupStaleRules),
+  one ``iptables-restore`` of the whole filter table, ``ipset save`` again and one
+  ``ipset destroy`` per stale set.
 - ``per-rule`` is kube-router before 1.2: one ``ipset`` exec per set operation and entry, one
   ``iptables`` exec per chain and rule (-N/-A/-I/-D/-F/-X). Make-before-break: new rules are
   added before old ones are deleted, so no packet meets an empty chain.
@@ -31,12 +33,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
+from harness.engines.kube_router.apply.exec_sequence import exec_summary, full_policy_sync
 from harness.engines.kube_router.apply.restore_text import (
     FILTER_BUILTINS,
     entry_key,
     filter_restore_text,
     ipset_ops,
-    ipset_restore_text,
     jump_target,
     parse_ipset_save,
     parse_iptables_save,
@@ -64,8 +66,11 @@ class SyncTimings:
     top-level chains and jumps), ``iptables_save_time``, ``ipset_save_time`` (reading existing
     sets), ``ipset_restore_time`` (programming sets), ``iptables_restore_time`` (programming
     chains), ``stale_cleanup_time`` (removing stale sets; in ``per-rule`` also stale chains),
-    ``total``. Counts: ``rules``, ``sets``, ``set_entries`` programmed, ``execs`` (processes
-    spawned), ``netlink_requests``. Timestamps (``time.time_ns()``): ``start_ns``, ``sets_ns``
+    ``total``; ``restore`` only: ``local_pods_ipset_time`` (v2.10 default deny's own save+restore of
+    kube-router-local-pods), ``list_chains_time`` (cleanupStaleRules' ``iptables -S``).
+    Counts: ``rules``, ``sets``, ``set_entries`` programmed, ``execs`` (processes
+    spawned), ``netlink_requests``. ``exec_log`` (``restore``): every process as
+    ``{"step", "argv", "returncode", "duration_ns"}``, step = the kube-router function. Timestamps (``time.time_ns()``): ``start_ns``, ``sets_ns``
     (sets programmed), ``rules_ns`` (chains in force), ``end_ns``."""
 
     strategy: str
@@ -78,6 +83,9 @@ class SyncTimings:
     ipset_restore_time: int = 0
     iptables_restore_time: int = 0
     stale_cleanup_time: int = 0
+    local_pods_ipset_time: int = 0
+    list_chains_time: int = 0
+    relist_time: int = 0
     total: int = 0
     rules: int = 0
     sets: int = 0
@@ -86,6 +94,7 @@ class SyncTimings:
     netlink_requests: int = 0
     stale_sets: list[str] = field(default_factory=list)
     stale_chains: list[str] = field(default_factory=list)
+    exec_log: list[dict] = field(default_factory=list)
     start_ns: int = 0
     sets_ns: int = 0
     rules_ns: int = 0
@@ -134,12 +143,16 @@ class _Tools:
             proc = subprocess.run(list(argv), input=input, capture_output=True, text=True, timeout=600,
                                   env=self.env)
         if check and proc.returncode != 0:
-            first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
-            hint = _module_hint(argv[0], proc.stderr)
-            if hint:
-                raise EnvironmentProblem(f"{argv[0]} in {self.ns}: {first}", hint)
-            raise KernelError(f"{argv[0]} in {self.ns}: {first}")
+            self.fail(argv, proc)
         return proc
+
+    def fail(self, argv: Sequence[str], proc: subprocess.CompletedProcess) -> None:
+        """Raise for a failed tool: EnvironmentProblem (with a hint) or KernelError, one line."""
+        first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), f"exit code {proc.returncode}")
+        hint = _module_hint(argv[0], proc.stderr)
+        if hint:
+            raise EnvironmentProblem(f"{argv[0]} in {self.ns}: {first}", hint)
+        raise KernelError(f"{argv[0]} in {self.ns}: {first}")
 
     def iptables(self, *args: str, check: bool = True):
         return self.run(self.b.iptables_argv(*args), check=check)
@@ -201,64 +214,17 @@ def _new_timings(strategy: str, ruleset: Ruleset, netns_name: str, backend: Back
 # restore (kube-router v1.2+)
 
 
-def _ensure_top_level(tools: _Tools, ruleset: Ruleset) -> None:
-    """kube-router's ensureTopLevelChains + ensureDefaultNetworkPolicyChain: per sync, with one
-    iptables call each, make sure the top-level chains exist and each built-in chain jumps to them
-    at the right position (checked with -C, located with -S, moved with -I/-D)."""
-    chain_names = {c.name for c in ruleset.chains}
-    ensured: set[str] = set()
-    position: dict[str, int] = {}
-    for builtin, args in ruleset.builtin_jumps:
-        position[builtin] = position.get(builtin, 0) + 1
-        pos = position[builtin]
-        target = jump_target(args)
-        if target in chain_names and target not in ensured:
-            if tools.iptables("-S", target, check=False).returncode != 0:
-                tools.iptables("-N", target)
-            ensured.add(target)
-        argv = _argv(args)
-        if tools.iptables("-C", builtin, *argv, check=False).returncode != 0:
-            tools.iptables("-I", builtin, str(pos), *argv)
-            continue
-        listed = [ln for ln in tools.iptables("-S", builtin).stdout.splitlines() if ln.startswith("-A ")]
-        rule_no = next((i + 1 for i, ln in enumerate(listed) if jump_target(ln) == target), 0)
-        if rule_no != pos:
-            tools.iptables("-I", builtin, str(pos), *argv)
-            tools.iptables("-D", builtin, str(rule_no + 1 if rule_no >= pos else rule_no))
-    if "KUBE-NWPLCY-DEFAULT" in chain_names:
-        default = ruleset.chain("KUBE-NWPLCY-DEFAULT")
-        if tools.iptables("-S", default.name, check=False).returncode != 0:
-            tools.iptables("-N", default.name)
-        for args in default.rules:  # AppendUnique
-            argv = _argv(args)
-            if tools.iptables("-C", default.name, *argv, check=False).returncode != 0:
-                tools.iptables("-A", default.name, *argv)
-
-
-def apply_restore(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft") -> SyncTimings:
-    """kube-router's full sync: see the module docstring."""
+def apply_restore(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
+                  relist: Callable[[], Ruleset] | None = None) -> SyncTimings:
+    """kube-router's full sync, exec for exec as the source at ``ruleset.profile``'s tag runs it
+    (``exec_sequence.full_policy_sync``; ``relist``: its second pod listing); ``exec_log`` lists
+    every process with its step."""
     b = get_backend(backend)
     tools = _Tools(netns_name, b)
     t = _new_timings("restore", ruleset, netns_name, b)
     clock = _Clock(t)
-    clock.phase("top_level_time", _ensure_top_level, tools, ruleset)
-    saved = clock.phase("iptables_save_time", tools.save_filter)
-    existing = parse_ipset_save(clock.phase("ipset_save_time", tools.ipset_save))
-    ipset_text = ipset_restore_text(ruleset, existing)
-    clock.phase("ipset_restore_time", tools.run, [IPSET, "restore", "-exist"], input=ipset_text)
-    t.sets_ns = time.time_ns()
-    filter_text = filter_restore_text(ruleset, saved)
-    clock.phase("iptables_restore_time", tools.run, b.restore_argv(), input=filter_text)
-    t.rules_ns = time.time_ns()
-
-    def cleanup() -> list[str]:
-        stale = stale_sets(ruleset, parse_ipset_save(tools.ipset_save()))
-        for name in stale:
-            tools.ipset("destroy", name)
-        return stale
-
-    t.stale_sets = clock.phase("stale_cleanup_time", cleanup)
-    t.stale_chains = _stale_chains(ruleset, saved)
+    log_ = full_policy_sync(tools, ruleset, b, t, clock.phase, relist)
+    t.exec_log = exec_summary(log_)
     t.execs = tools.execs
     clock.finish()
     return t
@@ -384,7 +350,7 @@ STRATEGIES: dict[str, Callable[..., SyncTimings]] = {
 
 
 def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
-          strategy: str = "restore") -> SyncTimings:
+          strategy: str = "restore", relist: Callable[[], Ruleset] | None = None) -> SyncTimings:
     """Program ``ruleset`` into namespace ``netns_name`` with ``strategy`` (restore | per-rule |
     netlink) and ``backend`` (nft | legacy); return the sync's timings. Raises EnvironmentProblem
     (tools missing, not root), ConfigError (unknown strategy/backend), KernelError (a tool failed,
@@ -396,7 +362,10 @@ def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
         raise ConfigError(None, "strategy", f"unknown apply strategy {strategy!r} "
                           f"(choose {', '.join(STRATEGIES)})") from None
     check_not_mixed(netns_name, b)
-    t = netns.call_in(netns_name, fn, ruleset, netns_name, b)
+    if relist is not None and strategy == "restore":  # only kube-router's own sync lists twice
+        t = netns.call_in(netns_name, fn, ruleset, netns_name, b, relist)
+    else:
+        t = netns.call_in(netns_name, fn, ruleset, netns_name, b)
     log.debug("%s/%s sync %d in %s: %.1f ms (%d execs)", strategy, b.name, ruleset.sync_version,
               netns_name, t.total / 1e6, t.execs)
     return t

@@ -95,13 +95,33 @@ def _q_quoted(comment: str) -> str:
 # ------------------------------------------------------------------------------------------
 # Cluster index: label -> pods, computed once per render so selectors never scan all pods.
 # ------------------------------------------------------------------------------------------
+# isFinished (v2.10.0:pkg/controllers/netpol/utils.go): api.PodFailed, api.PodSucceeded, PodCompleted
+FINISHED_PHASES = frozenset({"Failed", "Succeeded", "Completed"})
+
+
+def netpol_actionable(pod: Pod | None, profile: str | Profile = "v2.10.0") -> bool:
+    """Whether kube-router (``profile``) programs ``pod``: isNetPolActionable (v1.2.3+: a PodIP,
+    not finished, not hostNetwork; v2.10.0:pkg/controllers/netpol/utils.go, used by
+    syncPodFirewallChains and buildNetworkPoliciesInfo); before v1.2.3 only ``PodIP != ""``
+    (v1.2.2:pkg/controllers/netpol/pod.go, policy.go)."""
+    if pod is None or pod.ip is None:
+        return False
+    prof = profile if isinstance(profile, Profile) else get_profile(profile)
+    if not prof.netpol_actionable:
+        return True
+    return pod.phase not in FINISHED_PHASES and not pod.host_network
+
+
 class ClusterIndex:
-    """Pods that kube-router acts on (those with an IP), indexed by namespace and label.
+    """Pods that kube-router acts on (``netpol_actionable`` under ``profile``), indexed by
+    namespace and label.
 
     Pod indices follow address order, so a sorted tuple of indices is a sorted address list."""
 
-    def __init__(self, cluster: Cluster):
-        pods = [p for p in cluster.pods.values() if p.ip is not None]
+    def __init__(self, cluster: Cluster, profile: str | Profile = "v2.10.0"):
+        prof = profile if isinstance(profile, Profile) else get_profile(profile)
+        self.actionable_only = prof.netpol_actionable
+        pods = [p for p in cluster.pods.values() if netpol_actionable(p, prof)]
         pods.sort(key=lambda p: int(p.ip))  # type: ignore[arg-type]
         self.cluster = cluster
         self.pods: list[Pod] = pods
@@ -636,7 +656,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                 default_deny: bool = False, reject_with: str | None = None,
                 service_cluster_ip_range: str = DEFAULT_SERVICE_RANGE,
                 node_port_range: str = DEFAULT_NODE_PORT_RANGE,
-                index: ClusterIndex | None = None) -> Ruleset:
+                index: ClusterIndex | None = None, pods_view: Cluster | None = None) -> Ruleset:
     """Everything kube-router (``profile``) programs on ``node_name`` in the full sync with
     ``sync_version`` (kube-router: the sync's start time in Unix ns).
 
@@ -645,6 +665,11 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     ``"icmp-port-unreachable"`` (explicit) or ``"tcp-reset"`` (TCP answered with a reset, to
     contrast client behaviour). ``index`` lets a caller reuse a ``ClusterIndex`` of an unchanged
     cluster. Pods without an IP are ignored, as kube-router ignores pods that are not actionable.
+    ``pods_view``: the second listing kube-router makes within one sync (syncPodFirewallChains
+    lists the local pods again after buildNetworkPoliciesInfo's listing; v2.10.0:pod.go): local
+    pods come from it, policy targets and peers from ``cluster``. A pod only in ``pods_view`` gets a
+    pod chain with DEFAULT jumps, unfiltered, until the next sync (and, with default deny, is in
+    kube-router-local-pods already); None: one listing (no skew).
     """
     prof = get_profile(profile)
     if node_name not in cluster.nodes:
@@ -653,7 +678,8 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
         raise ConfigError(None, "default_deny", f"--netpol-default-deny needs profile v2.10, not {prof.name}")
     if reject_with not in REJECT_WITH:
         raise ConfigError(None, "reject_with", f"{reject_with!r} is not one of icmp-port-unreachable, tcp-reset")
-    index = index or ClusterIndex(cluster)
+    if index is None or index.actionable_only != prof.netpol_actionable or index.cluster is not cluster:
+        index = ClusterIndex(cluster, prof)
     b = _Builder(index, prof, sync_version)
     version = str(sync_version)
 
@@ -662,20 +688,22 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     policy_chains = [b.policy_chain(info) for info in infos]
 
     # Per-pod membership: which policies select each local pod (targets are index tuples).
-    local = sorted((p for p in cluster.pods.values() if p.node == node_name and p.ip is not None),
+    # syncPodFirewallChains lists the local pods again (podLister.List(), v2.10.0:pod.go), later
+    # than buildNetworkPoliciesInfo's listing: ``pods_view`` is that second listing (lister skew).
+    local = sorted((p for p in (pods_view or cluster).pods.values()
+                    if p.node == node_name and netpol_actionable(p, prof)),
                    key=lambda p: (p.namespace, p.name))
-    ip_to_idx = {ip: i for i, ip in enumerate(index.ips)}
-    local_idx = {ip_to_idx[str(p.ip)] for p in local}
-    selecting: dict[int, list[int]] = {i: [] for i in local_idx}
+    selecting: dict[str, list[int]] = {str(p.ip): [] for p in local}
     for pi, info in enumerate(infos):
         for t in info.targets:
-            if t in selecting:
-                selecting[t].append(pi)
+            if index.ips[t] in selecting:
+                selecting[index.ips[t]].append(pi)
 
     top: dict[str, list[str]] = {c: [] for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN)}
-    top[nm.INPUT_CHAIN].extend(_input_whitelist(prof, service_cluster_ip_range, node_port_range))
+    whitelist = _input_whitelist(prof, service_cluster_ip_range, node_port_range)
+    top[nm.INPUT_CHAIN].extend(whitelist)
     if prof.policy_pods_only:
-        by_name = {p.namespace + "/" + p.name: selecting[ip_to_idx[str(p.ip)]] for p in local}
+        by_name = {p.namespace + "/" + p.name: selecting[str(p.ip)] for p in local}
         pod_chains = _v12_pod_chains(local, by_name, infos, [c.name for c in policy_chains], version, prof,
                                      reject_with, top)
     else:
@@ -689,7 +717,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                 top[chain].append(rule)
         for pod in local:
             chain = nm.pod_chain(pod.namespace, pod.name, version)
-            mine = selecting[ip_to_idx[str(pod.ip)]]
+            mine = selecting[str(pod.ip)]
             pod_chains.append(Chain(chain, _pod_chain_rules(
                 pod, chain, [infos[i] for i in mine], [policy_chains[i].name for i in mine], prof, reject_with)))
             ip = str(pod.ip)
@@ -740,7 +768,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
         # v2.10.0:network_policy_controller.go ensureLocalPodsIPSetExists (Create hash:ip timeout 0) and
         # populateProtectedPodsIPSet (entries ip timeout 0)
         sets.append(IPSetSpec(nm.LOCAL_PODS_SET, "hash:ip",
-                              [f"{ip} {ENTRY_OPTIONS}" for ip in index.entries(sorted(local_idx))],
+                              [f"{ip} {ENTRY_OPTIONS}" for ip in sorted(selecting, key=ipaddress.IPv4Address)],
                               options=NEW_SET_OPTIONS))
 
     builtin = []
@@ -752,7 +780,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     # and fill chains in this order: helpers, policies, pods, then the top-level chains.
     chains = helper_chains + policy_chains + pod_chains + [Chain(name, rules) for name, rules in top.items()]
     return Ruleset(node=node_name, profile=prof.name, sync_version=int(sync_version), sets=sets,
-                   chains=chains, builtin_jumps=builtin, swap_sets=prof.swap_sets)
+                   chains=chains, builtin_jumps=builtin, input_whitelist=whitelist, swap_sets=prof.swap_sets)
 
 
 def _tail_rules(cluster: Cluster, node_name: str, default_deny: bool) -> list[str]:

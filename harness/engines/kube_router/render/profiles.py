@@ -76,36 +76,71 @@ class Profile:
     # v1.3.0:pod.go interceptPodInbound/OutboundTraffic write every top-level jump with ``-I <chain> 1``
     # (the saved whitelist and explicit ACCEPT end up below them); v1.3.1 appends them (#1144).
     pod_jumps_inserted: bool = False
+    # --- the execs of a full sync (harness.engines.kube_router.apply.exec_sequence) ---
+    # go-iptables ``iptables.New()`` calls per sync, each running ``iptables --version``
+    # (go-iptables v0.5.0/v0.6.0 iptables.go New -> getIptablesVersionString): v1.2.x in
+    # ensureTopLevelChains and cleanupStaleRules; v1.3.x-v1.6.x also in ensureDefaultNetworkPolicyChain
+    # (v1.3.1:network_policy_controller.go); v2.0.0+ builds its handlers once (NewIPTablesHandlers).
+    version_execs_per_sync: int = 0
+    # Top-level and DEFAULT chains ensured with ``ChainExists`` (``-S <chain> 1``, v1.3.2+) instead
+    # of a blind ``NewChain`` (``-N``, exit 1 when it exists; v1.2.1..v1.3.1:network_policy_controller.go).
+    chain_exists_check: bool = True
+    # v1.3.0:network_policy_controller.go ensureTopLevelChains: the explicit ACCEPT is AppendUnique'd
+    # with the iptables command (``-C`` per top-level chain); v1.3.1+ AppendUnique into the restore buffer.
+    explicit_accept_by_command: bool = False
+    # ``iptables-restore --wait -T filter`` when ``iptables-restore --help`` mentions wait
+    # (v1.3.0+:pkg/utils/iptables.go init/Restore); v1.2.x: ``iptables-restore -T filter``.
+    restore_wait: bool = True
+    # syncNetworkPolicyChains restores every set ``ipset save`` listed on the host (v1.x..v2.5:
+    # pkg/utils/ipset.go Restore -> buildIPSetRestore over ipset.Sets) vs only the policy sets
+    # (v2.6.0+: RestoreSets(knownIPSets)).
+    restore_host_sets: bool = False
+    # Saved create options keep ``initval`` (one TMP set per existing set) until v1.5.1's
+    # scrubInitValFromOptions (v1.5.1:pkg/utils/ipset.go parseIPSetSave).
+    scrub_initval: bool = True
+    # --- controller semantics (harness.engines.kube_router.events) ---
+    # isNetPolActionable (v1.2.3+:pkg/controllers/netpol/utils.go): finished and hostNetwork pods are
+    # neither programmed nor synced for on add; v1.2.1/v1.2.2 only require a PodIP.
+    netpol_actionable: bool = True
     notes: str = ""
 
 
 PROFILES: dict[str, Profile] = {
     "v1.2.1": Profile(
+        version_execs_per_sync=2, chain_exists_check=False, restore_wait=False, restore_host_sets=True,
+        scrub_initval=False, netpol_actionable=False,
         name="v1.2.1", swap_sets=False, family="", common_chain=False, tail_chain=False, end_port=False,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
         policy_pods_only=True, mark_accept=False, explicit_accept=False,
         notes="v1.2 layout; sets flushed and refilled in place (empty-set moments)",
     ),
     "v1.2.2": Profile(
+        version_execs_per_sync=2, chain_exists_check=False, restore_wait=False, restore_host_sets=True,
+        scrub_initval=False, netpol_actionable=False,
         name="v1.2.2", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=False,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
         policy_pods_only=True, mark_accept=False, explicit_accept=False,
         notes="v1.2 layout with TMP set + swap; rules equal through v1.2.3",
     ),
     "v1.3.0": Profile(
+        version_execs_per_sync=3, chain_exists_check=False, restore_host_sets=True, scrub_initval=False,
+        explicit_accept_by_command=True,
         name="v1.3.0", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, pod_jumps_inserted=True,
         notes="explicit ACCEPT appended by ensureTopLevelChains (iptables command) before the save",
     ),
     "v1.3.1": Profile(
+        version_execs_per_sync=3, chain_exists_check=False, restore_host_sets=True, scrub_initval=False,
         name="v1.3.1", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
     ),
     "v1.3.2": Profile(
+        version_execs_per_sync=3, restore_host_sets=True, scrub_initval=False,
         name="v1.3.2", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, invalid_drop=True,
     ),
     "v1.5.0": Profile(
+        version_execs_per_sync=3, restore_host_sets=True, scrub_initval=False,
         name="v1.5.0", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, invalid_drop=True,
         explicit_accept_comment="explicitly ACCEPT traffic that complies with network policies",

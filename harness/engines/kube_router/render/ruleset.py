@@ -46,6 +46,7 @@ class Ruleset:
     sets: list[IPSetSpec] = field(default_factory=list)
     chains: list[Chain] = field(default_factory=list)
     builtin_jumps: list[tuple[str, str]] = field(default_factory=list)
+    input_whitelist: list[str] = field(default_factory=list)
     owned_chain_prefixes: tuple[str, ...] = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
     owned_set_prefixes: tuple[str, ...] = ("KUBE-SRC-", "KUBE-DST-", "kube-router-")
     swap_sets: bool = True
