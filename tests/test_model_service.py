@@ -75,6 +75,16 @@ def test_not_ready_pod_is_listed_not_ready_unless_publish_not_ready_addresses():
     assert all(e.ready for e in endpoint_slices(c, svc)[0].endpoints)
 
 
+@pytest.mark.parametrize("phase", ["Succeeded", "Failed"])
+def test_a_finished_pod_leaves_the_slices_even_with_publish_not_ready_addresses(phase):
+    c = cluster()
+    apply(c, SVC)
+    svc = c.services["db/mysql"]
+    svc.publish_not_ready_addresses = True
+    c.pods["db/mysql-1"].phase = phase  # ShouldPodBeInEndpoints: isPodTerminal comes first
+    assert [str(e.address) for s in endpoint_slices(c, svc) for e in s.endpoints] == ["10.244.0.2"]
+
+
 def test_named_target_port_missing_on_a_pod_groups_it_apart():
     c = cluster()
     c.add_pod(Pod("db", "mysql-2", "node-a", {"app": "mysql"}))  # no named port "mysql"

@@ -373,6 +373,9 @@ def _find_port(pod: Pod, port: ServicePort) -> int | None:
     return pod.named_port(target, port.protocol)
 
 
+TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})  # isPodTerminal, same file
+
+
 def endpoint_slices(cluster: Cluster, service: Service, candidates: Iterable[Pod] | None = None) -> list[EndpointSlice]:
     """The EndpointSlices the endpointslice controller keeps for ``service``: its selected pods
     that have an IP (ShouldPodBeInEndpoints), grouped by their resolved port list, at most
@@ -383,7 +386,9 @@ def endpoint_slices(cluster: Cluster, service: Service, candidates: Iterable[Pod
         return []
     groups: dict[tuple[EndpointPort, ...], list[Endpoint]] = {}
     for pod in cluster.pods.values() if candidates is None else candidates:
-        if not selects(service, pod) or pod.ip is None:
+        # v1.28.0:staging/src/k8s.io/endpointslice/util/controller_utils.go ShouldPodBeInEndpoints:
+        # a terminal pod (Succeeded/Failed: every finished Job pod) and a pod without an IP are left out
+        if not selects(service, pod) or pod.ip is None or pod.phase in TERMINAL_PHASES:
             continue
         ports: list[EndpointPort] = []
         for p in service.ports:
