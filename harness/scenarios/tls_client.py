@@ -89,18 +89,21 @@ def client_argv(tool: str, host: str, user: str, database: str, *, ssl: bool = T
     return [*argv, "--batch", "--skip-column-names", "-e", query, database]
 
 
-def client_run(dns: Any, lab: Any, pod_key: str, host: str, db: Any, *, tool: str = "mariadb-dump",
-               ssl: bool = True, verify: bool = False, timeout_s: float = 60.0, query: str = "SELECT 1",
-               ) -> ClientRun:
-    """Run the job's client in pod ``pod_key`` with the pod's resolv.conf (``dns.popen``) against
-    ``db`` (a ``MariaDB``) by ``host`` name; never raises for a network or server error (it is
-    the observation). A client still running after ``timeout_s`` is killed: exit code None."""
+def client_start(dns: Any, lab: Any, pod_key: str, host: str, db: Any, *, tool: str = "mariadb-dump",
+                 ssl: bool = True, verify: bool = False, query: str = "SELECT 1") -> tuple[subprocess.Popen, int]:
+    """Start the job's client in pod ``pod_key`` with the pod's resolv.conf (``dns.popen``)
+    against ``db`` (a ``MariaDB``) by ``host`` name: (process, start ns)."""
     argv = client_argv(tool, host, db.user, db.database or "mysql", ssl=ssl, query=query,
                        ca=db.tls.ca if verify and db.tls else None)
     env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", **db.client_env()}
     start = time.time_ns()
     proc = dns.popen(lab, pod_key, argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                      stderr=subprocess.PIPE)
+    return proc, start
+
+
+def client_finish(proc: subprocess.Popen, start: int, tool: str, timeout_s: float = 60.0) -> ClientRun:
+    """Wait for a ``client_start`` process: its ClientRun (killed after ``timeout_s``: exit code None)."""
     try:
         out, err = proc.communicate(timeout=timeout_s)
         rc: int | None = proc.returncode
@@ -115,3 +118,12 @@ def client_run(dns: Any, lab: Any, pod_key: str, host: str, db: Any, *, tool: st
     line = error_line(text) or (f"killed after {timeout_s:g} s" if rc is None else f"exit code {rc}")
     code, name = parse_client_error(line)
     return ClientRun(tool, False, start, end, rc, code, name, line, len(out))
+
+
+def client_run(dns: Any, lab: Any, pod_key: str, host: str, db: Any, *, tool: str = "mariadb-dump",
+               ssl: bool = True, verify: bool = False, timeout_s: float = 60.0, query: str = "SELECT 1",
+               ) -> ClientRun:
+    """Run the job's client to its end (``client_start`` + ``client_finish``); never raises for a
+    network or server error (it is the observation)."""
+    proc, start = client_start(dns, lab, pod_key, host, db, tool=tool, ssl=ssl, verify=verify, query=query)
+    return client_finish(proc, start, tool, timeout_s)
