@@ -153,3 +153,37 @@ def test_gc_after_a_killed_owner_removes_the_dns_server_and_its_files():
     assert not os.path.exists(ddir)
     cmd = open(f"/proc/{pid_s}/cmdline", "rb").read() if os.path.exists(f"/proc/{pid_s}") else b""
     assert ddir.encode() not in cmd  # dnsmasq is gone (PDEATHSIG, else gc's stop)
+
+
+@pytest.mark.kernel
+@pytest.mark.topology("default")
+def test_mariadb_dump_over_tls_by_service_name(lab):
+    """The reporter's client shape through the pod's resolv.conf: ``mariadb-dump --host=mysql.db
+    --ssl`` dumps the schema; the certificate verifies against the run's CA for that name; a
+    client without TLS is refused (REQUIRE SSL)."""
+    from harness.cluster.mariadb import MariaDB, require_mariadb
+    from harness.scenarios.tls_client import client_run
+
+    _need_dnsmasq()
+    try:
+        require_mariadb()
+    except EnvironmentProblem as e:
+        pytest.skip(str(e))
+    lab.add_pod(Pod("db", "mariadb-0", "node-a", {"app": "mariadb"}))
+    lab.add_pod(Pod("batch", "job-0", "node-b", {"app": "backup"}))
+    ip = str(lab.cluster.pods["db/mariadb-0"].ip)
+    with ClusterDNS(lab, {"mysql.db.svc.cluster.local": [ip]}) as d, \
+            MariaDB(lab, "db/mariadb-0", tls_names=["mysql.db", "mysql.db.svc.cluster.local"], database="app") as db:
+        assert os.stat(db.tls.key).st_mode & 0o077 == 0
+        run = client_run(d, lab, "batch/job-0", "mysql.db", db, tool="mariadb-dump", verify=True)
+        assert run.ok, run.message
+        assert run.output_bytes > 0
+        out = client_run(d, lab, "batch/job-0", "mysql.db", db, tool="mariadb",
+                         query="SHOW STATUS LIKE 'Ssl_version'")
+        assert out.ok, out.message
+        plain = client_run(d, lab, "batch/job-0", "mysql.db", db, tool="mariadb", ssl=False)
+        assert (plain.ok, plain.code) == (False, 1045), plain.message
+        # a name the certificate does not carry fails verification
+        d.update({"mysql.db.svc.cluster.local": [ip], "other.db.svc.cluster.local": [ip]})
+        bad = client_run(d, lab, "batch/job-0", "other.db", db, tool="mariadb", verify=True)
+        assert not bad.ok and bad.code == 2026, bad.message

@@ -56,7 +56,7 @@ DD = "--netpol-default-deny on node-b: the new pod's egress is rejected until no
 CONFIGS = [
     ("dump", {"mechanism": REFUSED_AT_CONNECT}, REFUSED, (2, 8)),
     ("dump-egress-default-deny", {"egress": "dns+mysql", "mitigation": "default-deny", "delivery": LATE_BOTH,
-                                  "mechanism": DD}, SLOW_DNS, (1, 5)),
+                                  "mechanism": DD}, SLOW_DNS, (1, 4)),
     ("abort-sock-destroy", {"abort": "sock-destroy", "until_success_s": 0.0,
                             "mechanism": "server-side socket abort of an established TLS session (ss -K: RST)"},
      RESET, (1, 4)),

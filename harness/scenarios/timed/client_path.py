@@ -64,19 +64,26 @@ def _config_rows(entries: list[dict[str, Any]]) -> list[list[Any]]:
     return rows
 
 
+TIMELINE_ROWS = 16  # a resolver that retries fast (ICMP-rejected queries) sends ~100: first and last ones shown
+
+
 def _timeline(entry: dict[str, Any]) -> list[str]:
     """The DNS queries of the configuration's first run: when each left, what came back when."""
     obs = entry["observations"][0] if entry["observations"] else None
     if not obs or not obs.get("dns_queries"):
         return []
+    queries = obs["dns_queries"]
+    shown = queries if len(queries) <= TIMELINE_ROWS else queries[:TIMELINE_ROWS - 4] + queries[-4:]
     rows = [[q["qname"], q["qtype"], q["transport"], ", ".join(num(t, 1) for t in q["sent_ms"]),
              num(q["answered_ms"], 1) if q["answered_ms"] is not None else "-", q["result"],
-             " ".join(q["answers"]) or "-"] for q in obs["dns_queries"]]
+             " ".join(q["answers"]) or "-"] for q in shown]
+    if len(shown) < len(queries):
+        rows.insert(TIMELINE_ROWS - 4, [f"... {len(queries) - len(shown)} more queries", "", "", "", "", "", ""])
     first = obs["first"]
     prog = ", ".join(f"{n} {num(v, 1)}" for n, v in sorted((obs.get("programmed_ms") or {}).items()))
     return [f"**{entry['config']}**, run 0 (ms from network ready; client started {num(obs['client_start_ms'], 1)}, "
             f"ended {num(obs['first_ms'], 1)}: {'ok' if first['ok'] else '`' + first['message'] + '`'}; "
-            f"rules in force: {prog}):", "",
+            f"rules in force: {prog}; {len(queries)} queries):", "",
             tabulate(rows, headers=["query", "type", "transport", "left at", "answer at", "result", "addresses"],
                      tablefmt="github"), ""]
 
