@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(iptables ipset conntrack iproute2 procps kmod python3-venv mariadb-server mariadb-client docker.io ipvsadm nftables)
+APT_PACKAGES=(iptables ipset conntrack iproute2 procps kmod python3-venv mariadb-server mariadb-client docker.io ipvsadm nftables dnsmasq-base)
 need_apt=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need_apt+=("$pkg")

@@ -32,6 +32,10 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # the simulation is pure: the churn workload (model), its own cost fit and event loop
     ("harness.sim", ("harness.argtypes", "harness.errors", "harness.model", "harness.sim")),
     ("harness.engines.config", ("harness.errors", "harness.engines.registry")),  # pure data
+    # the cluster DNS server and the per-run TLS material: a lab component, no engine or scenario
+    ("harness.cluster.dns", ("harness.errors", "harness.kernel", "harness.model", "harness.lab.state")),
+    ("harness.cluster.tls", ()),
+    ("harness.probe.dnswatch", ("harness.analysis.dns_queries", "harness.kernel")),
     ("harness.engines.registry", ("harness.errors", "harness.engines")),
     # kube-router's IPVS proxy: planner, sync and ipvsadm text pure; the applier uses only the kernel door;
     # the experiment builds a lab and writes a bench baseline

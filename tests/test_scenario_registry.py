@@ -14,7 +14,7 @@ from harness.scenarios import declaration
 from harness.scenarios.declaration import declared, get
 
 SHIPPED = ["job-to-mysql", "fail-open", "ipset-update-window", "established-survives-sync",
-           "policy-creation-latency", "service-nat"]
+           "policy-creation-latency", "client-path", "service-nat"]
 
 
 def test_the_shipped_scenarios_are_declared_in_report_order():

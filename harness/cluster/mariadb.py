@@ -20,6 +20,11 @@ What a process in the lab can and cannot do with it:
 - **state**: the template datadir is cached per server version in a root-owned ``0700``
   directory whose every component is verified (``private_dir``: no symlinks, root-owned, not
   group/world-writable); each server copies it into a fresh ``mkdtemp`` directory.
+- **TLS** (``tls_names=[...]``): a CA and a server certificate made per run
+  (``harness.cluster.tls``; subjectAltNames: the given names and the pod IP) in the server's
+  private directory, ``--ssl-ca/--ssl-cert/--ssl-key`` on the server, and the client account
+  ``REQUIRE SSL``: a client without ``--ssl`` is refused. ``database`` then names a small schema
+  (one table, three rows) the account may dump: ``SELECT, LOCK TABLES, SHOW VIEW`` on it only.
 - **ownership**: the server's process (pid + start time + its directory as the cmdline marker)
   and its directory are recorded in the lab's run record under the owner ``mariadb``, so
   ``netpol-harness gc`` stops and removes them after a crash without knowing about MariaDB.
@@ -160,8 +165,12 @@ class MariaDB:
     through the unix socket. ``start()`` returns once the client account can log in over TCP;
     ``stop()`` shuts it down and removes its files and its entries in the run record."""
 
-    def __init__(self, lab: Any, pod_key: str, port: int = PORT):
+    def __init__(self, lab: Any, pod_key: str, port: int = PORT, *, tls_names: list[str] | None = None,
+                 database: str | None = None):
         self.lab = lab
+        self.tls_names = tls_names
+        self.database = database
+        self.tls: Any = None  # harness.cluster.tls.TlsFiles once started with tls_names
         self.pod_key = pod_key
         self.port = port
         self.ip = str(lab.cluster.pods[pod_key].ip)
@@ -227,10 +236,20 @@ class MariaDB:
         if account is not None:
             _chown_tree(server, *account)
             os.chown(self.files_dir, *account)
+        tls_args: list[str] = []
+        if self.tls_names is not None:
+            from harness.cluster.tls import make_server_tls
+
+            tls_dir = os.path.join(self.dir, "tls")
+            os.mkdir(tls_dir, 0o755)  # the CA is public; the key file itself is 0600, the server's
+            self.tls = make_server_tls(tls_dir, names=self.tls_names, ips=[self.ip])
+            if account is not None:
+                os.chown(self.tls.key, *account)
+            tls_args = [f"--ssl-ca={self.tls.ca}", f"--ssl-cert={self.tls.cert}", f"--ssl-key={self.tls.key}"]
         argv = [MARIADBD, "--no-defaults", f"--datadir={data}", f"--socket={self.socket}",
                 f"--pid-file={server}/mysqld.pid", f"--log-error={server}/error.log",
                 f"--tmpdir={server}/tmp", f"--secure-file-priv={self.files_dir}",
-                f"--bind-address={self.ip}", f"--port={self.port}", *SERVER_OPTIONS]
+                f"--bind-address={self.ip}", f"--port={self.port}", *SERVER_OPTIONS, *tls_args]
         if account is None:
             argv.append("--user=root")  # no mysql account on this machine: the server refuses root otherwise
         fd = os.open(netns.path(self.lab.pod_netns(self.pod_key)), os.O_RDONLY | os.O_CLOEXEC)
@@ -270,6 +289,13 @@ class MariaDB:
         sql = ("DELETE FROM mysql.global_priv WHERE User=''; FLUSH PRIVILEGES; "
                f"CREATE USER {_sql_string(self.user)}@'%' IDENTIFIED BY {_sql_string(self.password)}; "
                f"GRANT USAGE ON *.* TO {_sql_string(self.user)}@'%'")
+        if self.tls is not None:
+            sql += f"; ALTER USER {_sql_string(self.user)}@'%' REQUIRE SSL"
+        if self.database:
+            db = "`" + self.database.replace("`", "``") + "`"
+            sql += (f"; CREATE DATABASE {db}; CREATE TABLE {db}.backup_probe (id INT PRIMARY KEY, note VARCHAR(32)); "
+                    f"INSERT INTO {db}.backup_probe VALUES (1, 'one'), (2, 'two'), (3, 'three'); "
+                    f"GRANT SELECT, LOCK TABLES, SHOW VIEW ON {db}.* TO {_sql_string(self.user)}@'%'")
         proc = self.admin(sql)
         if proc.returncode != 0:
             first = next((ln for ln in proc.stderr.splitlines() if ln.strip()), "?")
@@ -299,7 +325,7 @@ class MariaDB:
                 conn = pymysql.connect(host=self.ip, port=self.port, user=self.user if user is None else user,
                                        password=self.password if password is None else password,
                                        connect_timeout=timeout_s, read_timeout=timeout_s,
-                                       write_timeout=timeout_s)
+                                       write_timeout=timeout_s, ssl_ca=self.tls.ca if self.tls else None)
             try:
                 with conn.cursor() as cur:
                     cur.execute("SELECT 1")

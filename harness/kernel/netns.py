@@ -27,7 +27,9 @@ from harness.errors import KernelError
 
 NETNS_DIR = "/run/netns"
 CLONE_NEWNET = 0x40000000
+CLONE_NEWNS = 0x00020000
 MS_BIND = 4096
+MS_PRIVATE = 1 << 18
 MS_REC = 16384
 MS_SHARED = 1 << 20
 MNT_DETACH = 2
@@ -221,6 +223,39 @@ def _preexec_setns(name: str) -> Callable[[], None]:
 def popen(name: str, argv: Sequence[str], **kwargs: Any) -> subprocess.Popen:
     """Start ``argv`` inside namespace ``name`` (like ``ip netns exec``, without the extra exec)."""
     enter = _preexec_setns(name)
+    try:
+        return subprocess.Popen(list(argv), preexec_fn=enter, **kwargs)
+    finally:
+        os.close(enter.fd)  # type: ignore[attr-defined]
+
+
+def _preexec_setns_binds(name: str, binds: Sequence[tuple[str, str]]) -> Callable[[], None]:
+    fd = os.open(path(name), os.O_RDONLY | os.O_CLOEXEC)
+    pairs = [(src.encode(), dst.encode()) for src, dst in binds]
+
+    def enter() -> None:  # between fork and exec: a private mount namespace, the binds, then the netns
+        if _libc.unshare(CLONE_NEWNS) != 0:
+            os._exit(126)
+        # private first: the binds must not propagate back into the host's mount namespace
+        if _libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None) != 0:
+            os._exit(126)
+        for src, dst in pairs:
+            if _libc.mount(src, dst, None, MS_BIND, None) != 0:
+                os._exit(126)
+        if _libc.setns(fd, CLONE_NEWNET) != 0:
+            os._exit(127)
+
+    enter.fd = fd  # type: ignore[attr-defined]
+    return enter
+
+
+def popen_with_files(name: str, argv: Sequence[str], binds: Sequence[tuple[str, str]], **kwargs: Any,
+                     ) -> subprocess.Popen:
+    """Start ``argv`` inside namespace ``name`` in a mount namespace of its own where each
+    ``(src, dst)`` of ``binds`` is bind-mounted over ``dst`` (e.g. a pod's resolv.conf over
+    ``/etc/resolv.conf``): what a container runtime gives a pod, without touching the host's
+    files. Exit code 126: the mount namespace or a bind failed; 127: the setns failed."""
+    enter = _preexec_setns_binds(name, binds)
     try:
         return subprocess.Popen(list(argv), preexec_fn=enter, **kwargs)
     finally:

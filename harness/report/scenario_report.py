@@ -29,6 +29,7 @@ from tabulate import tabulate
 from harness.report.engines_compared import compared_section
 from harness.report.format import num as _f
 from harness.report.machine import machine_lines
+from harness.report.symptom_map import symptom_map_lines
 from harness.scenarios.declaration import declared
 
 log = logging.getLogger(__name__)
@@ -109,6 +110,7 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += sc.section(entries)
         for plot in results.get("plots", {}).get(name, []):
             out += [f"![{plot}]({plot})", ""]
+    out += symptom_map_lines(results.get("scenarios", []))
     for plot in results.get("plots", {}).get("timeline", []):
         if plot.endswith("-scale.png"):
             out += ["## Timeline of one job-to-mysql run at scale", "",

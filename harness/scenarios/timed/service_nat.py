@@ -124,5 +124,5 @@ def section(entries: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-SCENARIO = Scenario(name="service-nat", order=60, what=WHAT, metric="change_to_client_verdict_ms",
+SCENARIO = Scenario(name="service-nat", order=70, what=WHAT, metric="change_to_client_verdict_ms",
                     failure_label="queries failed after the change", summarize=summarize, section=section)
