@@ -39,7 +39,7 @@ def test_summary_and_section():
     assert list(s["messages"]) == ["2013 ECONNRESET: " + RESET["message"]]
     timeout = {**RESET, "client_saw": "timeout", "errno": "ETIMEDOUT", "rule_counts": {"KUBE-FORWARD": 5}}
     t = sc.summarize([observation(timeout)])
-    assert "INVALID drops on node-a: KUBE-FORWARD 5" in t["rows"][0]["mechanism"]
+    assert "INVALID drops on node-a: KUBE-FORWARD 5" in t["symptom_rows"][0]["mechanism"]
     text = "\n".join(sc.section([{"config": "ct-delete-2ep", "summary": s}]))
     assert "| ct-delete-2ep " in text and "2013 ECONNRESET" in text and "Connection reset by peer" in text
 

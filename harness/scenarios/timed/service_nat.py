@@ -3,7 +3,7 @@ when the NAT state under it changes. Its declaration, summarizer, report section
 symptom-map rows; the run code is ``harness.scenarios.service_nat`` (``ServiceNat``), the test
 ``cases/scenarios/test_service_nat.py``.
 
-``summary["rows"]``: one row per trial, shaped ``{client_saw, errno_or_code, mechanism,
+``summary["symptom_rows"]``: one row per trial, shaped ``{client_saw, errno_or_code, mechanism,
 configuration}`` for the symptom map (``harness.analysis.symptoms`` counts them); ``client_saw``
 is a ``harness.outcome.Outcome`` word (connected, reset_after_established, timeout, refused ...)."""
 
@@ -14,6 +14,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.analysis.symptoms import SYMPTOM_ROWS
 from harness.outcome import Outcome
 from harness.report.format import num
 from harness.scenarios.declaration import Scenario
@@ -101,7 +102,7 @@ def summarize(observations: list[dict[str, Any]]) -> dict[str, Any]:
     out["survived_same_endpoint"] = sum(1 for t in trials if t["client_saw"] == Outcome.CONNECTED
                                         and t.get("endpoint_after") == t["endpoint"])
     out["new_connection"] = dict(Counter(t["new_connection"] for t in trials if t.get("new_connection")))
-    out["rows"] = rows_of(o)
+    out[SYMPTOM_ROWS] = rows_of(o)  # the report's symptom map collects these
     out["config"] = o["config"]
     return out
 
@@ -111,7 +112,7 @@ def section(entries: list[dict[str, Any]]) -> list[str]:
     rows = []
     for e in entries:
         s = e["summary"]
-        by: Counter = Counter((r["client_saw"], r["errno_or_code"], r["mechanism"]) for r in s["rows"])
+        by: Counter = Counter((r["client_saw"], r["errno_or_code"], r["mechanism"]) for r in s[SYMPTOM_ROWS])
         for (saw, err, mech), n in sorted(by.items()):
             rows.append([e["config"], saw, err, n, mech])
     lines = [tabulate(rows, headers=["configuration", "client saw", "code errno", "trials", "mechanism"],
