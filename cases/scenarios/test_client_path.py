@@ -69,6 +69,8 @@ CONFIGS = [
     ("abort-kill-connection", {"abort": "kill-connection", "until_success_s": 0.0,
                                "mechanism": "the server ends the session (KILL CONNECTION)"}, CLOSED, (1, 4)),
     ("dump-egress", {"egress": "dns+mysql", "mechanism": REFUSED_AT_CONNECT}, REFUSED, (2, 6)),
+    # the same job without the Service path (the name resolves to the pod IP): what DNAT adds
+    ("dump-pod-ip", {"service": "headless", "mechanism": REFUSED_AT_CONNECT}, REFUSED, (0, 6)),
     ("dump-same-node", {"job_node": "node-a", "mechanism": REFUSED_AT_CONNECT}, REFUSED, (2, 6)),
     ("dump-egress-same-node", {"egress": "dns+mysql", "job_node": "node-a", "mechanism": REFUSED_AT_CONNECT},
      REFUSED, (2, 6)),
@@ -121,3 +123,36 @@ def test_client_path(client_path_config, size, scenario_recorder, scenario_progr
         assert o["dns_queries"], "the watcher saw no DNS query of the job"
         if name == "abort-sock-destroy":
             assert "Connection reset by peer" in o["first"]["message"], o["first"]
+
+
+@pytest.mark.parametrize("path", ["clusterip", "headless"])
+def test_the_job_takes_the_service_path_it_is_configured_for(path, request, enforcement):
+    """The name the job resolves is the Service's ClusterIP and kube-proxy's DNAT on the job's node
+    counts its connection (``clusterip``); or the pod IP with no kube-proxy at all (``headless``)."""
+    for need in (require_mariadb, require_dnsmasq):
+        try:
+            need()
+        except EnvironmentProblem as e:
+            pytest.skip(str(e))
+    from harness.kernel import netns
+    from harness.scenarios.client_path import KUBE_DNS_IP, SERVER
+
+    cfg = configured(ClientPathConfig, enforcement, f"path-{path}", service=path, wait_programmed=True,
+                     until_success_s=0.0, delivery=LATE_A)
+    lab = scenario_lab(request, "default")
+    with ClientPathScenario(lab, cfg) as sc:
+        obs = sc.run_once(0)
+        nat = netns.run(lab.node_netns(cfg.job_node), ["iptables-save", "-t", "nat", "-c"], check=False).stdout
+        resolv = open(sc.dns.resolv_path("batch")).read()
+    answers = {a for q in obs["dns_queries"] for a in q["answers"]}
+    server_ip = str(lab.cluster.pods[SERVER].ip)
+    assert obs["first"]["ok"], obs["first"]
+    dnat = [ln for ln in nat.splitlines() if "-j DNAT" in ln and f"{server_ip}:3306" in ln]
+    if path == "clusterip":
+        assert answers == {"10.96.0.20"}, answers
+        assert f"nameserver {KUBE_DNS_IP}" in resolv
+        # iptables-save -c: "[packets:bytes] -A KUBE-SEP-... -j DNAT --to-destination ip:port"
+        assert dnat and int(dnat[0].split(":")[0].lstrip("[")) >= 1, dnat
+    else:
+        assert answers == {server_ip}, answers
+        assert not dnat

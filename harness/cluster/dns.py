@@ -190,6 +190,9 @@ class ClusterDNS:
         self.records = check_records(records or {}, cluster_domain)
         self.pod_key = f"{NAMESPACE}/{POD_NAME}"
         self.ip = ""
+        # what pods' resolv.conf names: the server's pod IP, or the kube-dns Service's ClusterIP
+        # once a service proxy DNATs it (kubelet's --cluster-dns)
+        self.nameserver = ""
         self.proc: subprocess.Popen | None = None
         self.dir: str | None = None
         self._added_pod = False
@@ -325,11 +328,12 @@ class ClusterDNS:
         """The per-run resolv.conf for pods of ``namespace`` (written once, in the server's
         directory: the run record owns it)."""
         assert self.dir is not None, "the DNS server is not started"
-        p = os.path.join(self.dir, f"resolv-{namespace}.conf")
+        server = self.nameserver or self.ip
+        p = os.path.join(self.dir, f"resolv-{namespace}-{server}.conf")
         if not os.path.exists(p):
             fd, tmp = tempfile.mkstemp(prefix="resolv-", dir=self.dir)
             with os.fdopen(fd, "w") as f:
-                f.write(resolv_conf(namespace, [self.ip], self.cluster_domain))
+                f.write(resolv_conf(namespace, [server], self.cluster_domain))
             os.chmod(tmp, 0o644)
             os.rename(tmp, p)
         return p

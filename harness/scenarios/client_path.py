@@ -28,6 +28,7 @@ Every run gives symptom rows (``harness.analysis.symptoms``) for the first attem
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import logging
 import time
 from dataclasses import asdict, dataclass, field
@@ -35,6 +36,7 @@ from typing import Any
 
 from harness.analysis import symptoms
 from harness.analysis.dns_queries import pair_queries
+from harness.cluster import dns as cluster_dns
 from harness.cluster.dns import ClusterDNS
 from harness.cluster.mariadb import PORT, MariaDB
 from harness.controller import Controller, ControllerConfig
@@ -44,6 +46,7 @@ from harness.errors import ConfigError, HarnessError
 from harness.kernel import netns
 from harness.model.cluster import Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
+from harness.model.service import Service, ServicePort, service_dns_records
 from harness.scenarios.job import allow_backup
 from harness.scenarios.tls_client import TOOLS, client_finish, client_run, client_start
 
@@ -57,6 +60,25 @@ DATABASE = "app"
 EGRESS = ("none", "dns+mysql", "mysql-only")
 ABORTS = (None, "kill-connection", "sock-destroy")
 NAME = "client-path"
+# How the job reaches the names: ``clusterip`` is the reporter's path (the name resolves to a
+# ClusterIP, kube-proxy's iptables mode on every node DNATs it to the server pod, and the pods'
+# nameserver is the kube-dns Service's ClusterIP too); ``headless`` resolves straight to the pod
+# IPs (a headless Service; no service proxy on the path) - the comparison that shows what the
+# Service path adds.
+SERVICE_PATHS = ("clusterip", "headless")
+KUBE_DNS_IP = "10.96.0.10"  # kubeadm's default clusterDNS (the 10th address of 10.96.0.0/12)
+
+
+def services(path: str) -> list[Service]:
+    """The ``mysql`` Service in ``db`` (port 3306 -> the MariaDB pod) and ``kube-dns`` in
+    kube-system (UDP+TCP 53 -> the dnsmasq pod), ClusterIP or headless per ``path``."""
+    headless = path == "headless"
+    mysql = Service("db", "mysql", [ServicePort(PORT, "TCP", "mysql")], selector={"app": "mariadb"},
+                    cluster_ip=None if headless else ipaddress.IPv4Address("10.96.0.20"), headless=headless)
+    kube_dns = Service(cluster_dns.NAMESPACE, "kube-dns", [ServicePort(53, "UDP", "dns"), ServicePort(53, "TCP", "dns-tcp")],
+                       selector=dict(cluster_dns.LABELS),
+                       cluster_ip=None if headless else ipaddress.IPv4Address(KUBE_DNS_IP), headless=headless)
+    return [mysql, kube_dns]
 
 
 def _ns_selector(name: str) -> LabelSelector:
@@ -91,6 +113,7 @@ class ClientPathConfig(EnforcementConfig):
     mechanism: str = ""
     egress: str = "none"
     mitigation: str = "none"
+    service: str = "clusterip"
     delivery: Any = field(default_factory=lambda: {"node-a": 0.3, "node-b": 0.0})
     job_node: str = "node-b"
     tool: str = "mariadb-dump"
@@ -143,6 +166,8 @@ class ClientPathScenario:
             raise ConfigError(config.name, "egress", f"{config.egress!r} is not one of {', '.join(EGRESS)}")
         if config.abort not in ABORTS:
             raise ConfigError(config.name, "abort", f"{config.abort!r} is not one of kill-connection, sock-destroy")
+        if config.service not in SERVICE_PATHS:
+            raise ConfigError(config.name, "service", f"{config.service!r} is not one of {', '.join(SERVICE_PATHS)}")
         if config.tool not in TOOLS:
             raise ConfigError(config.name, "tool", f"{config.tool!r} is not one of {', '.join(TOOLS)}")
         self.mits = parse_mitigations(config.mitigation, field_name="mitigation")
@@ -150,6 +175,7 @@ class ClientPathScenario:
         self.db: MariaDB | None = None
         self.ctl: Controller | None = None
         self.dns_update_s: float | None = None
+        self.proxies: dict[str, Any] = {}
         self._stack = contextlib.ExitStack()
 
     def __enter__(self) -> ClientPathScenario:
@@ -164,8 +190,21 @@ class ClientPathScenario:
             # the DNS pod exists before the controller starts: its first view holds it (allow-dns's peer)
             self.dns = ClusterDNS(lab, {}, node=SERVER_NODE).start()
             stack.callback(self.dns.stop)
-            # following changes: the record appears as a Service would (measured: rename -> served)
-            self.dns_update_s = self.dns.update({RECORD: [ip]})
+            # following changes: the records appear as the Services' would (measured: rename -> served)
+            for svc in services(cfg.service):
+                lab.cluster.services[svc.key] = svc
+            records = service_dns_records(lab.cluster)
+            if cfg.service == "headless":
+                records[RECORD] = [ipaddress.IPv4Address(ip)]  # the server pod may not be Ready-listed yet
+            self.dns_update_s = self.dns.update(records)
+            if cfg.service == "clusterip":
+                from harness.cluster.kube_proxy import start_on_lab, stop_all
+
+                # kube-proxy runs on every node before the policy controller starts, as on a booted
+                # node; kube-router's first sync then puts its FORWARD jump above kube-proxy's
+                self.proxies = start_on_lab(lab, backend=cfg.backend, delivery="fixed:0.02", seed=cfg.seed)
+                stack.callback(stop_all, self.proxies)
+                self.dns.nameserver = KUBE_DNS_IP
             names = [HOST, f"{HOST}.svc", RECORD]
             self.db = MariaDB(lab, SERVER, tls_names=names, database=DATABASE).start()
             stack.callback(self.db.stop)
