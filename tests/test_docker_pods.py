@@ -181,7 +181,10 @@ def test_controller_events_for_a_container_job_pod(lab, docker_engine):
             refused = [int(t) for t, what in lines if what == "ECONNREFUSED"]
             assert refused, res.output  # kube-router's REJECT before node-a knew the pod
             assert all(t < sync_a.in_force_ns for t in refused)
-            assert int(lines[0][0]) >= res.app_started_ns - 1_000_000  # the app's first try came right away
+            # the app's first try came right away: after the release (go_ns) and no later than
+            # shortly after app_started_ns, which is only an upper bound of the exec (a poll: under
+            # load the app's first connect was seen 2.9 ms before it; 50 ms is generous for 2 cores)
+            assert res.go_ns <= int(lines[0][0]) <= res.app_started_ns + 50_000_000
             assert not ctl.errors
             dlab.remove_pod("batch/job-1")
             assert "batch/job-1" not in lab.cluster.pods
