@@ -144,6 +144,10 @@ def enforcement_args(config: EnforcementConfig) -> list[str]:
             "--backend", config.backend]
     if config.external_cmd:
         args += ["--external-cmd", shlex.join(config.external_cmd)]
+    if config.binary_cmd:
+        args += ["--binary-cmd", shlex.join(config.binary_cmd)]
+    if config.metrics_port is not None:
+        args += ["--metrics-port", str(config.metrics_port)]
     return args
 
 

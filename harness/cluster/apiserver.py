@@ -145,13 +145,23 @@ class Publisher:
         out: list[tuple[str, dict[str, Any]]] = [
             ("namespaces", namespace_object(c.namespaces.get(n) or Namespace(n))) for n in sorted(names)]
         out += [("nodes", node_object(n, self._first_seen(f"node:{n.name}"))) for n in c.nodes.values()]
-        # A pod with an address runs: a realized one is wired, a virtual one is published like a
-        # pod on a remote node (controllers must see it to open its peers' rules).
-        out += [("pods", pod_object(p, c.nodes.get(p.node), running=p.ip is not None,
+        # A pod runs once its network is wired (Pending before, as a kubelet publishes it); a
+        # virtual one is published like a pod on a remote node (controllers must see it to open
+        # its peers' rules).
+        out += [("pods", pod_object(p, c.nodes.get(p.node), running=self._running(p),
                                     started_ns=self._started(p.key))) for p in c.pods.values()]
         out += [("networkpolicies", network_policy_object(p)) for p in c.policies.values()]
         out += kubernetes_service_objects(self.host, self.port)
         return out
+
+    def _running(self, pod: Any) -> bool:
+        """Whether ``pod`` is published Running: it has an address and, on a real node, the lab
+        has wired its network (a lab without ``is_realized`` counts every addressed pod)."""
+        if pod.ip is None:
+            return False
+        node = self.lab.cluster.nodes.get(pod.node)
+        realized = getattr(self.lab, "is_realized", None)
+        return node is None or not node.is_real or realized is None or realized(pod.key)
 
     def _first_seen(self, key: str) -> int:
         return self._since.setdefault(key, time.time_ns())
@@ -206,9 +216,15 @@ class Publisher:
             if ("", pod.namespace) not in self._mine.setdefault("namespaces", set()):
                 self.store.apply(nss, namespace_object(c.namespaces.get(pod.namespace) or Namespace(pod.namespace)))
                 self._mine["namespaces"].add(("", pod.namespace))
-            self.store.apply(pods, pod_object(pod, c.nodes.get(pod.node), running=pod.ip is not None,
+            self.store.apply(pods, pod_object(pod, c.nodes.get(pod.node), running=self._running(pod),
                                               started_ns=self._started(key)))
             mine.add((pod.namespace, pod.name))
+
+    def on_pod_scheduled(self, key: str) -> None:
+        """The lab's hook when pod ``key`` entered the model, before its network is wired:
+        published ``Pending`` with its hostIP and no podIP (kubelet's first status; kubernetes
+        v1.35.0 pkg/kubelet/kubelet_pods.go: generateAPIPodStatus), Running follows."""
+        self.on_pod_change(key)
 
 
 class LabApi:
@@ -233,6 +249,8 @@ class LabApi:
         publisher.sync()
         server.start()
         lab.subscribe(publisher.on_pod_change)
+        if hasattr(lab, "subscribe_scheduled"):
+            lab.subscribe_scheduled(publisher.on_pod_scheduled)
         log.info("lab %s: API server at %s", lab.run_id, server.url)
         return cls(lab, server, publisher)
 
@@ -243,6 +261,7 @@ class LabApi:
     def stop(self) -> None:
         """Stop following the lab and stop the server (threads joined)."""
         self.lab.unsubscribe(self.publisher.on_pod_change)
+        self.lab.unsubscribe(self.publisher.on_pod_scheduled)
         self.server.stop()
 
     def __enter__(self) -> LabApi:

@@ -198,6 +198,9 @@ def node_engines(lab, cluster: Cluster, options: RunOptions, engine=None) -> Ite
     """Every real node's engine (``engine`` or the one ``options.engine`` names), started on
     ``cluster`` (an asynchronous one has reported its first sync) and stopped on exit."""
     eng = registry.resolve(options, engine)
+    bind = getattr(eng, "bind_lab", None)
+    if bind is not None:  # an engine that needs the lab itself (the binary one serves its API)
+        bind(lab)
     timeline = Timeline()
     nodes = {}
     try:

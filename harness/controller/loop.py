@@ -354,6 +354,9 @@ class Controller:
         # the engine is handed in (or named by the config), never imported here
         self.engine = registry.resolve(config or ControllerConfig(), engine, source)
         self.config = (config or ControllerConfig()).validated(source, self.engine)
+        bind = getattr(self.engine, "bind_lab", None)
+        if bind is not None:  # an engine that needs the lab itself (the binary one serves its API)
+            bind(lab)
         self.timeline = Timeline()
         self._emit_lock = threading.Lock()
         self._started = False

@@ -130,6 +130,10 @@ class Engine(Protocol):
     def node(self, node: str, netns: str, config: EnforcementConfig, timeline: Timeline) -> NodeEngine:
         """The engine of ``node``, programming namespace ``netns`` and recording into ``timeline``."""
 
+    # Optional: ``bind_lab(lab)``. An engine that needs the lab itself (the ``binary`` engine
+    # serves it over the Kubernetes API) gets it from the controller loop and the conformance
+    # runner before any ``node`` call.
+
 
 class SynchronousNode:
     """Shared defaults of a node engine the caller drives with ``program`` (no own reports)."""

@@ -36,8 +36,10 @@ class EnforcementConfig:
     ``default_deny`` (refuse local pods not yet programmed: the fail-closed mitigation),
     ``fail_open`` (kube-network-policies' --fail-open: the queue is bypassed when no verdict
     loop listens),
-    ``reject_with`` (None = a plain REJECT, or ``tcp-reset``) and ``external_cmd`` (argv of the
-    program the ``external`` engine runs in every node's namespace).
+    ``reject_with`` (None = a plain REJECT, or ``tcp-reset``), ``external_cmd`` (argv of the
+    program the ``external`` engine runs in every node's namespace), ``binary_cmd`` (the
+    ``binary`` engine's command template, ``harness.engines.binary.template``) and
+    ``metrics_port`` (where that binary serves Prometheus metrics, its ``{metrics_port}``).
 
     Keyword-only, so the configurations built on it (``ControllerConfig``, ``RunOptions``,
     ``WindowConfig``, ``JobConfig``) keep their own positional fields."""
@@ -50,6 +52,8 @@ class EnforcementConfig:
     reject_with: str | None = None
     external_cmd: tuple[str, ...] | None = None
     fail_open: bool = True  # kube-network-policies --fail-open (its default): queue bypass
+    binary_cmd: tuple[str, ...] | None = None
+    metrics_port: int | None = None
 
     def enforcement(self) -> EnforcementConfig:
         """Only the enforcement fields (a plain ``EnforcementConfig``), e.g. for a subclass."""
@@ -70,6 +74,8 @@ class EnforcementConfig:
             out["external_cmd"] = shlex.join(self.external_cmd)
         if self.engine == "kube-network-policies":
             out["fail_open"] = self.fail_open
+        if self.engine == "binary" and self.binary_cmd:
+            out["binary_cmd"] = shlex.join(self.binary_cmd)
         return out
 
     def label(self) -> str:

@@ -19,7 +19,7 @@ from harness.engines.config import (
 )
 from harness.engines.registry import ENGINE_NAMES
 
-FLAGS = ("engine", "profile", "strategy", "backend", "external_cmd", "fail_open")
+FLAGS = ("engine", "profile", "strategy", "backend", "external_cmd", "fail_open", "binary_cmd", "metrics_port")
 
 
 def add_arguments(p: Any, *, strategy: bool = True, what: str = "") -> None:
@@ -41,17 +41,34 @@ def add_arguments(p: Any, *, strategy: bool = True, what: str = "") -> None:
     p.add_argument("--fail-open", action=argparse.BooleanOptionalAction, default=None,
                    help="kube-network-policies: accept new connections when no verdict loop listens "
                         "(queue bypass; the source's default, on); --no-fail-open drops them")
+    p.add_argument("--binary-cmd", metavar="CMD", default=None,
+                   help="the command the binary engine runs in every real node's namespace against the lab's "
+                        "served API, with {master} {node} {node_ip} {pod_cidr} {metrics_port} placeholders, e.g. "
+                        "\"python3 examples/api_controller.py --master {master} --node {node}\" (implies --engine "
+                        "binary)")
+    p.add_argument("--metrics-port", metavar="PORT", type=int, default=None,
+                   help="the port the binary serves Prometheus metrics on (its {metrics_port}); scraped by the "
+                        "binary engine")
 
 
 def from_args(args: argparse.Namespace, **overrides: Any) -> EnforcementConfig:
     """The configuration the flags of ``add_arguments`` give (``overrides`` win)."""
     cmd = parse_command(getattr(args, "external_cmd", None), "--external-cmd", "external_cmd")
+    binary = getattr(args, "binary_cmd", None)
+    binary_cmd = None
+    if binary is not None:
+        from harness.engines.binary.template import parse_template
+
+        binary_cmd = parse_template(binary)
     engine = getattr(args, "engine", DEFAULT_ENGINE)
     if cmd is not None and engine == DEFAULT_ENGINE:
         engine = "external"  # a command only means something to the external engine
+    if binary_cmd is not None and engine == DEFAULT_ENGINE:
+        engine = "binary"  # likewise for the binary engine's template
     fields: dict[str, Any] = {"engine": engine, "profile": getattr(args, "profile", DEFAULT_PROFILE),
                               "strategy": getattr(args, "strategy", DEFAULT_STRATEGY) or DEFAULT_STRATEGY,
-                              "backend": getattr(args, "backend", DEFAULT_BACKEND), "external_cmd": cmd}
+                              "backend": getattr(args, "backend", DEFAULT_BACKEND), "external_cmd": cmd,
+                              "binary_cmd": binary_cmd, "metrics_port": getattr(args, "metrics_port", None)}
     if getattr(args, "fail_open", None) is not None:
         fields["fail_open"] = bool(args.fail_open)
     fields.update(overrides)
@@ -60,7 +77,7 @@ def from_args(args: argparse.Namespace, **overrides: Any) -> EnforcementConfig:
 
 def add_pytest_options(group: Any) -> None:
     """The same flags as pytest options (``--engine``, ``--profile``, ``--strategy``,
-    ``--backend``, ``--external-cmd``)."""
+    ``--backend``, ``--external-cmd``, ``--binary-cmd``, ``--metrics-port``)."""
     class _Group:  # pytest's option group spells add_argument "addoption"
         def add_argument(self, *names: str, **kw: Any) -> None:
             group.addoption(*names, **kw)

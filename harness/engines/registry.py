@@ -1,6 +1,6 @@
 """Engine names -> engines. The only place outside an engine's own package that names one.
 
-    engine = get_engine(config.engine, source)   # "kube-router" | "external" | "kube-network-policies"
+    engine = get_engine(config.engine, source)   # "kube-router" | "external" | "kube-network-policies" | "binary"
 
 Factories import their package on first use, so importing the registry pulls in no engine.
 """
@@ -31,9 +31,15 @@ def _kube_network_policies() -> Any:
     return KubeNetworkPoliciesEngine()
 
 
+def _binary() -> Any:
+    from harness.engines.binary.engine import BinaryEngine
+
+    return BinaryEngine()
+
+
 DEFAULT_ENGINE = "kube-router"  # the seed's system under test (DESIGN.md)
 FACTORIES: dict[str, Callable[[], Any]] = {DEFAULT_ENGINE: _kube_router, "external": _external,
-                                           "kube-network-policies": _kube_network_policies}
+                                           "kube-network-policies": _kube_network_policies, "binary": _binary}
 ENGINE_NAMES = tuple(FACTORIES)
 
 

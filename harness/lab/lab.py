@@ -182,6 +182,7 @@ class Lab:
         self._pool: ThreadPoolExecutor | None = None
         self._up = False
         self._subscribers: list[Callable[[str], None]] = []  # pod-change hooks (the API publisher)
+        self._scheduled: list[Callable[[str], None]] = []  # pod-entered-the-model hooks (before wiring)
 
     # -- naming --------------------------------------------------------------------------------
     @property
@@ -205,6 +206,17 @@ class Lab:
     def unsubscribe(self, fn: Callable[[str], None]) -> None:
         if fn in self._subscribers:
             self._subscribers.remove(fn)
+        if fn in self._scheduled:
+            self._scheduled.remove(fn)
+
+    def subscribe_scheduled(self, fn: Callable[[str], None]) -> None:
+        """Call ``fn(pod_key)`` when a pod has entered the model (bound to its node) and before
+        its network is wired: the moment a kubelet publishes it ``Pending``."""
+        self._scheduled.append(fn)
+
+    def is_realized(self, key: str) -> bool:
+        """True once pod ``key``'s network is wired in the kernel (until it is removed)."""
+        return key in self._pods
 
     def _pod_ns_name(self, key: str) -> str:
         return f"{self.prefix}p-{_hash(key)}"
@@ -592,6 +604,8 @@ class Lab:
             self._require_up()
             self.cluster.add_pod(pod)
             try:
+                for fn in list(self._scheduled):
+                    fn(pod.key)
                 kind = self._kind(pod)
                 if adopt_netns is not None:
                     netns.call_in(adopt_netns, self._wire_full_pod, adopt_netns, pod)

@@ -86,6 +86,15 @@ def _is_zombie(pid: int) -> bool:
         return True
 
 
+def _environ(pid: int) -> list[str]:
+    """``NAME=value`` entries of the environment ``pid`` was exec'd with (empty if unreadable)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
 def _cmdline(pid: int) -> list[str]:
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -122,15 +131,22 @@ class RunState:
     def owner_alive(self) -> bool:
         return process_alive(self.owner_pid, self.owner_start)
 
-    def own_process(self, owner: str, pid: int, start_time: int | None, *, marker: str) -> None:
+    def own_process(self, owner: str, pid: int, start_time: int | None, *, marker: str,
+                    marker_in: str = "cmdline") -> None:
         """Record process ``pid`` as ``owner``'s (saved at once). ``start_time`` (clock ticks,
         ``process_start_time``) and ``marker`` (a string its command line contains, e.g. its
-        private directory) let ``gc`` tell it from a process that got the same pid later."""
+        private directory; with ``marker_in="environ"`` an entry of the environment it was
+        exec'd with, for a user's program whose command line the harness does not choose) let
+        ``gc`` tell it from a process that got the same pid later."""
         if not marker:
             raise HarnessError(f"run {self.run_id}: {owner}: an owned process needs a cmdline marker")
+        if marker_in not in ("cmdline", "environ"):
+            raise HarnessError(f"run {self.run_id}: {owner}: marker_in must be cmdline or environ")
+        entry: dict[str, Any] = {"owner": owner, "kind": "process", "pid": pid, "start": start_time, "marker": marker}
+        if marker_in != "cmdline":
+            entry["marker_in"] = marker_in
         with _write_lock:
-            self.owned.append({"owner": owner, "kind": "process", "pid": pid, "start": start_time,
-                               "marker": marker})
+            self.owned.append(entry)
             self.save()
 
     def own_path(self, owner: str, path: str) -> None:
@@ -300,7 +316,11 @@ def stop_owned_process(entry: dict[str, Any], run_id: str, timeout: float = 10.0
     if not isinstance(pid, int) or pid <= 1 or not marker or not process_alive(pid, start):
         return False
     argv = _cmdline(pid)
-    if not any(marker in a for a in argv):
+    if entry.get("marker_in") == "environ":
+        found = marker in _environ(pid)  # a whole NAME=value entry: no substring of another
+    else:
+        found = any(marker in a for a in argv)
+    if not found:
         log.warning("pid %s is not %s's process of run %s (%s): not killed", pid, entry.get("owner"), run_id,
                     " ".join(argv))
         return False
