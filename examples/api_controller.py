@@ -283,8 +283,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    channel = SyncChannel()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        channel.request()  # wakes the sync loop out of its wait for the periodic sync
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
     cfg = client.Configuration()
     cfg.host = args.master
     cfg.proxy = None
@@ -295,7 +301,6 @@ def main(argv: list[str] | None = None) -> int:
     say(f"node {args.node} InternalIP {my_ip}")
 
     metrics = Metrics(args.metrics_port)
-    channel = SyncChannel()
 
     def on_change(resource: str, kind: str, old: dict | None, new: dict | None) -> None:
         if resource == "pods" and new is not None and not pod_relevant(old, new):

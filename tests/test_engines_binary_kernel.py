@@ -57,7 +57,7 @@ def test_api_controller_through_the_binary_engine(lab, record_property) -> None:
             env = open(f"/proc/{pid}/environ", "rb").read().split(b"\0")
             assert any(e.startswith(b"NPH_BINARY_MARKER=nph-" + lab.run_id.encode()) for e in env)
         nodes = {n: nc.engine for n, nc in ctl.nodes.items()}
-        for name, ne in nodes.items():
+        for ne in nodes.values():
             assert ne.log_path.startswith(lab.state.dir) and os.path.exists(ne.log_path)
             assert ne.first_log_ns("sync 1 initial") is not None, ne.log_lines()
         # the model's rules are in node-a's kernel, put there by the separate process

@@ -51,8 +51,17 @@ KNP_SCALE = "kube-network-policies-scale-100"
 KNP_FULL_RUNS = {KNP: 10, KNP_SCALE: 5}
 SCALE = {"topology": "scale-100", "synthetic_policies": SCALE_POLICIES, "probe_s": 8.0, "until_success_s": 10.0}
 
-# name, JobConfig fields, expectation; the first three, DOCKER_SMOKE and SCALE_SMOKE also run
-# in the smoke size
+# The model-as-API-client configuration (issue 13 item 3): the same kube-router model, but as a
+# separate process per node that learns of the job only through the served API's watch
+# (examples/api_controller.py through the binary engine). Compared with the in-process model at
+# the same zero artificial delay, the window's difference is the watch path's delivery delay.
+API_CONTROLLER = ("python3", "examples/api_controller.py", "--master", "{master}", "--node", "{node}")
+NO_DELAY = {"node-a": 0.0, "node-b": 0.0}
+REACHED = ("every job reaches the server (the window is measured)",
+           lambda s: s["never_succeeded"] == 0 and s["stats"].get("missing", 0) == 0)
+
+# name, JobConfig fields, expectation; the first three, DOCKER_SMOKE, SCALE_SMOKE and API_SMOKE
+# also run in the smoke size
 CONFIGS = [
     ("none", {}, ALL_FAIL),
     ("cni-wait-all", {"mitigation": "cni-wait:all"}, NONE_FAIL),
@@ -74,6 +83,8 @@ CONFIGS = [
     (KNP, {"engine": "kube-network-policies"}, ALL_FAIL),
     # the same at scale: no sync on the path, so the window stays the delivery delay
     (KNP_SCALE, {**SCALE, "engine": "kube-network-policies"}, ALL_FAIL),
+    ("no-delay", {"delivery": NO_DELAY}, REACHED),
+    ("api-client", {"delivery": NO_DELAY, "engine": "binary", "binary_cmd": API_CONTROLLER}, REACHED),
 ]
 SMOKE = 3
 DOCKER_SMOKE = "docker"
@@ -81,6 +92,8 @@ RUNS = {"smoke": 3, "full": 30}
 DOCKER_SMOKE_RUNS = 2  # the default CI run: a container run costs ~1.2 s
 SCALE_SMOKE = "scale-100"
 SCALE_SMOKE_RUNS = 2  # the default CI run: a run costs ~2 s (two ~0.6 s syncs on node-a)
+API_SMOKE = "api-client"
+API_SMOKE_RUNS = 2  # the default CI run: the controllers' start (~2 s) dominates
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -88,13 +101,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if scenario_size(metafunc.config) == "full":
             chosen = CONFIGS
         else:
-            chosen = CONFIGS[:SMOKE] + [c for c in CONFIGS if c[0] in (DOCKER_SMOKE, SCALE_SMOKE, KNP)]
+            chosen = CONFIGS[:SMOKE] + [c for c in CONFIGS if c[0] in (DOCKER_SMOKE, SCALE_SMOKE, KNP, API_SMOKE)]
         metafunc.parametrize("job_config", chosen, ids=[c[0] for c in chosen])
 
 
 def smoke_runs(cfg: JobConfig) -> int:
     if cfg.pod_backend == "docker":
         return DOCKER_SMOKE_RUNS
+    if cfg.engine == "binary":
+        return API_SMOKE_RUNS
     return SCALE_SMOKE_RUNS if cfg.topology != "default" else RUNS["smoke"]
 
 
@@ -104,7 +119,7 @@ def test_job_to_mysql(job_config, size, scenario_recorder, scenario_progress, re
     except EnvironmentProblem as e:
         pytest.skip(str(e))
     name, fields, (expectation, check) = job_config
-    cfg = configured(JobConfig, enforcement, name, delivery=DELAY, **fields)
+    cfg = configured(JobConfig, enforcement, name, **{"delivery": DELAY, **fields})
     # skips with the engine's reason when Docker cannot run here
     engine = request.getfixturevalue("docker_engine") if cfg.pod_backend == "docker" else None
     t0 = time.monotonic()
@@ -142,6 +157,18 @@ def test_job_to_mysql(job_config, size, scenario_recorder, scenario_progress, re
         assert set(s["probe_outcomes"]) == {"dropped", "connected"}, s["probe_outcomes"]
         for o in observations:
             assert o["reachability_latency_ms"] >= DELAY["node-a"] * 1e3
+    if cfg.engine == "binary":
+        check_api_client_runs(observations)
+
+
+def check_api_client_runs(observations: list[dict]) -> None:
+    """The binary engine writes no sync record (a real controller tells nothing): the window is
+    the probes' alone, and node-a's controller got the job's IP through its watch before the
+    job was reachable (delivery <= reachability)."""
+    for o in observations:
+        assert o["server_sync"] is None and o["programmed_ns"] is None
+        assert o["server_delivery_ms"] is not None, f"run {o['run']}: node-a's controller never logged the job's IP"
+        assert 0 <= o["server_delivery_ms"] <= o["reachability_latency_ms"], o
 
 
 def check_scale_runs(observations: list[dict]) -> None:

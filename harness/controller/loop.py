@@ -511,6 +511,10 @@ class Controller:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(nc.idle() for nc in self.nodes.values()):
+                for nc in self.nodes.values():  # an engine whose own work the loop cannot see
+                    quiet = getattr(nc.engine, "wait_quiet", None)
+                    if quiet is not None:
+                        quiet(timeout=max(deadline - time.monotonic(), 0.1))
                 return True
             time.sleep(poll_s)
         return False

@@ -84,6 +84,7 @@ class BinaryNode:
     """One node's binary (see the module docstring)."""
 
     reports_syncs = True  # asynchronous: the loop hands it every event and runs no sync of its own
+    sync_records = False  # ... and it never writes one: lag is the probes' (callers check this)
     strategy = "binary"
 
     def __init__(self, engine: BinaryEngine, node: str, netns_name: str, config: EnforcementConfig,
@@ -235,6 +236,17 @@ class BinaryNode:
 
     def sync_version(self, start_ns: int) -> int:
         return start_ns
+
+    def wait_quiet(self, quiet_s: float = 1.0, timeout: float = 30.0) -> bool:
+        """Wait until the node's kernel state stopped changing: a change that starts within
+        ``quiet_s`` (the binary's sync of what was just published) is waited for until it held
+        ``stable_s``. True if something changed. What ``Controller.wait_idle`` waits for, since
+        the binary's own work is invisible to the loop."""
+        if not self.alive():
+            return False
+        done = settle.wait_settled(self.netns, settle.fingerprint(self.netns), stable_s=self.engine.stable_s,
+                                   quiet_s=quiet_s, timeout=timeout, alive=self.alive)
+        return done.changed
 
     def wait_initial(self, timeout: float = INITIAL_TIMEOUT_S) -> None:
         """Wait until the binary has programmed the node once (its netfilter state changed after

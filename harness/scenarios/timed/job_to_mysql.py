@@ -94,6 +94,7 @@ def section(entries: list[dict[str, Any]]) -> list[str]:
                                    "node-a delivery p50", "node-a sync p50", "node-a programmed p50",
                                    "SYN probe outcomes"], tablefmt="github"), ""]
     out += _decomposition(entries)
+    out += _watch_path(entries)
     for e in entries:
         c = e["summary"].get("container")
         if c:
@@ -136,6 +137,35 @@ def section(entries: list[dict[str, Any]]) -> list[str]:
             "`node-a delivery`: the pod-added event reached node-a's controller. `node-a sync`: that node's sync "
             "including the job pod, start -> rules in force. `node-a programmed`: that sync was in force.", ""]
     return out
+
+
+def _watch_path(entries: list[dict[str, Any]]) -> list[str]:
+    """Each configuration run through the binary engine (a controller process that hears of the
+    job only through the served API's watch) next to the in-process ones at the same delivery:
+    both windows and the watch path's measured delivery delay to node-a."""
+    binary = [e for e in entries if e["params"].get("engine") == "binary"]
+    if not binary:
+        return []
+    out = ["The watch path (model-as-API-client): the binary engine runs the controller as a separate process "
+           "per node that learns of the job only through the served API (LIST+WATCH); it sends the harness no "
+           "sync record, so its window is the probes' alone. `node-a delivery` is when node-a's controller "
+           "printed the job's IP read from its watch (the engine stamps each line as it reads it).", ""]
+    for e in binary:
+        s, p = e["summary"], e["params"]
+        same = [o for o in entries if o["params"].get("engine") != "binary"
+                and o["params"].get("delivery") == p.get("delivery") and o["params"].get("mitigation") == p.get("mitigation")
+                and (o["params"].get("topology") or "default") == (p.get("topology") or "default")]
+        lat, deliv = s["stats"].get("p50"), s.get("server_delivery", {})
+        line = (f"- **{e['config']}** ({p.get('binary_cmd') and ' '.join(p['binary_cmd'][:2]) or 'binary'}): reachable "
+                f"p50 {num(lat)} ms (max {num(s['stats'].get('max'))}); node-a's watch delivered the job's IP p50 "
+                f"{num(deliv.get('p50'))} ms (max {num(deliv.get('max'))}) after network ready")
+        for o in same:
+            olat = o["summary"]["stats"].get("p50")
+            diff = None if lat is None or olat is None else lat - olat
+            line += (f"; in-process **{o['config']}** at the same delivery: p50 {num(olat)} ms (node-a sync p50 "
+                     f"{num(o['summary'].get('server_sync', {}).get('p50'))} ms), difference {num(diff)} ms")
+        out.append(line)
+    return [*out, ""]
 
 
 def _decomposition(entries: list[dict[str, Any]]) -> list[str]:
