@@ -272,7 +272,8 @@ def build_cluster(nodes: list[dict], namespaces: list[dict], pods: list[dict], p
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--master", required=True, help="the API server URL (http://host:port)")
+    p.add_argument("--master", default=None, help="the API server URL (http://host:port); overrides --kubeconfig's")
+    p.add_argument("--kubeconfig", default=None, help="a kubeconfig file (the binary engine's {kubeconfig})")
     p.add_argument("--node", required=True, help="this node's Node name (kube-router: --hostname-override)")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus metrics on this port")
     p.add_argument("--iptables-sync-period", type=float, default=300.0, help="periodic full sync, seconds")
@@ -291,8 +292,15 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    if not args.master and not args.kubeconfig:
+        p.error("give --master or --kubeconfig")
     cfg = client.Configuration()
-    cfg.host = args.master
+    if args.kubeconfig:
+        from kubernetes import config as kube_config
+
+        kube_config.load_kube_config(config_file=args.kubeconfig, client_configuration=cfg)
+    if args.master:  # as kube-router: --master overrides the kubeconfig's server
+        cfg.host = args.master
     cfg.proxy = None
     api = client.ApiClient(cfg)
     core, net = client.CoreV1Api(api), client.NetworkingV1Api(api)

@@ -60,6 +60,20 @@ def test_bad_templates_are_one_line_naming_the_flag(text: str, needle: str) -> N
     assert msg.startswith("--binary-cmd: ") and needle in msg and "\n" not in msg
 
 
+def test_kubeconfig_names_the_master() -> None:
+    import yaml
+
+    from harness.engines.binary.template import kubeconfig_text
+
+    argv = parse_template("kube-router --kubeconfig {kubeconfig}")
+    assert argv is not None and placeholders(argv) == {"kubeconfig"}
+    assert render(argv, master="m", node="n", node_ip="i", pod_cidr="c", kubeconfig="/run/x/k.yaml")[-1] == \
+        "/run/x/k.yaml"
+    doc = yaml.safe_load(kubeconfig_text("http://172.18.0.1:8080"))
+    assert doc["clusters"][0]["cluster"]["server"] == "http://172.18.0.1:8080"
+    assert doc["current-context"] == "lab" and doc["contexts"][0]["context"] == {"cluster": "lab", "user": "lab"}
+
+
 def test_metrics_port_placeholder_needs_the_flag() -> None:
     argv = parse_template("x --metrics-port {metrics_port}")
     assert argv is not None

@@ -126,7 +126,8 @@ def test_sigkill_then_gc_stops_the_binaries(tmp_path) -> None:
     from harness.lab.fixtures import skip_unless_kernel
 
     skip_unless_kernel()
-    cmd = ("python3", "examples/api_controller.py", "--master", "{master}", "--node", "{node}")
+    # through {kubeconfig}, as kube-router is configured (its --master alone needs in-cluster files)
+    cmd = ("python3", "examples/api_controller.py", "--kubeconfig", "{kubeconfig}", "--node", "{node}")
     script = tmp_path / "owner.py"
     script.write_text(SCRIPT.format(repo=str(REPO), cmd=cmd))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -60,6 +60,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("harness.cluster.service_proxy", ("harness.model",)),
     ("harness.cluster.kube_proxy", ("harness.errors", "harness.kernel", "harness.model", "harness.cluster.kube_proxy",
                                     "harness.controller.delivery")),
+    # a real controller binary per node: the served API is its control plane, the run record
+    # keeps its pids; it names no other engine and no scenario
+    ("harness.engines.binary", ("harness.errors", "harness.kernel", "harness.model", "harness.engines.base",
+                                "harness.engines.config", "harness.engines.binary", "harness.controller.timeline",
+                                "harness.cluster.apiserver", "harness.lab.state")),
 ]
 
 

@@ -43,7 +43,7 @@ def add_arguments(p: Any, *, strategy: bool = True, what: str = "") -> None:
                         "(queue bypass; the source's default, on); --no-fail-open drops them")
     p.add_argument("--binary-cmd", metavar="CMD", default=None,
                    help="the command the binary engine runs in every real node's namespace against the lab's "
-                        "served API, with {master} {node} {node_ip} {pod_cidr} {metrics_port} placeholders, e.g. "
+                        "served API, with {master} {node} {node_ip} {pod_cidr} {metrics_port} {kubeconfig} placeholders, e.g. "
                         "\"python3 examples/api_controller.py --master {master} --node {node}\" (implies --engine "
                         "binary)")
     p.add_argument("--metrics-port", metavar="PORT", type=int, default=None,

@@ -5,10 +5,10 @@ served Kubernetes API (``harness.cluster.apiserver``).
         --binary-cmd "python3 examples/api_controller.py --master {master} --node {node}"
 
 Per real node the command template (``template``: ``{master}``, ``{node}``, ``{node_ip}``,
-``{pod_cidr}``, ``{metrics_port}``) runs inside the node's namespace — so every iptables,
+``{pod_cidr}``, ``{metrics_port}``, ``{kubeconfig}``) runs inside the node's namespace — so every iptables,
 ipset or nft call it makes, and every netlink socket it opens, programs that node — in its own
 session, with a minimal environment (``PATH``, ``PYTHONPATH`` = this repository, ``LANG``,
-``HOME=/root``, ``NPH_*``). Its stdout and stderr go, each line prefixed with the CLOCK_REALTIME
+``HOME=/root``, ``XTABLES_LOCKFILE`` = a lock of its own per node, ``NPH_*``). Its stdout and stderr go, each line prefixed with the CLOCK_REALTIME
 ns the harness read it at, to ``<run dir>/binary-<node>.log`` (``BinaryNode.log_path``;
 ``log_lines()`` reads it back). Its pid goes into the run record (owner ``binary``, marked by
 an ``NPH_BINARY_MARKER=nph-<run>-binary-<node>`` environment entry, since its command line is
@@ -48,6 +48,7 @@ from harness.engines.binary.template import (
     FLAG,
     PORT_FLAG,
     check_program,
+    kubeconfig_text,
     parse_template,
     placeholders,
     render,
@@ -118,17 +119,20 @@ class BinaryNode:
     def _start_process(self, lab: Any, node: Any) -> None:
         cfg = self.config
         assert cfg.binary_cmd is not None
-        self.argv = render(cfg.binary_cmd, master=self._api.url, node=self.node, node_ip=str(node.node_ip),
-                           pod_cidr=str(node.pod_cidr), metrics_port=cfg.metrics_port)
-        path = child_path()
-        self.argv[0] = check_program(tuple(self.argv), path)
         st = getattr(lab, "state", None)
         run_dir = st.dir if st is not None else None
+        kubeconfig = self.engine.kubeconfig(run_dir) if "kubeconfig" in placeholders(cfg.binary_cmd) else ""
+        self.argv = render(cfg.binary_cmd, master=self._api.url, node=self.node, node_ip=str(node.node_ip),
+                           pod_cidr=str(node.pod_cidr), metrics_port=cfg.metrics_port, kubeconfig=kubeconfig)
+        path = child_path()
+        self.argv[0] = check_program(tuple(self.argv), path)
         self._marker = marker(lab.run_id, self.node)
         env = {"PATH": path, "PYTHONPATH": _REPO_ROOT, "LANG": "C.UTF-8", "HOME": "/root",
                "NPH_NODE": self.node, "NPH_NETNS": self.netns, "NPH_ENGINE": cfg.engine,
                "NPH_BACKEND": cfg.backend, "NPH_PROFILE": cfg.profile, "NPH_STRATEGY": cfg.strategy,
-               MARKER_VAR: self._marker.split("=", 1)[1]}
+               MARKER_VAR: self._marker.split("=", 1)[1],
+               # one xtables lock per node, as on a real node (harness.kernel.backends.node_env)
+               "XTABLES_LOCKFILE": netns.path(self.netns)}
         if run_dir is not None:
             self.log_path = os.path.join(run_dir, f"binary-{self.node}.log")
             self._log = open(self.log_path, "a", buffering=1)  # noqa: SIM115 - closed in stop()
@@ -362,6 +366,18 @@ class BinaryEngine:
                 self.api = None
                 self._users = 0
                 self._published = None
+
+    def kubeconfig(self, run_dir: str | None) -> str:
+        """The path of a kubeconfig naming the served API (``{kubeconfig}``), written once per run
+        into the run directory (removed with it)."""
+        if run_dir is None:
+            raise HarnessError(f"{FLAG}: {{kubeconfig}} needs a lab with a run directory")
+        path = os.path.join(run_dir, "binary-kubeconfig.yaml")
+        with self._lock:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(kubeconfig_text(self.api.url))
+        return path
 
     def publish(self) -> int:
         """Make the API equal to the lab's model now; the number of writes."""

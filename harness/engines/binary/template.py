@@ -3,7 +3,9 @@
 A template is a shell-like command line (``--binary-cmd``) whose words may hold placeholders
 filled per node: ``{master}`` (the lab's API server URL), ``{node}`` (the node's name, what
 kube-router's ``--hostname-override`` takes), ``{node_ip}``, ``{pod_cidr}`` and
-``{metrics_port}`` (``--metrics-port``; only when one is set). ``{{`` and ``}}`` are literal
+``{metrics_port}`` (``--metrics-port``; only when one is set) and ``{kubeconfig}`` (a kubeconfig
+file naming ``{master}``, written into the run directory: kube-router builds its client from
+``--kubeconfig``, see the README's recipe). ``{{`` and ``}}`` are literal
 braces. Anything else in braces is refused with one line naming the flag::
 
     argv = parse_template("kube-router --run-firewall --master {master} --hostname-override {node}")
@@ -20,7 +22,7 @@ import string
 
 from harness.errors import ConfigError
 
-PLACEHOLDERS = ("master", "node", "node_ip", "pod_cidr", "metrics_port")
+PLACEHOLDERS = ("master", "node", "node_ip", "pod_cidr", "metrics_port", "kubeconfig")
 FLAG = "--binary-cmd"
 PORT_FLAG = "--metrics-port"
 
@@ -82,12 +84,23 @@ def check_program(argv: tuple[str, ...], path: str, source: str | None = None, f
 
 
 def render(argv: tuple[str, ...], *, master: str, node: str, node_ip: str, pod_cidr: str,
-           metrics_port: int | None = None, source: str | None = None, field: str = FLAG) -> list[str]:
+           metrics_port: int | None = None, kubeconfig: str = "", source: str | None = None,
+           field: str = FLAG) -> list[str]:
     """The node's argv: every placeholder replaced. ``{metrics_port}`` without a port is a
     ConfigError naming ``--metrics-port``."""
-    values = {"master": master, "node": node, "node_ip": node_ip, "pod_cidr": pod_cidr}
+    values = {"master": master, "node": node, "node_ip": node_ip, "pod_cidr": pod_cidr, "kubeconfig": kubeconfig}
     if "metrics_port" in placeholders(argv, source, field):
         if metrics_port is None:
             raise ConfigError(source, PORT_FLAG, f"the command uses {{metrics_port}}: give {PORT_FLAG}")
         values["metrics_port"] = str(metrics_port)
     return [w.format(**values) for w in argv]
+
+
+def kubeconfig_text(master: str) -> str:
+    """A kubeconfig whose one cluster is ``master`` over plain HTTP, no credentials (the lab's
+    server asks for none): what client-go's ``clientcmd.BuildConfigFromFlags`` reads."""
+    return ("apiVersion: v1\nkind: Config\n"
+            f"clusters:\n- name: lab\n  cluster:\n    server: {master}\n"
+            "users:\n- name: lab\n  user: {}\n"
+            "contexts:\n- name: lab\n  context:\n    cluster: lab\n    user: lab\n"
+            "current-context: lab\n")
