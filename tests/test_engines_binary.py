@@ -197,3 +197,47 @@ def test_api_controller_is_a_plain_program() -> None:
     out = subprocess.run([sys.executable, str(REPO / "examples" / "api_controller.py"), "--help"],
                          capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 0 and "--master" in out.stdout and "--node" in out.stdout
+
+
+def _scripted(monkeypatch, states: list[tuple[float, str]]) -> None:
+    """``settle.fingerprint`` answering ``states`` by elapsed time: [(from_s, digest), ...]."""
+    import time as _time
+
+    from harness.engines.binary import settle
+
+    t0 = _time.monotonic()
+
+    def fp(_netns: str) -> str:
+        now = _time.monotonic() - t0
+        return [d for at, d in states if at <= now][-1]
+
+    monkeypatch.setattr(settle, "fingerprint", fp)
+    monkeypatch.setattr(settle, "POLL_S", 0.005)
+
+
+def test_settle_waits_through_a_sync_with_gaps(monkeypatch) -> None:
+    """The decision logic only (the digests are scripted): changes at 0.05, 0.15 and 0.35 s end
+    the wait no earlier than 0.35 + 2 x 0.3 s, never in a gap shorter than that."""
+    import time as _time
+
+    from harness.engines.binary import settle
+
+    _scripted(monkeypatch, [(0, "a"), (0.05, "b"), (0.15, "c"), (0.35, "d")])
+    t0 = _time.monotonic()
+    done = settle.wait_settled("ns", "a", stable_s=0.15, quiet_s=1.0, timeout=5)
+    took = _time.monotonic() - t0
+    assert done.changed and done.digest == "d" and 0.9 <= took < 2.0, took
+
+
+def test_settle_ends_a_quiet_wait_and_stops_for_a_dead_controller(monkeypatch) -> None:
+    import time as _time
+
+    from harness.engines.binary import settle
+
+    _scripted(monkeypatch, [(0, "a")])
+    t0 = _time.monotonic()
+    done = settle.wait_settled("ns", "a", stable_s=0.1, quiet_s=0.2, timeout=5)
+    assert not done.changed and 0.2 <= _time.monotonic() - t0 < 1.0
+    t0 = _time.monotonic()
+    done = settle.wait_settled("ns", "a", stable_s=0.1, quiet_s=3, timeout=5, alive=lambda: False)
+    assert not done.changed and _time.monotonic() - t0 < 0.5

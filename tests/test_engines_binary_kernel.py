@@ -59,6 +59,9 @@ def test_api_controller_through_the_binary_engine(lab, record_property) -> None:
         nodes = {n: nc.engine for n, nc in ctl.nodes.items()}
         for ne in nodes.values():
             assert ne.log_path.startswith(lab.state.dir) and os.path.exists(ne.log_path)
+            deadline = time.monotonic() + 10  # the node settled; its own line about it may trail
+            while ne.first_log_ns("sync 1 initial") is None and time.monotonic() < deadline:
+                time.sleep(0.01)
             assert ne.first_log_ns("sync 1 initial") is not None, ne.log_lines()
         # the model's rules are in node-a's kernel, put there by the separate process
         saved = netns.run(lab.node_netns("node-a"), ["iptables-nft-save", "-t", "filter"]).stdout

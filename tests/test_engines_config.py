@@ -60,7 +60,7 @@ def test_command_parsing_errors_name_the_field():
 
 
 def test_registry_names_the_engines_and_rejects_others():
-    assert registry.ENGINE_NAMES == ("kube-router", "external", "kube-network-policies")
+    assert registry.ENGINE_NAMES == ("kube-router", "external", "kube-network-policies", "binary")
     for name in registry.ENGINE_NAMES:
         assert isinstance(registry.get_engine(name), Engine)
     with pytest.raises(ConfigError, match="engine: unknown engine 'calico'"):

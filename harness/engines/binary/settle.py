@@ -5,7 +5,8 @@ change is in force before they look (the conformance runner probes once per step
 node's netfilter state to *settle*: its fingerprint (``nft -s list ruleset`` — stateless, so
 packet counters do not count as changes; iptables-nft lives there too — plus
 ``iptables-legacy-save`` and ``ipset save``, all inside the node's namespace) changed after the
-change was published and then stayed the same for ``stable_s``. When nothing changes within
+change was published and then stayed the same for ``stable_s`` (or twice the time its changes
+were spread over, when that is longer). When nothing changes within
 ``quiet_s`` the controller had nothing to do (or ignores the change) and the wait ends too.
 Lag is never measured this way: probes measure it (first success, CL2-style).
 """
@@ -56,12 +57,17 @@ def wait_settled(netns_name: str, baseline: str, *, stable_s: float = STABLE_S, 
     state counts). ``alive`` (the controller process still runs) ends the wait early when False."""
     start = time.monotonic()
     last, last_change, last_change_ns = baseline, None, time.time_ns()
+    first_change = None
     while True:
         now = time.monotonic()
         cur = fingerprint(netns_name)
         if cur != last:
             last, last_change, last_change_ns = cur, time.monotonic(), time.time_ns()
-        if last_change is not None and time.monotonic() - last_change >= stable_s:
+            first_change = first_change if first_change is not None else last_change
+        # a sync whose steps are spread out (top-level chains first, the restores later, on a
+        # loaded machine) must not look finished in one of its gaps: wait twice the span seen
+        if last_change is not None and first_change is not None and \
+                time.monotonic() - last_change >= max(stable_s, 2 * (last_change - first_change)):
             return Settled(True, last_change_ns, last)
         if last_change is None and now - start >= quiet_s:
             return Settled(False, time.time_ns(), last)
