@@ -100,6 +100,10 @@ def test_api_controller_through_the_binary_engine(lab, record_property) -> None:
             m = ne.metrics()
             assert scrape.value(m, "kube_router_controller_iptables_sync_time_count") >= 1, name
             assert scrape.value(m, "api_controller_watch_events_total", resource="networkpolicies") >= 1, name
+        # its metrics listener is in the node namespaces only, never in the root namespace
+        listening = netns.run(lab.node_netns("node-a"), ["ss", "-ltnH"]).stdout
+        assert f":{METRICS_PORT} " in listening
+        assert f":{METRICS_PORT} " not in subprocess.run(["ss", "-ltnH"], capture_output=True, text=True).stdout
     finally:
         ctl.stop()
     record_property("binary_policy_first_refused_ms", round(lag_s * 1e3, 1))

@@ -60,6 +60,11 @@ def run_lag(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
                               resync_period_s=args.resync_period).with_enforcement(
         engine_options.from_args(args, strategy=strategy))
     config.validated()  # a bad flag is one line before the lab is built
+    from harness.engines import registry
+
+    if not getattr(registry.get_engine(config.engine), "sync_records", True):
+        raise ConfigError("--engine", None, f"{config.engine} sends no sync records, so this command has no lag to "
+                          "print: its lag is measured by probes (netpol-harness conformance, or suite)")
     events = []
     with Lab(cluster, servers=False) as lab, Controller(lab, config) as ctl:
         for i in range(args.pods):

@@ -304,6 +304,7 @@ class BinaryEngine:
     against the lab's API, which the engine serves while any of its nodes runs."""
 
     name = "binary"
+    sync_records = False  # its nodes never write a sync record (see BinaryNode)
 
     def __init__(self, *, grace_s: float = GRACE_S, stable_s: float = settle.STABLE_S,
                  quiet_s: float = settle.QUIET_S):
