@@ -159,6 +159,17 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, str | bytes], str]] = {
     "case: bad probe port": (["conformance", "c.yaml"], {"c.yaml": case(steps=STEP.replace("port: 80", "port: 0"))},
                              "port"),
     "case: recursive alias": (["conformance", "c.yaml"], {"c.yaml": "name: &n [*n]\n"}, "recursive alias"),
+    # -- the binary engine's command template (one line naming the flag, before any lab) ----------
+    "binary: unknown placeholder": (["conformance", "c.yaml", "--binary-cmd", "python3 x.py --node {nodename}"],
+                                    {"c.yaml": case()}, "--binary-cmd: unknown placeholder {nodename}"),
+    "binary: empty command": (["conformance", "c.yaml", "--binary-cmd", ""], {"c.yaml": case()},
+                              "--binary-cmd: must be a non-empty command"),
+    "binary: program not on PATH": (["conformance", "c.yaml", "--binary-cmd", "no-such-controller --master {master}"],
+                                    {"c.yaml": case()}, "--binary-cmd: 'no-such-controller' is not an executable"),
+    "binary: {metrics_port} without the flag": (["conformance", "c.yaml", "--binary-cmd", "python3 x --p {metrics_port}"],
+                                                {"c.yaml": case()}, "--metrics-port: the command uses {metrics_port}"),
+    "binary: engine without a command": (["conformance", "c.yaml", "--engine", "binary"], {"c.yaml": case()},
+                                         "--binary-cmd: the binary engine needs a command template"),
     # -- command-line arguments ----------------------------------------------------------------
     "cli: unknown command": (["nosuch"], {}, "invalid choice: 'nosuch'"),
     "cli: up without topology": (["up"], {}, "the following arguments are required: topology"),
