@@ -132,7 +132,10 @@ class Engine(Protocol):
 
     # Optional: ``bind_lab(lab)``. An engine that needs the lab itself (the ``binary`` engine
     # serves it over the Kubernetes API) gets it from the controller loop and the conformance
-    # runner before any ``node`` call.
+    # runner before any ``node`` call. ``sync_records = False`` (on the engine and its node
+    # engines): it never writes a sync record (a real controller binary), so callers measure
+    # it by probes and do not wait for records (a node engine's optional ``wait_quiet()`` is
+    # what ``Controller.wait_idle`` waits for instead).
 
 
 class SynchronousNode:
