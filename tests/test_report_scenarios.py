@@ -149,3 +149,33 @@ def test_scale_configuration_shows_node_a_sync_next_to_the_latency(tmp_path):
     assert (tmp_path / "r" / "timeline-job-to-mysql-scale.png").read_bytes()[:4] == b"\x89PNG"
     md = (tmp_path / "r" / "report.md").read_text()
     assert "## Timeline of one job-to-mysql run at scale" in md and "(timeline-job-to-mysql.png)" in md
+
+
+def test_api_client_configuration_is_compared_with_the_in_process_one():
+    """A binary-engine entry (no sync record: server_sync None) beside an in-process one at the
+    same delivery: the report prints both windows, their difference and the watch delivery."""
+    delivery = {"node-a": 0.0, "node-b": 0.0}
+    inproc, api = [], []
+    for i in range(3):
+        o = _job_obs(i, True)
+        o.update(server_delivery_ms=1.0, server_sync_wait_ms=0.0, server_sync_ms=80.0, reachability_latency_ms=75.0)
+        inproc.append(o)
+        b = _job_obs(i, True)
+        b.update(server_sync=None, programmed_ns=None, server_delivery_ms=6.0 + i, reachability_latency_ms=60.0)
+        api.append(b)
+    rec = ScenarioRecorder("full")
+    rec.record("job-to-mysql", "no-delay", {"mitigation": "none", "profile": "v2.10", "delivery": delivery,
+                                            "engine": "kube-router"}, inproc, expectation="e", runtime_s=1.0)
+    rec.record("job-to-mysql", "api-client", {"mitigation": "none", "profile": "v2.10", "delivery": delivery,
+                                              "engine": "binary",
+                                              "binary_cmd": ["python3", "examples/api_controller.py", "--master",
+                                                             "{master}"]}, api, expectation="e", runtime_s=1.0)
+    results = {"run_id": "r2", "started": "2026-01-01T00:00:00+00:00", "wall_s": 2.0, "mode": "full",
+               "machine": {"kernel": "6.18", "tools": {}, "libraries": {}}, "scenarios": rec.entries}
+    results["summary"] = overall(results)
+    rows = summary_rows(results)
+    assert [r[1] for r in rows] == ["no-delay", "api-client"] and rows[1][9] == ""  # no sync to show
+    md = render_markdown(results)
+    assert ("- **api-client** (python3 examples/api_controller.py): reachable p50 60.0 ms (max 60.0); node-a's watch "
+            "delivered the job's IP p50 7.0 ms (max 8.0) after network ready; in-process **no-delay** at the same "
+            "delivery: p50 75.0 ms (node-a sync p50 80.0 ms), difference -15.0 ms") in md
