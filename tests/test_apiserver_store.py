@@ -167,6 +167,12 @@ def test_model_objects_round_trip_and_pod_status_like_a_kubelet() -> None:
     assert pending["phase"] == "Pending" and "podIP" not in pending and pending["hostIP"] == str(node.node_ip)
     assert running["phase"] == "Running" and running["podIP"] == str(pod.ip)
     assert {c["type"] for c in running["conditions"]} >= {"Ready", "ContainersReady"}
+    import dataclasses
+    done = pod_object(dataclasses.replace(pod, phase="Succeeded"), node, running=True)["status"]
+    ready = {c["type"]: c["status"] for c in done["conditions"]}
+    assert done["phase"] == "Succeeded" and done["podIP"] == str(pod.ip) and ready["Ready"] == "False"
+    unready = pod_object(dataclasses.replace(pod, ready=False), node, running=True)["status"]
+    assert unready["phase"] == "Running" and {c["type"]: c["status"] for c in unready["conditions"]}["Ready"] == "False"
     n = node_object(node)
     assert n["spec"]["podCIDR"] == str(node.pod_cidr)
     assert {"type": "InternalIP", "address": str(node.node_ip)} in n["status"]["addresses"]

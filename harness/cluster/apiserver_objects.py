@@ -119,6 +119,15 @@ def pod_object(pod: Pod, node: Node | None, *, running: bool, started_ns: int | 
                       conditions=[{"type": c, "status": "True", "lastTransitionTime": t}
                                   for c in ("PodReadyToStartContainers", "Initialized", "Ready",
                                             "ContainersReady", "PodScheduled")])
+        if pod.phase in ("Succeeded", "Failed"):
+            # a finished pod (a Job's, once its command exited) keeps its IP in the status and is
+            # no longer Ready; policy controllers and EndpointSlices drop it by this phase
+            status["phase"] = pod.phase
+            status["conditions"] = [{**c, "status": "False"} if c["type"] in ("Ready", "ContainersReady") else c
+                                    for c in status["conditions"]]
+        elif not pod.ready:
+            status["conditions"] = [{**c, "status": "False"} if c["type"] in ("Ready", "ContainersReady") else c
+                                    for c in status["conditions"]]
     return {"apiVersion": "v1", "kind": "Pod", "metadata": _meta(pod.name, pod.namespace, pod.labels),
             "spec": {"nodeName": pod.node, "containers": [container], "restartPolicy": "Always",
                      "schedulerName": "default-scheduler", "serviceAccountName": "default"},
