@@ -51,3 +51,11 @@ def test_service_bench_cluster_puts_every_pod_behind_one_service():
     r = ServiceBenchResult("k", "nft", 2, 1000, 10, 1000, derive_ms=10, render_ms=5, full_sync_ms=480,
                            partial_sync_ms=100, restore_lines=1)
     assert r.per_pod_ms == (10 + 2 * 5 + 480) / 1000
+
+
+def test_the_report_engine_column_names_the_profile_the_configuration_ran():
+    from harness.report.scenario_report import enforcement_label
+    from harness.scenarios.service_nat import NatConfig
+
+    cfg = NatConfig("x", "ct-delete", profile="v1.3.1", backend="legacy")
+    assert enforcement_label(cfg.describe()) == "kube-router v1.3.1/restore/legacy"
