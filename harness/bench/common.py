@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from harness.errors import KernelError
 from harness.kernel import netns
@@ -18,9 +21,35 @@ from harness.kernel.backends import forget
 log = logging.getLogger(__name__)
 
 
+_record: Any = None  # this process's run record (harness.lab.state.RunState), made on first use
+_record_lock = threading.Lock()
+
+
+def _bench_run() -> str:
+    """The run id of this process's bench record: a ``lab.state`` run owned by this process, so
+    ``gc`` removes every ``nph-<run>-...`` namespace a bench made once the process is gone
+    (SIGKILL included: a bench has no teardown then). Removed at a normal exit."""
+    global _record
+    with _record_lock:
+        if _record is None:
+            from harness.lab import state
+
+            _record = state.new_run()
+            atexit.register(_drop_record, _record)
+        return _record.run_id
+
+
+def _drop_record(record: Any) -> None:
+    from harness.lab import state
+
+    if record.owner_pid == os.getpid():  # not in a forked child that inherited the handler
+        state.remove_run(record)
+
+
 def run_id() -> str:
-    """A fresh random id for namespace names (``nph-<id>-...``)."""
-    return uuid.uuid4().hex[:8]
+    """A fresh id for a bench's namespace names (``nph-<id>-...``): ``<run>-<4 hex>``, where
+    ``<run>`` is this process's run record (``_bench_run``) and the suffix keeps calls apart."""
+    return f"{_bench_run()}-{uuid.uuid4().hex[:4]}"
 
 
 @contextlib.contextmanager

@@ -16,7 +16,6 @@ import platform
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -107,7 +106,9 @@ def _bench(args: argparse.Namespace) -> int:
     strategies = args.strategy or list(STRATEGIES)
     for b in backends:
         require_tools(b)
-    run_id = uuid.uuid4().hex[:8]
+    from harness.bench.common import run_id as bench_run_id
+
+    run_id = bench_run_id()  # under this process's run record: gc removes them after a SIGKILL
     tool_versions: dict[str, dict[str, str]] = {}
     probe = f"nph-{run_id}-apply-probe"
     netns.create(probe)
