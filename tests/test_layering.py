@@ -33,7 +33,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("harness.sim", ("harness.argtypes", "harness.errors", "harness.model", "harness.sim")),
     ("harness.engines.config", ("harness.errors", "harness.engines.registry")),  # pure data
     # the cluster DNS server and the per-run TLS material: a lab component, no engine or scenario
-    ("harness.cluster.dns", ("harness.errors", "harness.kernel", "harness.model", "harness.lab.state")),
+    ("harness.cluster.dns", ("harness.errors", "harness.kernel", "harness.model", "harness.lab.state",
+                             "harness.cluster.child")),
+    ("harness.cluster.child", ()),
     ("harness.cluster.tls", ()),
     ("harness.probe.dnswatch", ("harness.analysis.dns_queries", "harness.kernel")),
     ("harness.engines.registry", ("harness.errors", "harness.engines")),

@@ -54,6 +54,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.cluster import child
 from harness.errors import ConfigError, EnvironmentProblem, HarnessError
 from harness.kernel import netns
 
@@ -346,23 +347,13 @@ class ClusterDNS:
                                       [(self.resolv_path(namespace), "/etc/resolv.conf")], **kwargs)
 
     def log_tail(self, lines: int = 3) -> str:
-        try:
-            with open(self.log_path) as f:
-                return " | ".join(ln.strip() for ln in f.readlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return child.log_tail(self.log_path, lines)
 
     def stop(self) -> None:
         """SIGTERM, SIGKILL after 5 s; remove its directory, its pod (if it added it) and its
         entries in the run record."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        child.stop(proc, grace_s=5)
         if proc is not None and proc.stderr is not None:
             proc.stderr.close()
         if self.dir:

@@ -46,6 +46,7 @@ import threading
 import time
 from typing import Any
 
+from harness.cluster import child
 from harness.errors import EnvironmentProblem, HarnessError
 from harness.kernel import netns
 from harness.lab.private_dir import private_dir, regular_file_in
@@ -337,23 +338,13 @@ class MariaDB:
         return ""
 
     def error_log_tail(self, lines: int = 3) -> str:
-        try:
-            with open(os.path.join(self.dir or "", "server", "error.log")) as f:
-                return " | ".join(ln.strip() for ln in f.readlines()[-lines:])
-        except OSError:
-            return "(no error log)"
+        return child.log_tail(os.path.join(self.dir or "", "server", "error.log"), lines, "(no error log)")
 
     def stop(self) -> None:
         """SIGTERM (clean shutdown), SIGKILL after 10 s; remove the server's directory and its
         entries in the run record."""
         proc, self.proc = self.proc, None
-        if proc is not None and proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        child.stop(proc, grace_s=10)  # SIGTERM is MariaDB's clean shutdown
         if self.dir:
             shutil.rmtree(self.dir, ignore_errors=True)
         st = self.lab.state
