@@ -315,21 +315,23 @@ class ServiceNat:
             out[key] = sum(int(ln.split()[0]) for ln in text.splitlines() if needle in ln)
         return out
 
-    def _no_endpoints(self) -> Trial:
-        """Every endpoint unready (kube-proxy synced), then one new connection; readiness back."""
+    def _set_servers_ready(self, ready: bool) -> None:
+        """Every server pod's readiness set; the EndpointSlice change delivered to kube-proxy on
+        every node, returning once each has synced it."""
         from harness.cluster.kube_proxy import proxy_view
 
-        def set_ready(ready: bool) -> None:
-            for key in SERVERS[:self.cfg.endpoints]:
-                self.lab.cluster.pods[key].ready = ready
-            emitted = time.time_ns()
-            view = proxy_view(self.lab.cluster)
-            for p in self.proxies.values():
-                p.deliver(view, emitted)
-            for p in self.proxies.values():
-                p.wait_synced(emitted)
+        for key in SERVERS[:self.cfg.endpoints]:
+            self.lab.cluster.pods[key].ready = ready
+        emitted = time.time_ns()
+        view = proxy_view(self.lab.cluster)
+        for p in self.proxies.values():
+            p.deliver(view, emitted)
+        for p in self.proxies.values():
+            p.wait_synced(emitted)
 
-        set_ready(False)
+    def _no_endpoints(self) -> Trial:
+        """Every endpoint unready (kube-proxy synced), then one new connection; readiness back."""
+        self._set_servers_ready(False)
         try:
             before = self._forward_counters()
             t0 = time.monotonic()
@@ -343,7 +345,7 @@ class ServiceNat:
             trial.rule_counts = {k: after[k] - before[k] for k in after if after[k] - before[k]}
             return trial
         finally:
-            set_ready(True)
+            self._set_servers_ready(True)
 
     def trial(self) -> Trial:
         """One connection through the mechanism."""
@@ -429,16 +431,7 @@ class ServiceNat:
 
     def _remove_endpoints(self) -> str:
         """Every server loses readiness; kube-proxy syncs on both nodes; then a new connection."""
-        from harness.cluster.kube_proxy import proxy_view
-
-        for key in SERVERS[:self.cfg.endpoints]:
-            self.lab.cluster.pods[key].ready = False
-        emitted = time.time_ns()
-        view = proxy_view(self.lab.cluster)
-        for p in self.proxies.values():
-            p.deliver(view, emitted)
-        for p in self.proxies.values():
-            p.wait_synced(emitted)
+        self._set_servers_ready(False)
         try:
             self._connect().close()
             return "connected"
@@ -446,14 +439,7 @@ class ServiceNat:
             code, errno, msg, _exc = _failure(e)
             return f"{code} {errno}: {msg}"
         finally:
-            for key in SERVERS[:self.cfg.endpoints]:
-                self.lab.cluster.pods[key].ready = True
-            emitted = time.time_ns()
-            view = proxy_view(self.lab.cluster)
-            for p in self.proxies.values():
-                p.deliver(view, emitted)
-            for p in self.proxies.values():
-                p.wait_synced(emitted)
+            self._set_servers_ready(True)
 
     def run(self, progress=None) -> dict[str, Any]:
         """``trials`` trials; one observation: the trials and their counts."""
