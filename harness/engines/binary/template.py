@@ -16,10 +16,10 @@ braces. Anything else in braces is refused with one line naming the flag::
 from __future__ import annotations
 
 import os
-import shlex
 import shutil
 import string
 
+from harness.engines.config import parse_command
 from harness.errors import ConfigError
 
 PLACEHOLDERS = ("master", "node", "node_ip", "pod_cidr", "metrics_port", "kubeconfig")
@@ -49,22 +49,14 @@ def parse_template(text: str | list[str] | tuple[str, ...] | None, source: str |
                    field: str = FLAG) -> tuple[str, ...] | None:
     """The template's words (None for None); ConfigError naming ``field`` when it is empty,
     cannot be split or holds an unknown placeholder."""
-    if text is None:
+    argv = parse_command(text, source, field)  # the external engine's command parser: split, non-empty
+    if argv is None:
         return None
-    if isinstance(text, str):
-        try:
-            argv = shlex.split(text)
-        except ValueError as e:
-            raise ConfigError(source, field, f"cannot split {text[:200]!r}: {e}") from None
-    else:
-        argv = list(text)
-    if not argv or not all(isinstance(a, str) and a for a in argv):
-        raise ConfigError(source, field, "must be a non-empty command")
     for word in argv:
         _fields(word, source, field)
     if "{" in argv[0] or "}" in argv[0]:
         raise ConfigError(source, field, f"the program {argv[0][:100]!r} cannot be a placeholder")
-    return tuple(argv)
+    return argv
 
 
 def placeholders(argv: tuple[str, ...], source: str | None = None, field: str = FLAG) -> set[str]:
