@@ -174,42 +174,33 @@ def evaluate_ingress(ns: str, rules: tuple[PolicyRule, ...], src_pod: PodInfo | 
                      dst_pod: PodInfo | None, dst_ip: IPAddress, proto: str) -> bool:
     """networkpolicy.go evaluateIngress (``src_pod``: the selected pod, ``src_port``: its port;
     ``dst_pod``/``dst_ip``: the peer the packet comes from)."""
-    for rule in rules:
-        if not evaluate_ports(rule.ports, src_pod, src_port, proto):
-            continue
-        if not rule.peers:
-            return True
-        for peer in rule.peers:
-            if peer.ip_block is not None:
-                if evaluate_ip_block(peer.ip_block, dst_ip):
-                    return True
-                continue
-            if dst_pod is None:  # traffic from outside the cache does not match selectors
-                continue
-            if (peer.namespace_selector is not None or peer.pod_selector is not None) and evaluate_selectors(
-                    peer.pod_selector, peer.namespace_selector, dst_pod, ns):
-                return True
-    return False
+    return any(evaluate_ports(rule.ports, src_pod, src_port, proto) and _peers_match(rule, ns, dst_pod, dst_ip)
+               for rule in rules)
 
 
 def evaluate_egress(ns: str, rules: tuple[PolicyRule, ...], src_pod: PodInfo | None, dst_pod: PodInfo | None,
                     dst_ip: IPAddress, dst_port: int, proto: str) -> bool:
     """networkpolicy.go evaluateEgress (named ports resolve on the destination pod)."""
-    for rule in rules:
-        if not evaluate_ports(rule.ports, dst_pod, dst_port, proto):
-            continue
-        if not rule.peers:
-            return True
-        for peer in rule.peers:
-            if peer.ip_block is not None:
-                if evaluate_ip_block(peer.ip_block, dst_ip):
-                    return True
-                continue
-            if dst_pod is None:
-                continue
-            if (peer.namespace_selector is not None or peer.pod_selector is not None) and evaluate_selectors(
-                    peer.pod_selector, peer.namespace_selector, dst_pod, ns):
+    return any(evaluate_ports(rule.ports, dst_pod, dst_port, proto) and _peers_match(rule, ns, dst_pod, dst_ip)
+               for rule in rules)
+
+
+def _peers_match(rule: PolicyRule, ns: str, peer_pod: PodInfo | None, peer_ip: IPAddress) -> bool:
+    """The peer loop evaluateIngress and evaluateEgress share: no peers match everything; an
+    ipBlock matches by address; selectors match only a pod in the cache (traffic from outside the
+    cache matches no selector)."""
+    if not rule.peers:
+        return True
+    for peer in rule.peers:
+        if peer.ip_block is not None:
+            if evaluate_ip_block(peer.ip_block, peer_ip):
                 return True
+            continue
+        if peer_pod is None:
+            continue
+        if (peer.namespace_selector is not None or peer.pod_selector is not None) and evaluate_selectors(
+                peer.pod_selector, peer.namespace_selector, peer_pod, ns):
+            return True
     return False
 
 
