@@ -34,66 +34,23 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.errors import ConfigError
+from harness.model.delay import DelayModel
+from harness.model.delay import parse_delay as parse_delay_spec
 from harness.model.fields import Fields
 
 MAX_DURATION_S = 86_400.0
 MAX_OPS = 5_000_000  # a schedule beyond this is a typo, not a workload
 
-# The delay spec grammar is the controller's delivery grammar (harness.controller.delivery);
-# the model layer keeps its own small reader so it does not import the controller.
-_DELAY_KINDS = {"fixed": (1, 1), "uniform": (2, 2), "lognormal": (2, 2), "exponential": (1, 2)}
-
-
-@dataclass(frozen=True)
-class Delay:
-    """A delay distribution (``fixed``, ``uniform``, ``lognormal`` median+sigma, ``exponential`` mean[,min])."""
-
-    kind: str = "fixed"
-    params: tuple[float, ...] = (0.0,)
-
-    def draw(self, rng: random.Random) -> float:
-        """One delay in seconds (never negative)."""
-        k, p = self.kind, self.params
-        if k == "fixed":
-            return p[0]
-        if k == "uniform":
-            return rng.uniform(p[0], p[1])
-        if k == "lognormal":
-            return rng.lognormvariate(math.log(p[0]), p[1]) if p[0] > 0 else 0.0
-        return (p[1] if len(p) > 1 else 0.0) + (rng.expovariate(1 / p[0]) if p[0] > 0 else 0.0)
-
-    def __str__(self) -> str:
-        return f"{self.kind}:{','.join(f'{x:g}' for x in self.params)}"
+# Delays use the delivery grammar (harness.model.delay: the controller's event delivery reads it too).
+Delay = DelayModel
 
 
 def parse_delay(value: Any, source: str | None, field_name: str) -> Delay:
-    """``0.3``, ``"fixed:0.3"``, ``"uniform:0.1,0.5"``, ``"lognormal:0.4,0.3"``, ``"exponential:0.2"``."""
-    if isinstance(value, bool) or value is None:
+    """``0.3``, ``"fixed:0.3"``, ``"uniform:0.1,0.5"``, ``"lognormal:0.4,0.3"``, ``"exponential:0.2"``
+    (a churn field must name a delay: no ``None``)."""
+    if value is None:
         raise ConfigError(source, field_name, f"{value!r} is not a delay")
-    if isinstance(value, int | float):
-        kind, params = "fixed", (float(value),)
-    elif isinstance(value, str):
-        kind, sep, rest = value.strip().partition(":")
-        if not sep:
-            kind, rest = "fixed", value
-        kind = kind.strip().lower()
-        if kind not in _DELAY_KINDS:
-            raise ConfigError(source, field_name, f"{value!r}: unknown delay model {kind!r} "
-                              f"(one of {', '.join(_DELAY_KINDS)})")
-        try:
-            params = tuple(float(x.strip().removesuffix("s")) for x in rest.split(","))
-        except ValueError:
-            raise ConfigError(source, field_name, f"{value!r}: parameters must be numbers of seconds") from None
-    else:
-        raise ConfigError(source, field_name, f"must be a number or a delay spec, got {type(value).__name__}")
-    lo, hi = _DELAY_KINDS[kind]
-    if not lo <= len(params) <= hi:
-        raise ConfigError(source, field_name, f"{kind} takes {lo}{'' if lo == hi else f'-{hi}'} parameter(s)")
-    if any(not math.isfinite(x) or x < 0 for x in params):
-        raise ConfigError(source, field_name, f"{value!r}: delays must be finite and >= 0")
-    if kind == "uniform" and params[0] > params[1]:
-        raise ConfigError(source, field_name, f"{value!r}: low above high")
-    return Delay(kind, params)
+    return parse_delay_spec(value, source, field_name)
 
 
 @dataclass(frozen=True)
