@@ -175,6 +175,11 @@ class Informer:
         # a relist is a replace: everything that changed or went away counts
         for k in set(old) | set(fresh):
             if old.get(k) != fresh.get(k):
+                if self.resource == "pods" and fresh.get(k) is not None:
+                    # the same line shape as a watch event: a pod that reached us by a relist
+                    # (after a 410 or a failed watch) is timed like one that came by the watch
+                    ip = (fresh[k].get("status") or {}).get("podIP")
+                    say(f"relist {self.resource} {k.lstrip('/')}" + (f" ip={ip}" if ip else "") + f" rv={self.rv}")
                 self.on_change(self.resource, "RELIST", old.get(k), fresh.get(k))
         self.synced.set()
 
