@@ -65,9 +65,11 @@ _print_lock = threading.Lock()
 
 
 def say(line: str) -> None:
-    """One log line on stdout, flushed (the engine timestamps lines as it reads them)."""
+    """One log line on stdout, flushed, stamped ``@<CLOCK_REALTIME ns>`` when it was said: the
+    engine's own stamp (when its reader got the line) lags by the reader thread's scheduling,
+    ~10 ms under load - more than a whole enforcement window here."""
     with _print_lock:
-        sys.stdout.write(line + "\n")
+        sys.stdout.write(f"@{time.time_ns()} {line}\n")
         sys.stdout.flush()
 
 

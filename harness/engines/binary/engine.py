@@ -207,7 +207,8 @@ class BinaryNode:
             self._write_log(raw.decode("utf-8", errors="replace").rstrip("\n")[:65536])
 
     def log_lines(self) -> list[tuple[int, str]]:
-        """``(harness receive time ns, line)`` of everything the binary printed so far."""
+        """``(time ns, line)`` of everything the binary printed so far: its own ``@<ns>`` stamp if
+        it wrote one, else when the harness read the line."""
         if self.log_path is None or not os.path.exists(self.log_path):
             return []
         out = []
@@ -215,7 +216,13 @@ class BinaryNode:
             for ln in f:
                 t, _, text = ln.rstrip("\n").partition(" ")
                 if t.isdigit() and not text.startswith("# "):
-                    out.append((int(t), text))
+                    # a binary may stamp its own lines "@<CLOCK_REALTIME ns> ..." (same host clock):
+                    # that moment is exact, the receive time only an upper bound
+                    own, _, rest = text.partition(" ")
+                    if own.startswith("@") and own[1:].isdigit():
+                        out.append((int(own[1:]), rest))
+                    else:
+                        out.append((int(t), text))
         return out
 
     def first_log_ns(self, *needles: str, after_ns: int = 0) -> int | None:
