@@ -8,7 +8,9 @@ allocate gigabytes dies instead of swapping the runner). Each must:
 - exit non-zero within ``TIME_LIMIT`` seconds;
 - write exactly one line to stderr, containing the row's ``needle`` (the intended error, not
   some other one) and no traceback;
-- leave no kernel objects: no namespace and no run record of its own afterwards.
+- start no run and leave no kernel objects: no run record names it as owner while it runs, and
+  no namespace of its runs is left afterwards (``RunWatcher``: other runs on the machine are not
+  looked at).
 
 The time limit is generous on purpose: every row is refused while loading, in about the CLI's
 start-up time (~0.6 s), but the CI machine is shared (2 cores, several runs at once), and a
@@ -26,10 +28,13 @@ import re
 import resource
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
 
+from harness.errors import HarnessError
+from harness.kernel import netns
 from harness.lab import state
 from harness.model.limits import MAX_FILE_BYTES
 
@@ -192,29 +197,63 @@ def _limit_memory() -> None:  # runs in the child between fork and exec
     resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
 
 
-def _namespaces() -> set[str]:
-    out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
-    return {line.split()[0] for line in out.splitlines() if line.strip()}
+class RunWatcher:
+    """The run records that appear in ``STATE_ROOT`` while a child runs, read by a polling thread.
+
+    A lab writes its record (owner pid inside) before its first namespace and removes its
+    namespaces before the record (harness.lab.state), so the runs whose record names the child
+    as owner are the only ones whose namespaces the child can have made. Checking just those
+    keeps the test blind to other runs on the machine (parallel labs come and go, some of them
+    killed on purpose) while it still catches any leak of the child's own run. A record that
+    lived less than one poll (``POLL`` s) made no namespace: creating one takes longer.
+    """
+
+    POLL = 0.002
+
+    def __init__(self) -> None:
+        self.before = set(_run_dirs())
+        self.owners: dict[str, int | None] = {}  # run id -> owner pid (None: record not read yet)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            self._poll()
+            self._stop.wait(self.POLL)
+        self._poll()
+
+    def _poll(self) -> None:
+        for rid in set(_run_dirs()) - self.before:
+            if self.owners.get(rid) is None:
+                try:
+                    self.owners[rid] = state.load(rid).owner_pid
+                except HarnessError:  # mkdir'd, record not written yet (or already gone)
+                    self.owners.setdefault(rid, None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def leftovers(self, pid: int) -> list[str]:
+        """What the child ``pid`` left: its run records, and namespaces of its runs (and of runs
+        whose record vanished before it could be read: no one else's namespace outlives its record)."""
+        found = []
+        for rid, owner in sorted(self.owners.items()):
+            if owner not in (pid, None):
+                continue
+            if os.path.exists(os.path.join(state.STATE_ROOT, rid)):
+                if owner == pid:
+                    found.append(f"run record {rid}")
+            found += [f"namespace {n}" for n in netns.list_names(state.netns_prefix(rid))]
+        return found
 
 
-def _leftovers(before: set[str], pid: int) -> list[str]:
-    """Namespaces and run records the child left: new ``nph-`` namespaces not claimed by a live
-    run of someone else (other engineers' labs run in parallel), and records the child owns."""
-    found = []
-    for rec in state.list_runs():
-        if rec.owner_pid == pid:
-            found.append(f"run record {rec.run_id}")
-    for name in sorted(_namespaces() - before):
-        m = state.NETNS_RE.match(name)
-        if not m:
-            continue
-        try:
-            rec = state.load(m.group(1))
-        except Exception:
-            rec = None
-        if rec is None or rec.owner_pid == pid or not rec.owner_alive():
-            found.append(f"namespace {name}")
-    return found
+def _run_dirs() -> list[str]:
+    try:
+        return os.listdir(state.STATE_ROOT)
+    except FileNotFoundError:
+        return []
 
 
 def _write(base: Path, files: dict[str, str | bytes]) -> None:
@@ -234,7 +273,7 @@ def test_the_table_is_big_enough():
 @pytest.mark.parametrize("argv, files, needle", BAD_INPUTS.values(), ids=BAD_INPUTS.keys())
 def test_bad_input(tmp_path, argv, files, needle):
     _write(tmp_path, files)
-    before = _namespaces()
+    watcher = RunWatcher()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
     proc = subprocess.Popen([NPH, *argv], cwd=tmp_path, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, preexec_fn=_limit_memory, env=env)
@@ -248,6 +287,8 @@ def test_bad_input(tmp_path, argv, files, needle):
             proc.kill()
             proc.communicate()
         pytest.fail(f"no answer within {TIME_LIMIT:.0f} s")
+    finally:
+        watcher.stop()
     lines = err.splitlines()
     assert proc.returncode not in (0, None), f"exit 0 for a bad input; stdout: {out[:300]!r}"
     assert len(lines) == 1, f"{len(lines)} lines on stderr: {err[:600]!r}"
@@ -255,4 +296,38 @@ def test_bad_input(tmp_path, argv, files, needle):
     assert "Traceback" not in err
     assert len(lines[0]) <= 700, f"an error line of {len(lines[0])} characters"
     assert re.match(r"^netpol-harness( [a-z -]+)?: error: ", lines[0]), lines[0][:300]
-    assert not _leftovers(before, proc.pid)
+    assert not watcher.leftovers(proc.pid)
+    assert not [rid for rid, owner in watcher.owners.items() if owner == proc.pid], "a run was started"
+
+
+LEAKY_CHILD = """
+import os, shutil, subprocess
+from harness.lab import state
+st = state.new_run()
+subprocess.run(["ip", "netns", "add", state.netns_prefix(st.run_id) + "u"], check=True)
+shutil.rmtree(st.dir)  # the record goes, the namespace stays: the leak the watcher must still see
+print(st.run_id)
+"""
+
+
+@pytest.mark.kernel
+def test_the_watcher_sees_a_leak_of_the_child_only():
+    """The leak check can fail: a child that starts a run and leaves its namespace (without a
+    record) is caught, while another run that appears meanwhile is not reported."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root (creates namespaces)")
+    watcher = RunWatcher()
+    other = state.new_run()  # someone else's lab, built while the child runs
+    netns.create(state.netns_prefix(other.run_id) + "u")
+    proc = subprocess.Popen([sys.executable, "-c", LEAKY_CHILD], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    out, err = proc.communicate(timeout=60)
+    watcher.stop()
+    rid = out.strip()
+    try:
+        assert proc.returncode == 0, err[-500:]
+        assert watcher.leftovers(proc.pid) == [f"namespace nph-{rid}-u"]
+        assert watcher.owners[other.run_id] == os.getpid()  # seen, and not taken for the child's
+    finally:
+        state.delete_namespaces(rid)
+        state.remove_run(other)
