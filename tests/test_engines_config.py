@@ -78,3 +78,14 @@ def test_kube_router_node_engine_is_a_node_engine_and_describes_itself():
     assert isinstance(ne, NodeEngine) and not ne.reports_syncs and ne.strategy == "restore"
     assert EnforcementConfig(backend="legacy").describe() == {
         "engine": "kube-router", "profile": "v2.10", "strategy": "restore", "backend": "legacy"}
+
+
+def test_the_backend_names_are_the_kernel_backends():
+    """The config vocabulary (pure, no kernel import) names exactly the backends harness.kernel
+    has binaries for, in the same order: the two spellings cannot drift apart."""
+    from harness.bench.baseline import BENCH_BACKENDS
+    from harness.engines.config import BACKEND_NAMES
+    from harness.kernel.backends import BACKENDS
+
+    assert BACKEND_NAMES == tuple(BACKENDS) == ("nft", "legacy")
+    assert BENCH_BACKENDS == ("legacy", "nft")

@@ -184,3 +184,4 @@ def test_no_import_cycles():
 def test_the_cycle_finder_finds_one():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
     assert cycles({"p": {"p.x"}, "p.x": {"p"}}) == []
+

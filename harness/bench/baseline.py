@@ -20,7 +20,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.engines.config import BACKEND_NAMES
 from harness.errors import ConfigError
+
+# The iptables backends a bench measures by default, in the order its tables read (legacy first).
+BENCH_BACKENDS: tuple[str, ...] = tuple(sorted(BACKEND_NAMES))
 
 SCHEMA = 1
 

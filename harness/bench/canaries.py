@@ -20,7 +20,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-from harness.bench.baseline import Baseline
+from harness.bench.baseline import BENCH_BACKENDS, Baseline
 from harness.bench.common import fresh_ns, progress, timed_output, timed_run
 from harness.errors import KernelError
 from harness.kernel import netns
@@ -131,7 +131,7 @@ def run_canaries(run: str, *, sizes: CanarySizes | None = None, backends: list[s
     interleaved so slow drift of a shared machine hits every canary alike) and return a
     Baseline of suite ``canaries`` (machine info not yet stamped)."""
     sizes = sizes or CanarySizes()
-    backends = backends or ["legacy", "nft"]
+    backends = backends or list(BENCH_BACKENDS)
     which = which or list(CANARIES)
     result = Baseline("canaries", params={"sizes": asdict(sizes), "backends": backends, "repeat": repeat,
                                           "canaries": which})

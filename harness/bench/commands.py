@@ -15,13 +15,12 @@ from pathlib import Path
 
 from harness.argtypes import positive_float, positive_int
 from harness.bench import baseline as bl
-from harness.bench.baseline import Baseline, fmt, machine_label
-from harness.engines.config import BACKEND_NAMES, DEFAULT_ENGINE, DEFAULT_PROFILE
+from harness.bench.baseline import BENCH_BACKENDS, Baseline, fmt, machine_label
+from harness.engines.config import DEFAULT_ENGINE, DEFAULT_PROFILE
 from harness.engines.registry import ENGINE_NAMES
 from harness.errors import ConfigError
 
 DEFAULT_DIR = Path("reports/bench")
-BENCH_BACKENDS = tuple(sorted(BACKEND_NAMES))  # legacy first, as the bench tables read
 
 
 def _require(backends: list[str]) -> dict:

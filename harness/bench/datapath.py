@@ -43,7 +43,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 
-from harness.bench.baseline import Baseline
+from harness.bench.baseline import BENCH_BACKENDS, Baseline
 from harness.bench.common import progress, timed_run
 from harness.errors import KernelError
 from harness.kernel import netns
@@ -211,7 +211,7 @@ def throughput_window(tb: PodPair, sock: socket.socket, window_s: float) -> floa
 @dataclass
 class DatapathConfig:
     counts: tuple[int, ...] = DEFAULT_COUNTS
-    backends: tuple[str, ...] = ("legacy", "nft")
+    backends: tuple[str, ...] = BENCH_BACKENDS
     modes: tuple[str, ...] = MODES
     repeat: int = 5
     pings: int = 200  # per repeat

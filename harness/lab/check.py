@@ -180,6 +180,7 @@ def _kernel_checks() -> list[Check]:
 
 def _netfilter_checks(ns: str) -> list[Check]:
     from harness.kernel import netns
+    from harness.kernel.backends import BACKENDS
 
     out: list[Check] = []
     if not shutil.which("ipset"):
@@ -188,8 +189,8 @@ def _netfilter_checks(ns: str) -> list[Check]:
                   input="create nph-check-ip hash:ip timeout 0\ncreate nph-check-net hash:net\n")
     out.append(Check("ip_set (hash:ip, hash:net)", p.returncode == 0, (p.stderr.strip() or "created")[:80],
                      None if p.returncode == 0 else "modprobe ip_set ip_set_hash_ip ip_set_hash_net"))
-    for backend in ("nft", "legacy"):
-        binary = f"iptables-{backend}-restore"
+    for backend, tools in BACKENDS.items():
+        binary = tools.restore
         if not shutil.which(binary):
             continue
         bad = []
