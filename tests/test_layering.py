@@ -27,10 +27,11 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                      "harness.lab", "harness.cluster.apiserver", "harness.bench.kernels.runs",
                      "harness.bench.service_path")),
     # the report is pure: the scenarios' declarations and the engines' default configuration only
-    ("harness.report", ("harness.analysis", "harness.engines.config", "harness.errors", "harness.outcome",
-                        "harness.scenarios.declaration", "harness.report")),
+    ("harness.report", ("harness.analysis", "harness.engines.config", "harness.errors", "harness.figures",
+                        "harness.outcome", "harness.scenarios.declaration", "harness.report")),
     # the simulation is pure: the churn workload (model), its own cost fit and event loop
-    ("harness.sim", ("harness.argtypes", "harness.errors", "harness.model", "harness.sim")),
+    ("harness.sim", ("harness.argtypes", "harness.errors", "harness.figures", "harness.model", "harness.sim")),
+    ("harness.figures", ()),  # matplotlib's Agg setup and the figure save, for every plotting layer
     ("harness.engines.config", ("harness.errors", "harness.engines.registry")),  # pure data
     # the cluster DNS server and the per-run TLS material: a lab component, no engine or scenario
     ("harness.cluster.dns", ("harness.errors", "harness.kernel", "harness.model", "harness.lab.state",

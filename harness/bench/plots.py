@@ -6,24 +6,16 @@ import statistics
 from pathlib import Path
 
 from harness.bench.baseline import Baseline, machine_label
+from harness.figures import pyplot, save_figure
 
 COLORS = {"restore": "tab:blue", "netlink": "tab:green", "incremental": "tab:purple", "per-rule": "tab:red",
           "rules": "tab:red", "ipset": "tab:blue"}
 
 
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def plot_sweep(b: Baseline, path: str | Path, limit_ms: float = 2000.0) -> Path:
     """Median sync time (log) vs pods in the cluster, one line per strategy (colour) and backend
     (solid legacy, dashed nft); hollow markers are extrapolated per-rule points; the 2 s line."""
-    plt = _pyplot()
+    plt = pyplot()
     cells = b.extra.get("cells", [])
     fig, ax = plt.subplots(figsize=(11, 5.5))
     keys = list(dict.fromkeys((c["backend"], c["strategy"]) for c in cells))
@@ -53,18 +45,13 @@ def plot_sweep(b: Baseline, path: str | Path, limit_ms: float = 2000.0) -> Path:
     ax.set_title(f"Full re-sync cost vs scale\n{machine_label(b.machine)}; hollow = extrapolated", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
 
 
 def plot_datapath(b: Baseline, path: str | Path) -> Path:
     """Median RTT (left) and forwarded packets/s (right) vs N rules or set entries, per backend
     (solid legacy, dashed nft) and mode (red rules, blue one ipset)."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = b.extra.get("rows", [])
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.8))
     keys = list(dict.fromkeys((r["backend"], r["mode"]) for r in rows))
@@ -92,12 +79,7 @@ def plot_datapath(b: Baseline, path: str | Path) -> Path:
     ax2.set_ylabel("forwarded 64 B datagrams per second")
     fig.suptitle(f"Datapath cost of rules (client pod -> node FORWARD -> server pod)\n{machine_label(b.machine)}",
                  fontsize=10)
-    fig.tight_layout()
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(p, dpi=110)
-    plt.close(fig)
-    return p
+    return save_figure(fig, path)
 
 
 def plot_file(result: str | Path, out: str | Path) -> Path:

@@ -12,14 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+from harness.analysis.stats import ecdf
+from harness.figures import pyplot, save_figure
+from harness.outcome import Outcome
+from harness.scenarios.declaration import declared
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from harness.analysis.stats import ecdf  # noqa: E402
-from harness.outcome import Outcome  # noqa: E402
-from harness.scenarios.declaration import declared  # noqa: E402
+plt = pyplot()
 
 PHASE_COLORS = {"render": "#c6dbef", "top_level_time": "#9ecae1", "iptables_save_time": "#6baed6",
                 "ipset_save_time": "#fdd0a2", "ipset_restore_time": "#fd8d3c", "iptables_restore_time": "#e6550d",
@@ -83,9 +81,7 @@ def cdf_plot(entries: list[dict[str, Any]], xlabel: str, title: str, path: Path)
     ax.grid(True, alpha=0.3)
     ax.set_title(title)
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def pick_timeline_run(results: dict[str, Any], *, scale: bool = False) -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -170,6 +166,4 @@ def timeline_plot(entry: dict[str, Any], obs: dict[str, Any], path: Path) -> Non
     p = entry["params"]
     ax.set_title(f"job-to-mysql, configuration {entry['config']} (mitigation {p.get('mitigation')}, "
                  f"profile {p.get('profile')}, job on {p.get('job_node')}), run {obs['run']}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)

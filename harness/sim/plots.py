@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from harness.figures import pyplot, save_figure
 from harness.sim.study import BOUNDARIES_S
 
 
@@ -12,10 +13,7 @@ def plot_grid(rows: list[dict[str, Any]], path: str | Path, key: str = "reach_p9
               kernel_points: list[dict[str, Any]] | None = None) -> Path:
     """``key`` (default reach p99) vs cluster size (pods, log x) per strategy (colour) and churn
     rate (line style), with the 2/5/10 s lines; kernel-measured points as black markers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(8, 5))
     colours = {"restore": "tab:red", "incremental": "tab:blue"}
@@ -45,21 +43,13 @@ def plot_grid(rows: list[dict[str, Any]], path: str | Path, key: str = "reach_p9
     ax.set_title("pod_creation_reachability_latency p99 under churn (simulation, kube-router v2.10 semantics)")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)
 
 
 def plot_validation(points: list[dict[str, Any]], path: str | Path) -> Path:
     """Relative error (sim - kernel) / kernel of p50 and p99 (reach, fail-open) per validation
     point, for the baseline and the calibrated cost; the +-20 % band shaded."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     labels, series = [], {}
     for p in points:
@@ -79,9 +69,4 @@ def plot_validation(points: list[dict[str, Any]], path: str | Path) -> Path:
     ax.set_ylabel("sim error vs kernel (%)")
     ax.set_title("simulation vs kernel churn runs (kernel measured under load)", fontsize=9)
     ax.legend(fontsize=6, ncol=2)
-    fig.tight_layout()
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return save_figure(fig, path)

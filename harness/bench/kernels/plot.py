@@ -8,11 +8,9 @@ from pathlib import Path
 def plot_ratios(results: list, ref, path: Path) -> Path | None:
     """Bars of median/reference-median per metric for kernels in the reference's mode; None if
     nothing is comparable."""
-    import matplotlib
+    from harness.figures import pyplot, save_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     if ref is None:
         return None
     same = [r for r in results if r.mode == ref.mode]
@@ -33,7 +31,4 @@ def plot_ratios(results: list, ref, path: Path) -> Path | None:
                   fontsize=7)
     ax.set_ylabel(f"median / {ref.label}")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
