@@ -160,6 +160,35 @@ def _sql_string(s: str) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "''") + "'"
 
 
+def connect(ns: str, host: str, port: int = PORT, *, user: str, password: str, timeout_s: float = 1.0,
+            io_timeout_s: float | None = None, src_ip: str | None = None, ssl_ca: str | None = None) -> Any:
+    """A PyMySQL connection to ``host:port`` made from namespace ``ns`` as ``user``/``password``
+    (``timeout_s`` to connect, ``io_timeout_s``, default the same, per read and write; bound to
+    ``src_ip`` and verifying the server against ``ssl_ca`` when given). The socket is made in the
+    pod's namespace and keeps talking there from any thread. Raises ``pymysql.err.MySQLError``:
+    the caller decides what a failure means (a readiness wait retries, a scenario classifies)."""
+    import pymysql
+
+    io = timeout_s if io_timeout_s is None else io_timeout_s
+    with netns.entered(ns):  # the socket is made in this thread's (the pod's) namespace
+        return pymysql.connect(host=host, port=port, user=user, password=password, connect_timeout=timeout_s,
+                               read_timeout=io, write_timeout=io, bind_address=src_ip, ssl_ca=ssl_ca)
+
+
+def select_one(ns: str, host: str, port: int = PORT, *, user: str, password: str, timeout_s: float = 1.0,
+               src_ip: str | None = None, ssl_ca: str | None = None) -> None:
+    """Log in (``connect``) and run ``SELECT 1``; returns once the answer is read, raises
+    ``pymysql.err.MySQLError`` otherwise. The one client path of the readiness wait and the
+    scenarios' attempts."""
+    conn = connect(ns, host, port, user=user, password=password, timeout_s=timeout_s, src_ip=src_ip, ssl_ca=ssl_ca)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT 1")
+            cur.fetchall()
+    finally:
+        conn.close()
+
+
 class MariaDB:
     """``mariadbd`` in the namespace of lab pod ``pod_key``, bound to the pod's IP on ``port``,
     with grant tables on: the client account ``user``/``password`` (``USAGE`` only), root only
@@ -322,17 +351,9 @@ class MariaDB:
         import pymysql
 
         try:
-            with netns.entered(ns):  # the socket is made in this thread's (the pod's) namespace
-                conn = pymysql.connect(host=self.ip, port=self.port, user=self.user if user is None else user,
-                                       password=self.password if password is None else password,
-                                       connect_timeout=timeout_s, read_timeout=timeout_s,
-                                       write_timeout=timeout_s, ssl_ca=self.tls.ca if self.tls else None)
-            try:
-                with conn.cursor() as cur:
-                    cur.execute("SELECT 1")
-                    cur.fetchall()
-            finally:
-                conn.close()
+            select_one(ns, self.ip, self.port, user=self.user if user is None else user,
+                       password=self.password if password is None else password, timeout_s=timeout_s,
+                       ssl_ca=self.tls.ca if self.tls else None)
         except pymysql.err.MySQLError as e:
             return str(e.args) if e.args else repr(e)
         return ""

@@ -16,7 +16,7 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from harness.cluster.mariadb import CLIENT_USER, PORT
+from harness.cluster.mariadb import CLIENT_USER, PORT, select_one
 from harness.kernel import netns
 from harness.outcome import Outcome, errno_name, errno_number, exception_errno, from_mysql
 
@@ -51,21 +51,14 @@ class MysqlAttempt:
 def mysql_attempt(ns: str, host: str, port: int = PORT, *, user: str = CLIENT_USER, password: str = "",
                   src_ip: str | None = None, timeout_s: float = 1.0) -> MysqlAttempt:
     """Connect with PyMySQL from namespace ``ns`` as ``user``/``password`` (the server's client
-    account: ``db.user``, ``db.password``) and run ``SELECT 1``; never raises for a network or
-    server error (it is the observation)."""
+    account: ``db.user``, ``db.password``) and run ``SELECT 1`` (``harness.cluster.mariadb.select_one``,
+    the path MariaDB's own readiness wait takes); never raises for a network or server error (it
+    is the observation: classified here)."""
     import pymysql
 
     start = time.time_ns()
     try:
-        with netns.entered(ns):  # the socket is made in this thread's (the pod's) namespace
-            conn = pymysql.connect(host=host, port=port, user=user, password=password, connect_timeout=timeout_s,
-                                   read_timeout=timeout_s, write_timeout=timeout_s, bind_address=src_ip)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT 1")
-                cur.fetchall()
-        finally:
-            conn.close()
+        select_one(ns, host, port, user=user, password=password, timeout_s=timeout_s, src_ip=src_ip)
     except pymysql.err.MySQLError as e:
         code = e.args[0] if e.args and isinstance(e.args[0], int) else None
         msg = str(e.args[1]) if len(e.args) > 1 else str(e)

@@ -247,15 +247,11 @@ class ServiceNat:
         return str(self.lab.cluster.services[SERVICE].cluster_ip)
 
     def _connect(self) -> Any:
-        import pymysql
-
-        from harness.kernel import netns
+        from harness.cluster.mariadb import connect
 
         db = self.dbs[0]  # every endpoint has the same client account and password
-        with netns.entered(self.lab.pod_netns(CLIENT)):  # the socket is made in the pod's namespace
-            return pymysql.connect(host=self.cluster_ip, port=3306, user=db.user, password=db.password,
-                                   connect_timeout=2, read_timeout=self.read_timeout_s,
-                                   write_timeout=self.read_timeout_s)
+        return connect(self.lab.pod_netns(CLIENT), self.cluster_ip, 3306, user=db.user, password=db.password,
+                       timeout_s=2, io_timeout_s=self.read_timeout_s)
 
     def _endpoint_of(self, sport: int) -> str | None:
         ct = self.lab.exec("node-a", ["conntrack", "-L", "-p", "tcp", "--orig-port-src", str(sport)]).stdout
