@@ -15,8 +15,8 @@ nodes are light pods, one shared namespace per node, so the lab stays cheap), pl
   fail-open (a TCP RST from the pod: nothing listens; after enforcement: ICMP port-unreachable,
   kube-router's REJECT).
 
-Churn pods on real nodes get their IPs round-robin, as host-local IPAM does (``ipam``;
-``lowest`` keeps the lab's lowest-free allocation). A churn pod lands on a node by ``churn.place`` (a share ``client_share`` on the real client
+Churn pods get their IPs from the lab, round-robin as host-local IPAM does
+(``Cluster.allocate_ip``; ``ipam: lowest`` hands pods on real nodes the lowest free address instead). A churn pod lands on a node by ``churn.place`` (a share ``client_share`` on the real client
 nodes node-001.., the rest on virtual nodes, model only). A pod on a real node is wired (CNI
 ADD: a full pod) right after its pod-without-IP event; its IP goes out as a pod update at its
 status-update time, no earlier than the wiring returned. From network ready, the pod probes the
@@ -47,6 +47,7 @@ from typing import Any
 from harness.errors import ConfigError
 from harness.model import churn as ch
 from harness.model.cluster import ContainerPort, Namespace, NodeKind, Pod, PodKind
+from harness.model.host_local import lowest_free
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort, PolicyRule
 
 log = logging.getLogger(__name__)
@@ -58,28 +59,16 @@ MAX_NODES = 250  # synthetic_cluster's limit (one /24 per node)
 IPAMS = ("round-robin", "lowest")
 
 
-class RoundRobinIPAM:
-    """Pod IPs the way the host-local CNI IPAM hands them out: round-robin from the last
-    reserved address + 1, so a freed IP comes back only after the whole range was used
-    (containernetworking/plugins v1.9.1 plugins/ipam/host-local/backend/allocator/allocator.go:
-    GetIter). The lab's own allocation takes the lowest free address, which reuses a deleted
-    pod's IP at once - while the nodes' rules still hold it (see README)."""
-
-    def __init__(self) -> None:
-        self._last: dict[str, Any] = {}
-
-    def next_ip(self, cluster: Any, node: str) -> Any:
-        n = cluster.nodes[node]
-        used = {p.ip for p in cluster.pods.values() if p.node == node and p.ip is not None}
-        hosts = [h for h in n.pod_cidr.hosts() if h != n.gateway_ip]
-        last = self._last.get(node)
-        start = hosts.index(last) + 1 if last in hosts else 0
-        for i in range(len(hosts)):
-            h = hosts[(start + i) % len(hosts)]
-            if h not in used:
-                self._last[node] = h
-                return h
+def lowest_free_ip(cluster: Any, node: str) -> Any:
+    """``--ipam lowest``: the lowest free address of the node's pod CIDR, which reuses a deleted
+    pod's IP at once - while the nodes' rules still hold it (README). The default,
+    ``round-robin``, is the lab's own allocation (``Cluster.allocate_ip``, like host-local)."""
+    n = cluster.nodes[node]
+    used = {p.ip for p in cluster.pods.values() if p.node == node and p.ip is not None}
+    ip = lowest_free(n.pod_cidr, n.gateway_ip, used)
+    if ip is None:
         raise ConfigError(None, f"nodes.{node}.pod_cidr", f"{n.pod_cidr} has no free address left")
+    return ip
 
 
 @dataclass
@@ -99,7 +88,7 @@ class ChurnRunConfig:
     rate: float = 100.0  # probes per second per flow
     probe_s: float = 5.0
     settle_s: float = 2.0  # after the last op, before the teardown
-    ipam: str = "round-robin"  # or "lowest": the lab's own (a freed IP is reused at once)
+    ipam: str = "round-robin"  # the lab's, like host-local; or "lowest" (a freed IP is reused at once)
     seed: int = 0
 
     def validate(self, spec: ch.ChurnSpec, source: str = "bench churn") -> None:
@@ -194,7 +183,6 @@ def run_churn(spec: ch.ChurnSpec, cfg: ChurnRunConfig,
     played: list[dict[str, Any]] = []
     late: list[float] = []
     rev: dict[int, int] = {}
-    ipam = RoundRobinIPAM() if cfg.ipam == "round-robin" else None
     with contextlib.ExitStack() as stack:
         lab = stack.enter_context(Lab(cluster, run_id=run_id, servers=True))
         ctl = stack.enter_context(Controller(lab, ccfg))
@@ -224,7 +212,7 @@ def run_churn(spec: ch.ChurnSpec, cfg: ChurnRunConfig,
             if op.kind == ch.CREATE:
                 node = node_names[node_i]
                 kind = PodKind.FULL if cluster.nodes[node].kind is NodeKind.REAL else PodKind.VIRTUAL
-                ip = ipam.next_ip(lab.cluster, node) if ipam is not None and kind is PodKind.FULL else None
+                ip = lowest_free_ip(lab.cluster, node) if cfg.ipam == "lowest" and kind is PodKind.FULL else None
                 pod = Pod(op.namespace, op.name, node, {"app": "churn", "rev": "0"}, ip, kind=kind)
                 pending = ev.pod_added(pod)
                 pending.pod.ip = None  # type: ignore[union-attr]  # scheduled, no IP yet: kube-router ignores it

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from harness.errors import ConfigError
+from harness.model import host_local
 
 if TYPE_CHECKING:
     from harness.model.policy import NetworkPolicy
@@ -111,6 +112,10 @@ class Cluster:
     policies: dict[str, NetworkPolicy] = field(default_factory=dict)
     services: dict[str, Service] = field(default_factory=dict)  # harness.model.service
     source: str | None = None  # the file it was loaded from, for error messages
+    # node -> the last pod IP reserved on it (host-local's last_reserved_ip): where allocate_ip
+    # goes on round-robin; bookkeeping of the allocator, not part of the cluster's identity
+    last_reserved: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = field(
+        default_factory=dict, compare=False, repr=False)
 
     # -- queries -------------------------------------------------------------------------------
     def real_nodes(self) -> list[Node]:
@@ -132,14 +137,17 @@ class Cluster:
 
     # -- changes (used at run time, like API server events) -----------------------------------
     def allocate_ip(self, node: str) -> ipaddress.IPv4Address:
-        """The lowest free address of the node's pod CIDR after the gateway (deterministic)."""
+        """Reserve and return the node's next pod IP as host-local IPAM hands it out: the first
+        free address after the last one reserved on the node, round-robin over the pod CIDR
+        (``harness.model.host_local``), so a deleted pod's IP is not given again until the rest
+        of the range was used. Deterministic."""
         n = self.nodes[node]
         used = {p.ip for p in self.pods.values() if p.node == node and p.ip is not None}
-        for host in n.pod_cidr.hosts():
-            if host == n.gateway_ip or host in used:
-                continue
-            return host
-        raise ConfigError(self.source, f"nodes.{node}.pod_cidr", f"{n.pod_cidr} has no free address left")
+        ip = host_local.round_robin(n.pod_cidr, n.gateway_ip, used, self.last_reserved.get(node))
+        if ip is None:
+            raise ConfigError(self.source, f"nodes.{node}.pod_cidr", f"{n.pod_cidr} has no free address left")
+        self.last_reserved[node] = ip
+        return ip  # type: ignore[return-value]  # IPv4 pod CIDRs give IPv4 addresses
 
     def add_pod(self, pod: Pod) -> Pod:
         """Add a pod (allocating its IP if it has none) and return it."""
@@ -151,6 +159,8 @@ class Cluster:
             self.namespaces[pod.namespace] = Namespace(pod.namespace)
         if pod.ip is None:
             pod.ip = self.allocate_ip(pod.node)
+        else:  # a given IP is a reservation too (host-local's Reserve of a requested IP)
+            self.last_reserved[pod.node] = pod.ip
         if not self.nodes[pod.node].is_real:
             pod.kind = PodKind.VIRTUAL
         self.pods[pod.key] = pod
