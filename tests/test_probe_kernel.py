@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from harness.errors import KernelError
 from harness.kernel import netns
 from harness.model.cluster import Cluster, ContainerPort, Node, Pod, PodKind
 from harness.probe import calibrate
@@ -188,6 +189,10 @@ def test_nflog_watcher_sees_a_rejected_packet(clean: Net) -> None:
     assert 10000 <= ev.sport <= 32767  # the probe's source port, parsed from the logged packet
     if ev.time_source == "kernel":  # logged between the probe's send and its answer (µs stamps)
         assert rec.recv_ns is not None and rec.send_ns - 1000 <= ev.t_ns <= rec.recv_ns + 1000
+    with NflogWatcher(net.node(), group=100), pytest.raises(KernelError) as err:
+        NflogWatcher(net.node(), group=100).start()  # one listener per group and namespace
+    # observed on 6.18: the group is held by another socket -> EPERM (not EBUSY)
+    assert str(err.value) == f"nflog bind group 100 in {net.node()}: Operation not permitted [EPERM]"
 
 
 def test_conntrack_watcher_sees_a_new_flow(clean: Net) -> None:
