@@ -164,3 +164,15 @@ def test_conformance_json_verdict_per_case():
     assert [(c["case"], c["verdict"], c["error"]) for c in got] == [
         ("01-default-deny-ingress", "pass", ""), ("07-allow-from-namespace", "ERROR", "lab: boom")]
     assert got[0]["backend"] == RunOptions().backend and got[0]["engine"] == "kube-router"
+
+
+def test_guest_baselines_carry_their_mode_and_vcpus(tmp_path):
+    from harness.bench.baseline import machine_label
+
+    d = _kdir(tmp_path, "k", "tcg", 5.0)
+    assert matrix.label_baselines(d, STEPS, "tcg", 1) == 1
+    m = json.loads((d / "canaries.json").read_text())["machine"]
+    assert (m["virtualization"], m["vcpus"]) == ("tcg", 1)
+    assert machine_label({"kernel": "7.2.13", "cpu_model": "Xeon", "cpus": 1, **m}) == \
+        "Linux 7.2.13, Xeon x 1 (tcg guest, 1 vCPU)"
+    assert machine_label({"kernel": "6.18", "cpu_model": "Xeon", "cpus": 2}) == "Linux 6.18, Xeon x 2"

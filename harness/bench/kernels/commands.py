@@ -111,6 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                               rw / "console.log", args.timeout)
                     for f in rw.iterdir():
                         shutil.copy2(f, kdir / f.name)
+                    matrix.label_baselines(kdir, steps, kmode, args.cpus)
                     boot_outcome(s.name, log, timed_out, args.timeout, (rw / "done").exists())
             except HarnessError as e:
                 meta["error"] = str(e)

@@ -155,6 +155,21 @@ def case_changes(base: KernelResult, new: KernelResult) -> list[str]:
     return out
 
 
+def label_baselines(kdir: Path, steps: tuple[Step, ...], mode: str, cpus: int) -> int:
+    """Stamp each bench baseline a guest brought back with ``machine.virtualization`` (kvm | tcg)
+    and ``machine.vcpus``, so the figure carries its mode wherever it goes (``compare``, plots);
+    return how many were stamped."""
+    n = 0
+    for s in steps:
+        j = kdir / f"{s.name}.json"
+        if s.kind == "bench" and j.exists():
+            data = json.loads(j.read_text())
+            data.setdefault("machine", {}).update(virtualization=mode, vcpus=cpus)
+            j.write_text(json.dumps(data, indent=1) + "\n")
+            n += 1
+    return n
+
+
 def reference_of(results: list[KernelResult], name: str | None) -> KernelResult | None:
     """The reference kernel: the named one, else the first VM kernel (a host run is never the
     reference of VM runs: different mode)."""
