@@ -176,3 +176,10 @@ def test_guest_baselines_carry_their_mode_and_vcpus(tmp_path):
     assert machine_label({"kernel": "7.2.13", "cpu_model": "Xeon", "cpus": 1, **m}) == \
         "Linux 7.2.13, Xeon x 1 (tcg guest, 1 vCPU)"
     assert machine_label({"kernel": "6.18", "cpu_model": "Xeon", "cpus": 2}) == "Linux 6.18, Xeon x 2"
+
+
+def test_no_ratio_of_a_negative_slope(tmp_path):
+    a = matrix.collect(_kdir(tmp_path, "a", "tcg", 20.0), STEPS)
+    b = matrix.collect(_kdir(tmp_path, "b", "tcg", -5.0), STEPS)
+    row = next(ln for ln in matrix.cross_table([a, b]).splitlines() if ln.startswith("| canaries/"))
+    assert row.endswith("| 20.0 us | -5.00 us |")
