@@ -46,7 +46,8 @@ def test_guest_script_runs_every_step_into_the_shared_dir():
     s = matrix.guest_script(STEPS, "/v/nph", "/repo", "/rw", "modprobe -q ip_set;")
     assert s.startswith("modprobe -q ip_set; ") and "cd /repo || exit 1" in s
     assert "/v/nph bench canaries --smoke" in s and "--out /rw/canaries.json > /rw/canaries.out 2>&1" in s
-    assert "conformance --backend legacy" in s and "echo $? > /rw/conformance-legacy.rc" in s
+    assert "conformance --json /rw/conformance-legacy.verdicts.json --backend legacy" in s
+    assert "echo $? > /rw/conformance-legacy.rc" in s
     assert s.endswith("touch /rw/done")
 
 
@@ -112,3 +113,73 @@ def test_gc_kills_a_dead_runs_qemu_and_leaves_live_runs(tmp_path):
         q_dead.kill()
         q_live.wait()
         q_dead.wait()
+
+
+def _cases(d, step, verdicts):
+    (d / f"{step}.verdicts.json").write_text(json.dumps({"schema": 1, "cases": [
+        {"case": c, "engine": "kube-router", "backend": step.split("-")[1], "profile": "v2.10",
+         "strategy": "restore", "verdict": v, "mismatches": 0 if v == "pass" else 3, "error": ""}
+        for c, v in verdicts.items()]}))
+
+
+def test_conformance_steps_write_per_case_json():
+    s = matrix.guest_script(matrix.SUITES["conformance"], "/v/nph", "/repo", "/rw", "")
+    assert "/v/nph conformance --json /rw/conformance-nft.verdicts.json --backend nft" in s
+
+
+def test_case_verdicts_collected_and_diffed_case_by_case(tmp_path):
+    conf = {"conformance-nft": ("0", "2/2 cases passed"), "conformance-legacy": ("1", "1/2 cases passed")}
+    a = _kdir(tmp_path, "6.1.0-57-amd64", "tcg", 20.0, conf)
+    b = _kdir(tmp_path, "7.2.13+deb14-amd64", "tcg", 20.0, conf)
+    _cases(a, "conformance-nft", {"01-default-deny-ingress": "pass", "07-allow-from-namespace": "pass"})
+    _cases(b, "conformance-nft", {"01-default-deny-ingress": "pass", "07-allow-from-namespace": "FAIL"})
+    _cases(a, "conformance-legacy", {"01-default-deny-ingress": "pass"})
+    ra, rb = matrix.collect(a, STEPS), matrix.collect(b, STEPS)
+    assert ra.cases == {"conformance-nft/01-default-deny-ingress": "pass",
+                        "conformance-nft/07-allow-from-namespace": "pass",
+                        "conformance-legacy/01-default-deny-ingress": "pass"}
+    # each changed case is one line; a case the new kernel never reported is a change too
+    assert matrix.case_changes(ra, rb) == ["conformance-legacy/01-default-deny-ingress: pass -> missing",
+                                           "conformance-nft/07-allow-from-namespace: pass -> FAIL"]
+    assert matrix.case_changes(ra, ra) == []
+    t = matrix.cross_table([ra, rb])
+    row = next(ln for ln in t.splitlines() if ln.startswith("| conformance-nft/07-allow-from-namespace"))
+    assert row == "| conformance-nft/07-allow-from-namespace | pass | FAIL ≠ref |"
+
+
+def test_a_broken_verdicts_file_is_one_line(tmp_path):
+    d = _kdir(tmp_path, "k", "tcg", 1.0)
+    (d / "conformance-nft.verdicts.json").write_text("[]")
+    with pytest.raises(ConfigError, match=r"conformance-nft.verdicts.json: cases: not a conformance --json file"):
+        matrix.collect(d, STEPS)
+
+
+def test_conformance_json_verdict_per_case():
+    from harness.conformance.commands import case_verdicts
+    from harness.conformance.runner import CaseResult, RunOptions
+
+    ok = CaseResult("deny", "cases/conformance/01-default-deny-ingress.yaml", RunOptions())
+    err = CaseResult("ns", "cases/conformance/07-allow-from-namespace.yaml", RunOptions(), error="lab: boom")
+    got = case_verdicts([ok, err])
+    assert [(c["case"], c["verdict"], c["error"]) for c in got] == [
+        ("01-default-deny-ingress", "pass", ""), ("07-allow-from-namespace", "ERROR", "lab: boom")]
+    assert got[0]["backend"] == RunOptions().backend and got[0]["engine"] == "kube-router"
+
+
+def test_guest_baselines_carry_their_mode_and_vcpus(tmp_path):
+    from harness.bench.baseline import machine_label
+
+    d = _kdir(tmp_path, "k", "tcg", 5.0)
+    assert matrix.label_baselines(d, STEPS, "tcg", 1) == 1
+    m = json.loads((d / "canaries.json").read_text())["machine"]
+    assert (m["virtualization"], m["vcpus"]) == ("tcg", 1)
+    assert machine_label({"kernel": "7.2.13", "cpu_model": "Xeon", "cpus": 1, **m}) == \
+        "Linux 7.2.13, Xeon x 1 (tcg guest, 1 vCPU)"
+    assert machine_label({"kernel": "6.18", "cpu_model": "Xeon", "cpus": 2}) == "Linux 6.18, Xeon x 2"
+
+
+def test_no_ratio_of_a_negative_slope(tmp_path):
+    a = matrix.collect(_kdir(tmp_path, "a", "tcg", 20.0), STEPS)
+    b = matrix.collect(_kdir(tmp_path, "b", "tcg", -5.0), STEPS)
+    row = next(ln for ln in matrix.cross_table([a, b]).splitlines() if ln.startswith("| canaries/"))
+    assert row.endswith("| 20.0 us | -5.00 us |")

@@ -32,6 +32,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # the simulation is pure: the churn workload (model), its own cost fit and event loop
     ("harness.sim", ("harness.argtypes", "harness.errors", "harness.figures", "harness.model", "harness.sim")),
     ("harness.figures", ()),  # matplotlib's Agg setup and the figure save, for every plotting layer
+    # the kernel matrix's private apt source: argv as data and the resolution, pure
+    ("harness.bench.kernels.apt", ("harness.errors", "harness.bench.kernels.vm")),
     ("harness.engines.config", ("harness.errors", "harness.engines.registry")),  # pure data
     # the cluster DNS server and the per-run TLS material: a lab component, no engine or scenario
     ("harness.cluster.dns", ("harness.errors", "harness.kernel", "harness.model", "harness.lab.state",

@@ -189,4 +189,7 @@ def machine_label(machine: dict) -> str:
     """``Linux 6.18.4, Intel Xeon ... x 2`` for table headers."""
     if not machine:
         return "unknown machine"
-    return f"Linux {machine.get('kernel', '?')}, {machine.get('cpu_model', '?')} x {machine.get('cpus', '?')}"
+    label = f"Linux {machine.get('kernel', '?')}, {machine.get('cpu_model', '?')} x {machine.get('cpus', '?')}"
+    if machine.get("virtualization"):  # a kernel-matrix guest: its figures are only comparable within one mode
+        label += f" ({machine['virtualization']} guest, {machine.get('vcpus', '?')} vCPU)"
+    return label

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import json
 import os
 
 from tabulate import tabulate
@@ -43,6 +44,8 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     p.add_argument("--keep-conntrack", action="store_true",
                    help="do not flush conntrack in node namespaces after each sync")
     p.add_argument("--quiet", "-q", action="store_true", help="print only failing steps and the summary")
+    p.add_argument("--json", metavar="FILE",
+                   help="also write each case's verdict (case id, engine, backend, verdict) as JSON to FILE")
     p.add_argument("--plan", action="store_true",
                    help="print each step's expected table (hand-written or oracle) without a kernel run")
     p.set_defaults(func=cmd_conformance)
@@ -87,11 +90,24 @@ def cmd_conformance(args: argparse.Namespace) -> int:
             print(f"error: {result.error}\n", flush=True)
         results.append(result)
     print(summary_table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"schema": 1, "cases": case_verdicts(results)}, f, indent=1)
+            f.write("\n")
     failed = [r for r in results if not r.ok]
     total_ms = sum(r.total_ns for r in results) / 1e6
     print(f"\n{len(results) - len(failed)}/{len(results)} cases passed "
           f"({sum(len(r.steps) for r in results)} steps, {total_ms / 1000:.1f} s)")
     return 1 if failed else 0
+
+
+def case_verdicts(results: list[CaseResult]) -> list[dict]:
+    """One dict per case result: ``case`` (file name without .yaml, the id the kernel matrix diffs
+    on), engine, backend, profile, strategy, ``verdict`` (pass | FAIL | ERROR), mismatches, error."""
+    return [{"case": os.path.splitext(os.path.basename(r.source))[0], "engine": r.options.engine,
+             "backend": r.options.backend, "profile": r.options.profile, "strategy": r.options.strategy,
+             "verdict": "pass" if r.ok else ("ERROR" if r.error else "FAIL"),
+             "mismatches": r.mismatch_count, "error": r.error or ""} for r in results]
 
 
 def summary_table(results: list[CaseResult]) -> str:

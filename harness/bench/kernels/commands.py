@@ -63,6 +63,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     steps = matrix.suite_steps(args.suite)
     if os.geteuid() != 0:
         raise HarnessError("kernels run: needs root (netns, iptables, qemu over the host's root)")
+    specs = [fetch.resolve(s) for s in specs]  # trixie:6.12 -> 6.12.117+deb13-amd64: named by its ABI
     out = Path(args.out or f"reports/kernels/{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(None, "--out", f"{out} exists and is not empty")
@@ -110,6 +111,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                                               rw / "console.log", args.timeout)
                     for f in rw.iterdir():
                         shutil.copy2(f, kdir / f.name)
+                    matrix.label_baselines(kdir, steps, kmode, args.cpus)
                     boot_outcome(s.name, log, timed_out, args.timeout, (rw / "done").exists())
             except HarnessError as e:
                 meta["error"] = str(e)
@@ -159,6 +161,7 @@ def cmd_table(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare two kernels of one run with ``harness.bench.compare`` (same thresholds, same verdicts)."""
     from harness.bench.compare import compare, render
+    from harness.bench.kernels import matrix
 
     results = {r.name: r for r in _load_run(Path(args.run))}
     for k in (args.base, args.new):
@@ -173,7 +176,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
             c = compare(base, b.baselines[step], args.threshold)
             print(f"## {step}: {a.label} -> {b.label}\n{render(c)}\n")
             failed |= c.failed
-    return 1 if failed else 0
+    changes = matrix.case_changes(a, b)
+    print(f"## conformance cases: {a.label} -> {b.label}")
+    print("\n".join(f"REGRESSION {c}" for c in changes) if changes else
+          f"no verdict changed ({len(a.cases)} case verdicts)")
+    return 1 if failed or changes else 0
 
 
 def cmd_fetch(args: argparse.Namespace) -> int:
@@ -202,7 +209,9 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     ks = p.add_subparsers(dest="kernels_cmd", required=True)
     r = ks.add_parser("run", help="run a suite on each --kernel and print the cross-kernel table")
     r.add_argument("--kernel", action="append", required=True,
-                   help="host, a Debian kernel (6.1.0-47 or linux-image-6.1.0-47-amd64-unsigned) or a vmlinuz path")
+                   help="host, a Debian kernel (6.1.0-47 or linux-image-6.1.0-47-amd64-unsigned), SUITE:VERSION "
+                        "from a private apt source (trixie:6.12, sid:latest, trixie-backports:6.18.15+deb13) "
+                        "or a vmlinuz path")
     r.add_argument("--suite", default="default", choices=sorted(SUITES), help="suite run on each kernel (default)")
     r.add_argument("--mode", default="auto", choices=("auto", "kvm", "tcg"),
                    help="virtualization (auto: KVM if /dev/kvm boots a guest, else TCG)")
@@ -222,7 +231,7 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     c.add_argument("--threshold", type=float, default=1.5)
     c.set_defaults(func=cmd_compare)
     f = ks.add_parser("fetch", help="download and unpack Debian kernels into the cache")
-    f.add_argument("kernel", nargs="+")
+    f.add_argument("kernel", nargs="+", help="as --kernel of run: 6.1.0-47, trixie:6.12, sid:latest, 6.12.117+deb13 ...")
     f.set_defaults(func=cmd_fetch)
     g = ks.add_parser("gc", help="kill qemu of dead kernel runs and remove their scratch directories")
     g.set_defaults(func=cmd_gc)

@@ -2,8 +2,8 @@
 run directory holds afterwards, and the cross-kernel table with ratios to a reference kernel.
 
 A run directory (``--out``) has one subdirectory per kernel; each holds what the guest wrote:
-``release`` (``uname -r``), ``<step>.json`` bench baselines, ``<step>.out`` / ``<step>.rc`` per
-step, and ``kernel.json`` (kernel, mode, vCPUs) written by the host before the boot.
+``release`` (``uname -r``), ``<step>.json`` bench baselines, ``<step>.verdicts.json`` (conformance:
+each case's verdict, from ``conformance --json``), ``<step>.out`` / ``<step>.rc`` per step, and ``kernel.json`` (kernel, mode, vCPUs) written by the host before the boot.
 """
 
 from __future__ import annotations
@@ -64,6 +64,8 @@ def step_command(step: Step, nph: str, outdir: str) -> str:
     args = list(step.args)
     if step.kind == "bench":
         args += ["--quiet", "--out", f"{outdir}/{step.name}.json"]
+    else:
+        args[1:1] = ["--json", f"{outdir}/{step.name}.verdicts.json"]
     cmd = " ".join(shlex.quote(a) for a in [nph, *args])
     o = shlex.quote(f"{outdir}/{step.name}")
     return f"{cmd} > {o}.out 2>&1; echo $? > {o}.rc;"
@@ -87,6 +89,8 @@ class KernelResult:
     cpus: int
     baselines: dict[str, Baseline] = field(default_factory=dict)
     verdicts: dict[str, str] = field(default_factory=dict)
+    # conformance verdict per case: "<step>/<case id>" -> pass | FAIL | ERROR (from <step>.verdicts.json)
+    cases: dict[str, str] = field(default_factory=dict)
     error: str = ""
 
     @property
@@ -124,7 +128,46 @@ def collect(kdir: Path, steps: tuple[Step, ...]) -> KernelResult:
                 r.error = f"{s.name}: no baseline (rc={rc.read_text().strip() if rc.exists() else 'none'}): {last}"
         else:
             r.verdicts[s.name] = verdict(rc.read_text() if rc.exists() else None, out_text)
+            r.cases.update(case_verdicts(kdir / f"{s.name}.verdicts.json", s.name))
     return r
+
+
+def case_verdicts(path: Path, step: str) -> dict[str, str]:
+    """``{"<step>/<case id>": verdict}`` from a ``conformance --json`` file; {} if the step wrote
+    none (its summary verdict says why); ConfigError naming the file if it is not that JSON."""
+    if not path.exists():
+        return {}
+    try:
+        cases = json.loads(path.read_text())["cases"]
+        return {f"{step}/{c['case']}": c["verdict"] for c in cases}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(str(path), "cases", f"not a conformance --json file: {e}") from None
+
+
+def case_changes(base: KernelResult, new: KernelResult) -> list[str]:
+    """One line per conformance case whose verdict differs between two kernels (a case present on
+    one only counts as ``missing`` on the other): each one is a behaviour change, a regression."""
+    out = []
+    for key in sorted(set(base.cases) | set(new.cases)):
+        a, b = base.cases.get(key, "missing"), new.cases.get(key, "missing")
+        if a != b:
+            out.append(f"{key}: {a} -> {b}")
+    return out
+
+
+def label_baselines(kdir: Path, steps: tuple[Step, ...], mode: str, cpus: int) -> int:
+    """Stamp each bench baseline a guest brought back with ``machine.virtualization`` (kvm | tcg)
+    and ``machine.vcpus``, so the figure carries its mode wherever it goes (``compare``, plots);
+    return how many were stamped."""
+    n = 0
+    for s in steps:
+        j = kdir / f"{s.name}.json"
+        if s.kind == "bench" and j.exists():
+            data = json.loads(j.read_text())
+            data.setdefault("machine", {}).update(virtualization=mode, vcpus=cpus)
+            j.write_text(json.dumps(data, indent=1) + "\n")
+            n += 1
+    return n
 
 
 def reference_of(results: list[KernelResult], name: str | None) -> KernelResult | None:
@@ -155,13 +198,24 @@ def cross_table(results: list[KernelResult], reference: str | None = None) -> st
                 cells.append("—")
                 continue
             cell = f"{fmt(met.median)} {met.unit}"
-            if base is not None and r is not ref and r.mode == ref.mode and base.median:
+            # a ratio of slopes near or below zero (ns per rule inside TCG noise) means nothing
+            if base is not None and r is not ref and r.mode == ref.mode and base.median > 0 and met.median > 0:
                 cell += f" ×{met.median / base.median:.2f}"
             cells.append(cell)
         lines.append("| " + " | ".join(cells) + " |")
     verdict_steps = sorted({s for r in results for s in r.verdicts})
     for s in verdict_steps:
         lines.append("| " + " | ".join([s] + [r.verdicts.get(s, "—") for r in results]) + " |")
+    # per case: a verdict that differs from the reference kernel's is marked, whatever the mode
+    # (a verdict is behaviour, not a timing: comparable across host, KVM and TCG)
+    for key in sorted({k for r in results for k in r.cases}):
+        cells = [key]
+        for r in results:
+            v = r.cases.get(key, "—")
+            if ref and r is not ref and v != ref.cases.get(key, "—"):
+                v += " ≠ref"
+            cells.append(v)
+        lines.append("| " + " | ".join(cells) + " |")
     errors = [f"- {r.label}: {r.error}" for r in results if r.error]
     if errors:
         lines += ["", "errors:", *errors]

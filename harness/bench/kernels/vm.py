@@ -12,6 +12,19 @@ from harness.errors import ConfigError, HarnessError
 # Debian's generic flavour only: -cloud kernels lack 9p, which the guest's root filesystem needs.
 DEB_RE = re.compile(r"^linux-image-(?P<version>\d+\.\d+\.\d+-\d+-amd64)-unsigned$")
 SHORT_RE = re.compile(r"^\d+\.\d+\.\d+-\d+$")  # 6.1.0-47 -> linux-image-6.1.0-47-amd64-unsigned
+# Debian suites reachable through the fetch's private apt source (checked on deb.debian.org,
+# 2026-12-02: HTTP 200 and signed by keys in bookworm's debian-archive-keyring); "unstable" is sid.
+APT_SUITES = ("bookworm-backports", "trixie", "trixie-backports", "sid")
+SUITE_ALIASES = {"unstable": "sid"}
+# Since trixie the ABI name carries the upstream version and the release: 6.12.117+deb13-amd64.
+# The +debNN says which suites can carry it (deb12 = bookworm-backports' 6.12, deb14 = sid).
+ABI_RE = re.compile(r"^(?P<upstream>\d+\.\d+\.\d+)\+deb(?P<deb>\d+)(?:\.\d+)?-amd64$")
+DEB_SUITES = {"12": ("bookworm-backports",), "13": ("trixie", "trixie-backports"), "14": ("sid",)}
+# what the user may ask of a suite: latest, a series (6.12, 6.12.x), an upstream version (6.12.117),
+# an ABI (6.12.117+deb13 or 6.12.117+deb13-amd64), or a package name carrying it
+QUERY_RE = re.compile(r"^(latest|\d+\.\d+(\.x|\.\d+)?|\d+\.\d+\.\d+\+deb\d+(\.\d+)?(-amd64)?)$")
+PKG_ABI_RE = re.compile(r"^linux-(?:image|binary(?:-unsigned)?|modules|base)-(?P<abi>\d+\.\d+\.\d+\+deb\d+(?:\.\d+)?"
+                        r"-amd64)(?:-unsigned)?$")
 GUEST_MODULES = ("ip_set", "ip_set_hash_ip", "ip_set_hash_net", "ip_set_hash_ipport", "ip_set_list_set",
                  "nf_tables", "nft_compat", "ip_tables", "iptable_filter", "xt_set", "xt_comment",
                  "xt_conntrack", "nf_conntrack", "br_netfilter", "veth", "bridge")
@@ -29,22 +42,62 @@ class KernelSpec:
     ``vmlinuz`` path the user gives (its modules beside it under ``lib/modules``)."""
 
     name: str
-    kind: str  # host | deb | path
+    kind: str  # host | deb | apt | path
     package: str = ""
     path: str = ""
+    # apt: a kernel from a suite of the private apt source (``trixie:6.12``), resolved by the fetch
+    suites: tuple[str, ...] = ()
+    query: str = ""  # apt: latest | 6.12 | 6.12.117 | 6.12.117+deb13-amd64
+    abi: str = ""  # apt, once resolved: 6.12.117+deb13-amd64
+    packages: tuple[tuple[str, str], ...] = ()  # apt, once resolved: (package, suite) to unpack
 
     @property
     def release(self) -> str:
-        """The kernel release for a Debian package (``6.1.0-47-amd64``), else ''."""
+        """The kernel release (``6.1.0-47-amd64``, ``6.12.117+deb13-amd64``), else '' (host, a
+        path, an apt kernel not resolved yet)."""
+        if self.kind == "apt":
+            return self.abi
         m = DEB_RE.match(self.package)
         return m.group("version") if m else ""
 
 
+def _apt_spec(text: str, suite: str, query: str) -> KernelSpec:
+    """An ``apt`` KernelSpec for ``suite:query`` (suite '' = inferred from the +debNN of query)."""
+    m = PKG_ABI_RE.match(query)
+    if m:  # a package name stands for its ABI
+        query = m.group("abi")
+    if not QUERY_RE.match(query):
+        raise ConfigError(None, "--kernel", f"{text!r}: {query!r} is not latest, a series (6.12), a version "
+                                            "(6.12.117), an ABI (6.12.117+deb13) or a linux-image package")
+    if not query.endswith("-amd64") and "+deb" in query:
+        query += "-amd64"
+    if suite:
+        suite = SUITE_ALIASES.get(suite, suite)
+        if suite not in APT_SUITES:
+            raise ConfigError(None, "--kernel", f"{text!r}: {suite!r} is not a Debian suite the fetch can reach "
+                                                f"({', '.join(APT_SUITES)})")
+        suites: tuple[str, ...] = (suite,)
+    else:
+        a = ABI_RE.match(query)
+        if not a or a.group("deb") not in DEB_SUITES:
+            raise ConfigError(None, "--kernel", f"{text!r}: name a suite (trixie:{query}) or a known +debNN ABI")
+        suites = DEB_SUITES[a.group("deb")]
+    return KernelSpec(query if ABI_RE.match(query) else f"{suites[0]}:{query}", "apt", suites=suites, query=query)
+
+
 def parse_kernel(text: str) -> KernelSpec:
-    """``host``, ``6.1.0-47``, ``linux-image-6.1.0-47-amd64-unsigned`` or a path; ConfigError if none."""
+    """``host``, ``6.1.0-47``, ``linux-image-6.1.0-47-amd64-unsigned`` (the machine's apt index),
+    ``SUITE:QUERY`` (``trixie:6.12``, ``sid:latest``, ``trixie-backports:6.18.15+deb13``: a private
+    apt source of that suite), a bare ABI (``6.12.117+deb13``: suite from the +debNN) or a path;
+    ConfigError naming ``--kernel`` if none."""
     t = text.strip()
     if t == "host":
         return KernelSpec("host", "host")
+    if ":" in t and "/" not in t:
+        suite, query = t.split(":", 1)
+        return _apt_spec(text, suite, query)
+    if ABI_RE.match(t) or ABI_RE.match(t + "-amd64") or PKG_ABI_RE.match(t):
+        return _apt_spec(text, "", t)
     if SHORT_RE.match(t):
         t = f"linux-image-{t}-amd64-unsigned"
     if DEB_RE.match(t):
@@ -52,7 +105,8 @@ def parse_kernel(text: str) -> KernelSpec:
     if "/" in t or t.startswith("vmlinuz"):
         return KernelSpec(Path(t).name, "path", path=t)
     raise ConfigError(None, "--kernel", f"{text!r} is not host, a Debian linux-image-X-amd64-unsigned package "
-                                        "(or its short form 6.1.0-47) or a vmlinuz path")
+                                        "(or its short form 6.1.0-47), SUITE:VERSION (trixie:6.12, sid:latest) "
+                                        "or a vmlinuz path")
 
 
 def vng_argv(vng: str, kernel: str, rwdir: str, command: str, *, kvm: bool, cpus: int = 1,
