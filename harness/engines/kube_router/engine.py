@@ -18,6 +18,7 @@ from harness.engines.config import EnforcementConfig, check_common
 from harness.engines.kube_router.apply import STRATEGIES, SyncTimings, apply, get_backend, require_tools
 from harness.engines.kube_router.apply.commands import estimated_execs
 from harness.engines.kube_router.apply.exec_sequence import IPSetHandler
+from harness.engines.kube_router.deviations import Deviation, spec_deviations
 from harness.engines.kube_router.events import requests_sync
 from harness.engines.kube_router.incremental import IncrementalApplier
 from harness.engines.kube_router.metrics import METRIC_SET
@@ -136,6 +137,12 @@ class KubeRouterEngine:
 
     def require_tools(self, config: EnforcementConfig) -> None:
         require_tools(config.backend)
+
+    def spec_deviations(self, config: EnforcementConfig, cluster: Cluster, pods: list[str], port: int,
+                        protocol: str = "TCP", ignore_self: bool = True) -> list[Deviation]:
+        """The cells where kube-router at ``config.profile`` departs from the spec
+        (``deviations.spec_deviations``: v1.2.x direction-less jumps and missing endPort)."""
+        return spec_deviations(cluster, config.profile, pods, port, protocol, ignore_self)
 
     def set_update_mode(self, config: EnforcementConfig) -> str:
         """``flush+refill`` (v1.2: sets emptied and refilled in place) or ``tmp+swap`` (v1.2.2+)."""
