@@ -83,8 +83,11 @@ def _at_position(chain: str) -> list[tuple[str, str]]:
     return [(TOP, f"-C {chain}"), (TOP, f"-S {chain}")]
 
 
-def test_v2_10_0_resync_spawns_the_source_sequence(node_ns):
-    t = _resync(node_ns, "v2.10.0")
+@pytest.mark.parametrize("tag", ["v2.10.0", "v2.11.1"])
+def test_v2_10_0_resync_spawns_the_source_sequence(node_ns, tag):
+    # v2.11.1:npc_iptables.go fullPolicySync runs the v2.10.0 sequence (its ensureExplicitAccept
+    # writes into the restore buffer, no exec)
+    t = _resync(node_ns, tag)
     expected = []
     for builtin, custom in BUILTINS:  # ChainExists, then the jump at position 1
         expected += [(TOP, f"-S {custom} 1")] + _at_position(builtin)
@@ -299,3 +302,24 @@ def test_stale_cleanup_leaves_non_policy_kube_router_sets(node_ns, strategy):
     names = set(netns.run(node_ns, ["ipset", "list", "-n"]).stdout.split())
     assert {"kube-router-local-pods", "kube-router-pod-subnets"} <= names
     assert not any(n.startswith("kube-router-") for n in t.stale_sets)
+
+
+@pytest.mark.parametrize("tag, icmp", [("v2.0.0", 0), ("v2.2.0", 3)])
+def test_v2_0_to_v2_5_sequence_has_no_common_chain_and_no_policy_ipset_save(node_ns, tag, icmp):
+    # v2.0.0..v2.5.0:network_policy_controller.go fullPolicySync: no ensureCommonPolicyChain (v2.6.0),
+    # no TAIL (v2.10.0); v2.2.0+ AppendUniques the 3 ICMP rules into KUBE-NWPLCY-DEFAULT before the
+    # mark; policy.go syncNetworkPolicyChains runs no ipset save before the restore until v2.5.0
+    t = _resync(node_ns, tag)
+    expected = []
+    for builtin, custom in BUILTINS:
+        expected += [(TOP, f"-S {custom} 1")] + _at_position(builtin)
+    expected += _at_position("KUBE-ROUTER-INPUT") * 3  # cluster IP range, TCP, UDP node ports
+    expected += [("ensureDefaultNetworkPolicyChain", "-S KUBE-NWPLCY-DEFAULT 1")]
+    expected += [("ensureDefaultNetworkPolicyChain", "-C KUBE-NWPLCY-DEFAULT")] * (icmp + 1)
+    expected += [("SaveInto", "iptables-save -t filter"),
+                 ("syncNetworkPolicyChains", "ipset restore -exist"),
+                 ("cleanupStaleRules", "-S"),
+                 ("Restore", "iptables-restore --wait -T filter"),
+                 ("cleanupStaleIPSets", "ipset save")]
+    assert steps(t) == expected
+    assert all(r["returncode"] == 0 for r in t.exec_log)
