@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import unicodedata
 from dataclasses import dataclass, field
 
 from harness.engines.kube_router.render import naming as nm
@@ -105,7 +106,7 @@ TAIL_PRE_NETPOL_COMMENT_V211 = "reject pre-netpol (default-deny)"
 def id_comment(namespace: str, name: str, kind: str) -> str:
     """v2.11.0+ comments.go ``idComment``: ``"<namespace>/<name> <kind>"`` without control
     characters (sanitizeForComment), cut at ``MAX_COMMENT_LEN`` bytes (clampComment)."""
-    s = "".join(ch for ch in f"{namespace}/{name} {kind}" if ch.isprintable())
+    s = "".join(ch for ch in f"{namespace}/{name} {kind}" if unicodedata.category(ch) != "Cc")  # unicode.IsControl
     return s.encode()[:MAX_COMMENT_LEN].decode(errors="ignore")
 
 
