@@ -37,6 +37,7 @@ from harness.engines.kube_router.apply import (
     ipset_restore_text,
     require_tools,
 )
+from harness.engines.kube_router.apply.exec_sequence import IPSetHandler
 from harness.engines.kube_router.apply.restore_text import stale_policy_sets
 from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
 from harness.errors import KernelError
@@ -133,6 +134,7 @@ class IncrementalApplier:
         self.current: Ruleset | None = None
         self.stable_version: int | None = None
         self.last_plan: IncrementalPlan | None = None
+        self.ipset_handler = IPSetHandler()  # the full syncs' handler, as kube-router keeps one
 
     def sync_version(self, start_ns: int) -> int:
         if self.stable_version is None:
@@ -148,7 +150,7 @@ class IncrementalApplier:
             plan = IncrementalPlan(full=True, why="full resync requested")
         self.last_plan = plan
         if plan.full:
-            t = apply(ruleset, self.netns, backend=self.backend, strategy="restore")
+            t = apply(ruleset, self.netns, backend=self.backend, strategy="restore", ipset_handler=self.ipset_handler)
         else:
             require_tools(self.backend)
             t = netns.call_in(self.netns, self._apply_in_ns, ruleset, plan)
