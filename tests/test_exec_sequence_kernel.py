@@ -83,8 +83,11 @@ def _at_position(chain: str) -> list[tuple[str, str]]:
     return [(TOP, f"-C {chain}"), (TOP, f"-S {chain}")]
 
 
-def test_v2_10_0_resync_spawns_the_source_sequence(node_ns):
-    t = _resync(node_ns, "v2.10.0")
+@pytest.mark.parametrize("tag", ["v2.10.0", "v2.11.1"])
+def test_v2_10_0_resync_spawns_the_source_sequence(node_ns, tag):
+    # v2.11.1:npc_iptables.go fullPolicySync runs the v2.10.0 sequence (its ensureExplicitAccept
+    # writes into the restore buffer, no exec)
+    t = _resync(node_ns, tag)
     expected = []
     for builtin, custom in BUILTINS:  # ChainExists, then the jump at position 1
         expected += [(TOP, f"-S {custom} 1")] + _at_position(builtin)
@@ -258,3 +261,65 @@ def test_lister_skew_in_the_kernel_a_pod_of_the_second_listing_is_unfiltered(nod
     assert not any(str(new.ip) in entries for name, entries in state["sets"].items() if name != nm.LOCAL_PODS_SET)
     assert nm.DEFAULT_CHAIN in " ".join(state["chains"][chain]) and not policy_jumps(state["chains"][chain])
     assert policy_jumps(render_node(second, "node-000", profile="v2.10.0", sync_version=V1).chain(chain).rules)
+
+
+def test_v2_0_restores_the_host_sets_its_handler_kept_v2_1_2_only_its_own(node_ns):
+    # v2.0.0: no ipset save before the restore; the handler built once holds what the previous
+    # cleanupStaleIPSets saved, so from the second sync on a foreign set is restored too.
+    # v2.1.2: the handler is reset every sync (NewIPSet): never the foreign set.
+    from harness.engines.kube_router.apply.exec_sequence import IPSetHandler
+
+    netns.run(node_ns, ["ipset", "create", "someone-elses-set", "hash:ip"])
+    for i in range(50):
+        netns.run(node_ns, ["ipset", "add", "someone-elses-set", f"192.0.2.{i + 1}"])
+
+    def policy_execs(profile: str, version: int, handler):
+        rs = render_node(CLUSTER, "node-000", profile=profile, sync_version=version)
+        t = apply(rs, node_ns, "nft", "restore", ipset_handler=handler)
+        return [r for r in t.exec_log if r["step"] == "syncNetworkPolicyChains"]
+
+    h20 = IPSetHandler()
+    first = policy_execs("v2.0.0", V1, h20)
+    second = policy_execs("v2.0.0", V2, h20)
+    assert [short(r["argv"]) for r in second] == ["ipset restore -exist"]  # no ipset save
+    assert second[0]["input_lines"] - first[0]["input_lines"] >= 50
+    assert "someone-elses-set" in h20.sets
+    h212 = IPSetHandler()
+    policy_execs("v2.1.2", V1, h212)
+    again = policy_execs("v2.1.2", V2, h212)
+    assert again[0]["input_lines"] == first[0]["input_lines"]
+    assert "Number of entries: 50" in netns.run(node_ns, ["ipset", "list", "someone-elses-set"]).stdout
+
+
+@pytest.mark.parametrize("strategy", ["restore", "netlink"])
+def test_stale_cleanup_leaves_non_policy_kube_router_sets(node_ns, strategy):
+    # cleanupStaleIPSets (v1.2.1..v2.11.1) destroys KUBE-SRC-/KUBE-DST- sets only: a
+    # kube-router-local-pods left by a default-deny run, and another controller's kube-router- set, stay
+    netns.run(node_ns, ["ipset", "create", "kube-router-pod-subnets", "hash:net"])
+    _sync(node_ns, "v2.10.0", V1, default_deny=True)
+    rs = render_node(CLUSTER, "node-000", profile="v2.10.0", sync_version=V2)
+    t = apply(rs, node_ns, "nft", strategy)
+    names = set(netns.run(node_ns, ["ipset", "list", "-n"]).stdout.split())
+    assert {"kube-router-local-pods", "kube-router-pod-subnets"} <= names
+    assert not any(n.startswith("kube-router-") for n in t.stale_sets)
+
+
+@pytest.mark.parametrize("tag, icmp", [("v2.0.0", 0), ("v2.2.0", 3)])
+def test_v2_0_to_v2_5_sequence_has_no_common_chain_and_no_policy_ipset_save(node_ns, tag, icmp):
+    # v2.0.0..v2.5.0:network_policy_controller.go fullPolicySync: no ensureCommonPolicyChain (v2.6.0),
+    # no TAIL (v2.10.0); v2.2.0+ AppendUniques the 3 ICMP rules into KUBE-NWPLCY-DEFAULT before the
+    # mark; policy.go syncNetworkPolicyChains runs no ipset save before the restore until v2.5.0
+    t = _resync(node_ns, tag)
+    expected = []
+    for builtin, custom in BUILTINS:
+        expected += [(TOP, f"-S {custom} 1")] + _at_position(builtin)
+    expected += _at_position("KUBE-ROUTER-INPUT") * 3  # cluster IP range, TCP, UDP node ports
+    expected += [("ensureDefaultNetworkPolicyChain", "-S KUBE-NWPLCY-DEFAULT 1")]
+    expected += [("ensureDefaultNetworkPolicyChain", "-C KUBE-NWPLCY-DEFAULT")] * (icmp + 1)
+    expected += [("SaveInto", "iptables-save -t filter"),
+                 ("syncNetworkPolicyChains", "ipset restore -exist"),
+                 ("cleanupStaleRules", "-S"),
+                 ("Restore", "iptables-restore --wait -T filter"),
+                 ("cleanupStaleIPSets", "ipset save")]
+    assert steps(t) == expected
+    assert all(r["returncode"] == 0 for r in t.exec_log)

@@ -61,6 +61,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("harness.engines.kube_network_policies", ("harness.controller", "harness.engines.base", "harness.engines.config",
                                                "harness.engines.kube_network_policies", "harness.errors",
                                                "harness.kernel", "harness.model")),
+    # kube-router's known departures from the spec per tag: the model, the oracle and the profiles only
+    ("harness.engines.kube_router.deviations", ("harness.model", "harness.oracle",
+                                                "harness.engines.kube_router.render.profiles")),
     # service proxies: the model's Services in, the node's kernel out; no engine, lab or scenario
     ("harness.cluster.service_proxy", ("harness.model",)),
     ("harness.cluster.kube_proxy", ("harness.errors", "harness.kernel", "harness.model", "harness.cluster.kube_proxy",

@@ -46,12 +46,21 @@ CASES = {
     "example_v1.3.0_node-a": dict(node="node-a", profile="v1.3.0"),
     "example_v1.3.1_node-a": dict(node="node-a", profile="v1.3.1"),
     "example_v1.3.2_node-a": dict(node="node-a", profile="v1.3.2"),
+    "example_v1.4.0_node-a": dict(node="node-a", profile="v1.4.0"),
     "example_v1.5.0_node-a": dict(node="node-a", profile="v1.5.0"),
+    "example_v1.5.1_node-a": dict(node="node-a", profile="v1.5.1"),
+    "example_v2.0.0_node-a": dict(node="node-a", profile="v2.0.0"),
+    "example_v2.1.2_node-a": dict(node="node-a", profile="v2.1.2"),
+    "example_v2.2.0_node-a": dict(node="node-a", profile="v2.2.0"),
+    "example_v2.5.0_node-a": dict(node="node-a", profile="v2.5.0"),
+    "example_v2.6.0_node-a": dict(node="node-a", profile="v2.6.0"),
     "example_v2.6.3_node-a": dict(node="node-a", profile="v2.6.3"),
     "example_v2.6.3_node-b": dict(node="node-b", profile="v2.6.3"),
     "example_v2.8.0_node-a": dict(node="node-a", profile="v2.8.0"),
     "example_v2.10.0_node-a": dict(node="node-a", profile="v2.10.0"),
     "example_v2.10.0_node-a_default-deny": dict(node="node-a", profile="v2.10.0", default_deny=True),
+    "example_v2.11.1_node-a": dict(node="node-a", profile="v2.11.1"),
+    "example_v2.11.1_node-a_default-deny": dict(node="node-a", profile="v2.11.1", default_deny=True),
 }
 
 
@@ -67,7 +76,7 @@ def test_golden(name):
     assert text.splitlines() == expected.splitlines()
 
 
-@pytest.mark.parametrize("alias", ["v1.2", "v1.3", "v2.6", "v2.10"])
+@pytest.mark.parametrize("alias", ["v1.2", "v1.3", "v2.6", "v2.10", "v2.11"])
 def test_alias_renders_its_tag(alias):
     from harness.engines.kube_router.render.profiles import ALIASES
 

@@ -35,7 +35,8 @@ def _names(rs):
 
 # -- aliases --------------------------------------------------------------------------------
 def test_old_names_are_aliases_of_the_nearest_tag():
-    assert ALIASES == {"v1.2": "v1.2.1", "v1.3": "v1.3.1", "v2.6": "v2.6.3", "v2.10": "v2.10.0"}
+    assert ALIASES == {"v1.2": "v1.2.1", "v1.3": "v1.3.1", "v2.6": "v2.6.3", "v2.10": "v2.10.0",
+                       "v2.11": "v2.11.1"}
     for alias, tag in ALIASES.items():
         assert get_profile(alias) is PROFILES[tag]
         assert render_node(example_cluster(), "node-a", profile=alias, sync_version=V).profile == tag
@@ -183,3 +184,131 @@ def test_v130_inserts_pod_jumps_above_the_input_whitelist():
     assert old[0].endswith(f"-s 10.244.0.3 -j {fb}") and "cluster IP" in old[2]
     assert "cluster IP" in new[0] and new[-2].endswith(f"-s 10.244.0.3 -j {fb}")
     assert old[-1].endswith("-m mark --mark 0x20000/0x20000 -j ACCEPT")
+
+
+# -- v1.4.0 .. v2.11.1 -----------------------------------------------------------------------
+def _pod_rules(tag: str, ns: str = "x", pod: str = "a", cluster=None) -> list[str]:
+    rs = render_node(cluster or example_cluster(), "node-a", profile=tag, sync_version=V)
+    return rs.chain(nm.pod_chain(ns, pod, V)).rules
+
+
+def _local_accept(tag: str) -> str:
+    return next(r for r in _pod_rules(tag) if "--src-type LOCAL" in r).split('"')[1]
+
+
+def test_local_accept_comment_lost_its_doubled_traffic_in_v140_and_got_it_back_in_v200():
+    # v1.3.2/v2.0.0:pod.go "rule to permit the traffic traffic to pods ..."; v1.4.0..v1.6.1 "the traffic to pods"
+    doubled = "rule to permit the traffic traffic to pods when source is the pod's local node"
+    single = "rule to permit the traffic to pods when source is the pod's local node"
+    assert [_local_accept(t) for t in ("v1.3.2", "v1.4.0", "v1.5.0", "v1.5.1", "v2.0.0", "v2.10.0")] == [
+        doubled, single, single, single, doubled, doubled]
+
+
+def test_v200_is_dual_stack_named_single_spaced_with_inline_stateful_rules():
+    # v2.0.0:policy.go networkPolicyChainName/policy*IPSetName hash the family; pod.go: single-spaced
+    # default comments, INVALID + stateful still -I 1 per pod chain (no KUBE-NWPLCY-COMMON until v2.6.0);
+    # network_policy_controller.go ensureExplicitAccept: the v1.3.1 comment again
+    v2 = render_node(example_cluster(), "node-a", profile="v2.0.0", sync_version=V)
+    v15 = render_node(example_cluster(), "node-a", profile="v1.5.1", sync_version=V)
+    assert nm.policy_chain("x", "deny-all", V, "IPv4") in _names(v2)
+    assert nm.policy_chain("x", "deny-all", V) in _names(v15)
+    assert nm.COMMON_CHAIN not in _names(v2)
+    rules = v2.chain(nm.pod_chain("x", "a", V)).rules
+    assert rules[0].endswith("--ctstate RELATED,ESTABLISHED -j ACCEPT") and rules[1].endswith("--ctstate INVALID -j DROP")
+    assert any('"run through default egress network policy chain"' in r for r in rules)
+    assert v2.chain(nm.FORWARD_CHAIN).rules[-1].startswith(
+        '-m comment --comment "rule to explicitly ACCEPT traffic that comply to network policies"')
+    assert v15.chain(nm.FORWARD_CHAIN).rules[-1].startswith('-m comment --comment "explicitly ACCEPT traffic that')
+
+
+def test_v220_accepts_basic_icmp_in_the_default_chain_until_v260_moves_it_to_common():
+    # v2.2.0..v2.5.0:network_policy_controller.go ensureDefaultNetworkPolicyChain: CommonICMPRules before the mark
+    def default(tag):
+        return render_node(example_cluster(), "node-a", profile=tag, sync_version=V).chain(nm.DEFAULT_CHAIN).rules
+    icmp = ['-m comment --comment "allow icmp echo requests" -p icmp --icmp-type echo-request -j ACCEPT',
+            '-m comment --comment "allow icmp destination unreachable messages" -p icmp '
+            '--icmp-type destination-unreachable -j ACCEPT',
+            '-m comment --comment "allow icmp time exceeded messages" -p icmp --icmp-type time-exceeded -j ACCEPT']
+    assert default("v2.2.0")[:3] == icmp and default("v2.5.0")[:3] == icmp
+    assert default("v2.2.0")[3].startswith("-j MARK") and len(default("v2.2.0")) == 4
+    assert len(default("v2.1.2")) == 1 and len(default("v2.6.0")) == 1
+
+
+def test_v260_jumps_to_common_where_v250_inlines_the_stateful_rules():
+    # v2.6.0:pod.go setupPodNetpolRules "common bi-directional traffic policy rules"
+    assert _pod_rules("v2.6.0")[0] == (
+        '-m comment --comment "common bi-directional traffic policy rules" -j KUBE-NWPLCY-COMMON')
+    assert "KUBE-NWPLCY-COMMON" not in " ".join(_pod_rules("v2.5.0"))
+    assert nm.COMMON_CHAIN in _names(render_node(example_cluster(), "node-a", profile="v2.6.0", sync_version=V))
+
+
+def test_v2111_short_comments_from_comments_go():
+    # v2.11.1:pod.go + comments.go idComment "<ns>/<name> <kind>"; the fixed pod-chain texts shortened
+    rules = _pod_rules("v2.11.1")
+    comments = [r.split('"')[1] for r in rules if "--comment" in r]
+    assert comments == ["common netpol rules", "from local node", "default egress", "x/deny-all policy",
+                        "x/allow-http policy", "x/a log-drop", "x/a reject", "set netpol-ok mark"]
+    old = [r.split('"')[1] for r in _pod_rules("v2.10.0") if "--comment" in r]
+    assert old[0] == "common bi-directional traffic policy rules" and old[-1].startswith("set mark to ACCEPT")
+    rs = render_node(example_cluster(), "node-a", profile="v2.11.1", sync_version=V)
+    fwd = rs.chain(nm.FORWARD_CHAIN).rules
+    assert fwd[0] == f'-m comment --comment "x/a in" -d 10.244.0.2 -j {nm.pod_chain("x", "a", V)}'
+    assert any('"x/a out" -s 10.244.0.2' in r for r in fwd)
+    # v2.11.1:policy.go polRuleComment(policy, cmtIngressPods+cmtNamedPort) / cmtEgressCIDR / cmtEgressPods
+    allow_http = rs.chain(nm.policy_chain("x", "allow-http", V, "IPv4")).rules
+    assert allow_http[0].startswith('-m comment --comment "x/allow-http ingress pods np" ')
+    egress = [r.split('"')[1] for r in rs.chain(nm.policy_chain("x", "egress-b", V, "IPv4")).rules]
+    assert egress == ["x/egress-b egress cidr"] * 2 + ["x/egress-b egress pods"] * 2
+
+
+def test_v2111_appends_the_explicit_accept_after_the_tail_jump_again():
+    # v2.11.1:npc_iptables.go fullPolicySync: ensureTailChainPosition, then ensureExplicitAccept (frozen text);
+    # v2.10.0 has the TAIL jump alone
+    new = render_node(example_cluster(), "node-a", profile="v2.11.1", sync_version=V)
+    old = render_node(example_cluster(), "node-a", profile="v2.10.0", sync_version=V)
+    for chain in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN):
+        assert new.chain(chain).rules[-2].endswith("-j KUBE-NWPLCY-TAIL")
+        assert new.chain(chain).rules[-1] == (
+            '-m comment --comment "rule to explicitly ACCEPT traffic that comply to network policies" '
+            "-m mark --mark 0x20000/0x20000 -j ACCEPT")
+        assert old.chain(chain).rules[-1].endswith("-j KUBE-NWPLCY-TAIL")
+
+
+def test_v2111_tail_chain_comments():
+    # v2.11.1:npc_iptables.go populateDefaultTailChain, appendIPSetGatedRejects, appendCIDRRejects
+    rs = render_node(example_cluster(), "node-a", profile="v2.11.1", sync_version=V, default_deny=True)
+    comments = [r.split('"')[1] for r in rs.chain(nm.TAIL_CHAIN).rules]
+    assert comments == ["reject unprogrammed local pod (default-deny)"] * 2 + ["accept netpol-ok"] + [
+        "reject pre-netpol (default-deny)"] * 2
+    old = render_node(example_cluster(), "node-a", profile="v2.10.0", sync_version=V, default_deny=True)
+    assert [r.split('"')[1] for r in old.chain(nm.TAIL_CHAIN).rules][2].startswith("rule to explicitly ACCEPT")
+
+
+def test_v2111_comments_are_clamped_to_120_bytes():
+    # v2.11.1:comments.go clampComment (maxCommentLen 120), identity first so only the kind is cut
+    from harness.engines.kube_router.render.kube_router import id_comment
+
+    long_ns = "n" * 63
+    assert id_comment(long_ns, "p" * 63, "log-drop") == (long_ns + "/" + "p" * 63 + " log-drop")[:120]
+    assert len(id_comment(long_ns, "p" * 63, "log-drop")) == 120
+    assert id_comment("x", "a\tb", "in") == "x/ab in"  # sanitizeForComment drops control characters
+
+
+def test_v2111_is_what_the_nftables_backend_reads():
+    # v2.11.0+ has --use-nftables-for-netpol (npc_nftables.go); the iptables profiles before it do not
+    assert get_profile("v2.11.1").nftables_netpol and get_profile("v2.11").name == "v2.11.1"
+    assert not any(p.nftables_netpol for n, p in PROFILES.items() if n != "v2.11.1")
+
+
+@pytest.mark.parametrize("tag", sorted(PROFILES))
+def test_render_cli_accepts_every_tag(tag, capsys):
+    import argparse
+
+    from harness.engines.kube_router.render import commands
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="cmd")
+    commands.register(sub, argparse.ArgumentParser().add_subparsers())
+    args = parser.parse_args(["render", "example", "--node", "node-a", "--profile", tag, "--sync-version", "5"])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.startswith(f"# kube-router {tag} ruleset for node node-a")

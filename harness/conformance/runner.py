@@ -89,6 +89,9 @@ class StepResult:
     probe_time_ns: int = 0
     retried: int = 0  # cells that timed out and were probed once more
     recovered: int = 0  # of those, cells whose second attempt got an answer
+    # cells where the engine at its profile is known to depart from the spec (the engine's
+    # ``spec_deviations``): expected as the engine gives them, listed here, not mismatches
+    deviations: list = field(default_factory=list)
 
     @property
     def mismatches(self) -> list[Mismatch]:
@@ -112,6 +115,9 @@ class StepResult:
         lines = [head]
         lines += [f"  {c}" for c in self.changes]
         lines.append(self.diff.report())
+        if self.deviations:
+            lines.append(f"expected deviations from the spec ({len(self.deviations)}):")
+            lines += [f"  {d}" for d in self.deviations]
         outcome_words = ", ".join(f"{k}:{v}" for k, v in sorted(self.outcomes.items()))
         lines.append(f"probe outcomes: {outcome_words}"
                      + (f" (retried {self.retried} timeouts, {self.recovered} answered)" if self.retried else ""))
@@ -137,6 +143,11 @@ class CaseResult:
     @property
     def mismatch_count(self) -> int:
         return sum(len(s.mismatches) for s in self.steps)
+
+    @property
+    def deviation_count(self) -> int:
+        """Cells expected to differ from the spec because of the engine's known deviations."""
+        return sum(len(s.deviations) for s in self.steps)
 
     @property
     def oracle_disagreements(self) -> int:
@@ -263,6 +274,28 @@ def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: fl
     return {k: (v if k[1] in served else NOT_SERVED) for k, v in result.items()}
 
 
+def with_deviations(expected: TruthTable, deviations: list) -> TruthTable:
+    """``expected`` with every deviating cell set to the engine's verdict (detail: the deviation)."""
+    if not deviations:
+        return expected
+    out = TruthTable(expected.pods, ignore_self=expected.ignore_self)
+    for s, d, c in expected.pairs():
+        if c.allowed is not None:
+            out.set(s, d, c.allowed, c.detail)
+    for dev in deviations:
+        out.set(dev.src, dev.dst, dev.allowed, str(dev))
+    return out
+
+
+def engine_deviations(engine, options: RunOptions, cluster: Cluster, pods: list[str], step: Step) -> list:
+    """The engine's known departures from the spec for this step's probe (its optional
+    ``spec_deviations(config, cluster, pods, port, protocol, ignore_self)``; none without it)."""
+    fn = getattr(engine, "spec_deviations", None)
+    if fn is None:
+        return []
+    return list(fn(options, cluster, pods, step.probe.port, step.probe.protocol, step.ignore_self))
+
+
 def judge(expected: TruthTable, observed: TruthTable, outcomes: dict[tuple[str, str], Outcome]) -> TableDiff:
     """``diff(expected, observed)``, with cells the lab cannot probe (``n/a-...`` outcomes)
     counted as ignored instead of as missing observations."""
@@ -333,7 +366,8 @@ def run_case(case: Case, options: RunOptions | None = None, *,
             with node_engines(lab, model, options, eng) as engines:
                 try:
                     for step in case.steps:
-                        sr = _run_step(case, step, model, lab, pods, options, engines, first=step.index == 0)
+                        sr = _run_step(case, step, model, lab, pods, options, engines, first=step.index == 0,
+                                       engine=eng)
                         result.steps.append(sr)
                         log.info("%s step %d: %s", case.name, step.index, sr.diff.summary())
                         if on_step:
@@ -351,11 +385,12 @@ def run_case(case: Case, options: RunOptions | None = None, *,
 
 
 def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], options: RunOptions,
-              engines: dict, *, first: bool) -> StepResult:
+              engines: dict, *, first: bool, engine=None) -> StepResult:
     changes = apply_step(model, step, case.source)
     hand = hand_table(step, pods)
     oracle = oracle_table(step, model, pods)
-    expected = hand if hand is not None else oracle
+    deviations = engine_deviations(engine, options, model, pods, step)
+    expected = with_deviations(hand if hand is not None else oracle, deviations)
     sync_version, syncs = None, []
     # A probe-only step changes nothing, and a controller would not sync for it; the first step
     # always syncs so every node has the engine's rules before anything is probed.
@@ -371,7 +406,7 @@ def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], opti
         expected=expected, expected_from="hand" if hand is not None else "oracle", observed=observed,
         diff=judge(expected, observed, outcomes), oracle_vs_hand=diff(hand, oracle) if hand is not None else None,
         sync_version=sync_version, syncs=syncs, outcomes=Counter(outcomes.values()), probe_time_ns=probe_ns,
-        retried=retried, recovered=recovered,
+        retried=retried, recovered=recovered, deviations=deviations,
     )
 
 

@@ -136,6 +136,10 @@ class Engine(Protocol):
     # engines): it never writes a sync record (a real controller binary), so callers measure
     # it by probes and do not wait for records (a node engine's optional ``wait_quiet()`` is
     # what ``Controller.wait_idle`` waits for instead).
+    # Optional: ``spec_deviations(config, cluster, pods, port, protocol, ignore_self)`` -> cells
+    # (``src``, ``dst``, ``allowed``, ``kind``, ``why``) where the engine at ``config`` is known to
+    # depart from the NetworkPolicy spec (kube-router v1.2.x); the conformance runner expects its
+    # verdict there and lists them as expected deviations instead of mismatches.
 
 
 class SynchronousNode:

@@ -17,6 +17,8 @@ from harness.engines.base import BeforeApply, Programmed, SynchronousNode
 from harness.engines.config import EnforcementConfig, check_common
 from harness.engines.kube_router.apply import STRATEGIES, SyncTimings, apply, get_backend, require_tools
 from harness.engines.kube_router.apply.commands import estimated_execs
+from harness.engines.kube_router.apply.exec_sequence import IPSetHandler
+from harness.engines.kube_router.deviations import Deviation, spec_deviations
 from harness.engines.kube_router.events import requests_sync
 from harness.engines.kube_router.incremental import IncrementalApplier
 from harness.engines.kube_router.metrics import METRIC_SET
@@ -34,12 +36,15 @@ class FullApplier:
 
     def __init__(self, netns_name: str, backend: str, strategy: str):
         self.netns, self.backend, self.strategy = netns_name, backend, strategy
+        # kube-router's ipset handler lives as long as the controller (v2.0.0..v2.1.1 restore it whole)
+        self.ipset_handler = IPSetHandler()
 
     def sync_version(self, start_ns: int) -> int:
         return start_ns
 
     def apply(self, ruleset: Ruleset, *, full: bool = False, relist: Any = None) -> SyncTimings:
-        return apply(ruleset, self.netns, backend=self.backend, strategy=self.strategy, relist=relist)
+        return apply(ruleset, self.netns, backend=self.backend, strategy=self.strategy, relist=relist,
+                     ipset_handler=self.ipset_handler)
 
 
 class KubeRouterNode(SynchronousNode):
@@ -132,6 +137,12 @@ class KubeRouterEngine:
 
     def require_tools(self, config: EnforcementConfig) -> None:
         require_tools(config.backend)
+
+    def spec_deviations(self, config: EnforcementConfig, cluster: Cluster, pods: list[str], port: int,
+                        protocol: str = "TCP", ignore_self: bool = True) -> list[Deviation]:
+        """The cells where kube-router at ``config.profile`` departs from the spec
+        (``deviations.spec_deviations``: v1.2.x direction-less jumps and missing endPort)."""
+        return spec_deviations(cluster, config.profile, pods, port, protocol, ignore_self)
 
     def set_update_mode(self, config: EnforcementConfig) -> str:
         """``flush+refill`` (v1.2: sets emptied and refilled in place) or ``tmp+swap`` (v1.2.2+)."""

@@ -13,7 +13,8 @@ strategy keeps what the node last programmed in memory and, on the next sync:
   the replacement is atomic (legacy: one table replace; nft: one netlink batch) — no packet sees a
   half-written chain, which is why a new name (a new sync version) buys nothing; chains no longer
   wanted are deleted (``-X``) in the same transaction, after the chains that jumped to them;
-- stale sets destroyed afterwards (one ``ipset restore`` of ``destroy`` lines).
+- stale sets destroyed afterwards (one ``ipset restore`` of ``destroy`` lines), by kube-router's
+  rule (``restore_text.stale_policy_sets``: KUBE-SRC-/KUBE-DST- sets only).
 
 The sync version therefore stays stable for the controller's life: chain names only change
 when a pod or policy appears or disappears. The first sync, a change of the built-in jumps, and
@@ -36,6 +37,8 @@ from harness.engines.kube_router.apply import (
     ipset_restore_text,
     require_tools,
 )
+from harness.engines.kube_router.apply.exec_sequence import IPSetHandler
+from harness.engines.kube_router.apply.restore_text import stale_policy_sets
 from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
 from harness.errors import KernelError
 from harness.kernel import netns
@@ -83,8 +86,9 @@ def plan_incremental(old: Ruleset | None, new: Ruleset) -> IncrementalPlan:
         o = old_sets.get(s.name)
         if o is None or o.type != s.type or o.options != s.options or o.entries != s.entries:
             plan.sets_changed.append(s)
-    new_set_names = {s.name for s in new.sets}
-    plan.sets_removed = sorted(n for n in old_sets if n not in new_set_names)
+    # the sets kube-router's cleanupStaleIPSets would destroy (KUBE-SRC-/KUBE-DST- only): a
+    # kube-router-local-pods set the new ruleset no longer lists stays, as with kube-router
+    plan.sets_removed = stale_policy_sets(new, old_sets)
     old_chains = {c.name: c.rules for c in old.chains}
     plan.chains_changed = [c for c in new.chains if old_chains.get(c.name) != c.rules]
     new_chain_names = {c.name for c in new.chains}
@@ -130,6 +134,7 @@ class IncrementalApplier:
         self.current: Ruleset | None = None
         self.stable_version: int | None = None
         self.last_plan: IncrementalPlan | None = None
+        self.ipset_handler = IPSetHandler()  # the full syncs' handler, as kube-router keeps one
 
     def sync_version(self, start_ns: int) -> int:
         if self.stable_version is None:
@@ -145,7 +150,7 @@ class IncrementalApplier:
             plan = IncrementalPlan(full=True, why="full resync requested")
         self.last_plan = plan
         if plan.full:
-            t = apply(ruleset, self.netns, backend=self.backend, strategy="restore")
+            t = apply(ruleset, self.netns, backend=self.backend, strategy="restore", ipset_handler=self.ipset_handler)
         else:
             require_tools(self.backend)
             t = netns.call_in(self.netns, self._apply_in_ns, ruleset, plan)

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from harness.argtypes import positive_int
+from harness.engines.kube_router.apply.exec_sequence import IPSetHandler
 from harness.engines.kube_router.apply.restore_text import ipset_ops
 from harness.engines.kube_router.apply.strategies import STRATEGIES, SyncTimings, apply
 from harness.engines.kube_router.apply.synthetic import SCALES, scaled_ruleset
@@ -76,8 +77,9 @@ def _one_run(rs1: Ruleset, rs2: Ruleset, backend: str, strategy: str, run_id: st
     name = f"nph-{run_id}-apply-{n}"
     netns.create(name)
     try:
-        first = apply(rs1, name, backend, strategy)
-        resync = apply(rs2, name, backend, strategy)
+        handler = IPSetHandler()  # one controller: v2.0.0-v2.1.1 restore what its handler kept
+        first = apply(rs1, name, backend, strategy, ipset_handler=handler)
+        resync = apply(rs2, name, backend, strategy, ipset_handler=handler)
         return first, resync
     finally:
         netns.delete(name)

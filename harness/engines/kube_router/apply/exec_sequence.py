@@ -16,8 +16,12 @@ process kube-router spawns per sync, timing each one:
    (ensureLocalPodsIPSetExists), then ChainExists + ``List`` (drift check) of KUBE-NWPLCY-TAIL, or
    NewChain + Append of its rules when it is missing (what Run()'s ensureDefaultTailChain does).
 5. ``iptables-save -t filter``.
-6. syncNetworkPolicyChains: ``ipset save``, ``ipset restore -exist`` (v1.x: every set of the
-   host, saved options verbatim until v1.5.1's initval scrub; v2.6+: the policy sets only).
+6. syncNetworkPolicyChains: ``ipset save`` (not in v2.0.0..v2.4.1), ``ipset restore -exist`` of
+   what the ipset handler holds (``IPSetHandler``): v1.x, v2.5.0, v2.6.0 every set of the host
+   (saved options verbatim until v1.5.1's initval scrub); v2.0.0..v2.1.1 the sets the handler kept
+   from the previous sync's cleanupStaleIPSets save (the handler lives as long as the controller)
+   plus the sync's own; v2.1.2..v2.4.1 (handler reset per sync) and v2.6.1+ (RestoreSets) the
+   policy sets only.
 7. populateProtectedPodsIPSet (v2.10 default deny): ``ipset save`` + ``ipset restore -exist`` of
    kube-router-local-pods alone.
 8. cleanupStaleRules: ``ListChains`` (``-S``).
@@ -41,15 +45,16 @@ import re
 import shlex
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from harness.engines.kube_router.apply.restore_text import (
+    SavedSet,
     filter_restore_text,
     ipset_restore_text,
     jump_target,
     parse_ipset_save,
-    stale_sets,
+    stale_policy_sets,
 )
 from harness.engines.kube_router.render import naming as nm
 from harness.engines.kube_router.render.profiles import Profile, get_profile
@@ -58,7 +63,6 @@ from harness.kernel.backends import IPSET, Backend
 
 # addUUIDForRuleSpec appends " - <16 base32 chars>" to the comment (ensureTopLevelChains)
 _UUID = re.compile(r" - ([A-Z2-7]{16})\b")
-STALE_SET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-")  # kubeSourceIPSetPrefix, kubeDestinationIPSetPrefix
 MARK_ACCEPT_ARGS = ("-m", "mark", "--mark", "0x20000/0x20000", "-j", "ACCEPT")
 
 
@@ -71,6 +75,17 @@ class ExecRecord:
     returncode: int
     duration_ns: int
     input_lines: int = 0  # lines fed on stdin (restores)
+
+
+@dataclass
+class IPSetHandler:
+    """What kube-router's ipset handler (pkg/utils/ipset.go ``IPSet.sets``) still holds after a
+    sync: v2.0.0..v2.1.1 build it once (NewIPTablesHandlers) and restore it whole at the next sync
+    without saving first. ``sets`` is the last cleanupStaleIPSets ``ipset save`` minus the sets it
+    destroyed (Set.Destroy deletes them from the map); empty before the first sync. One per node,
+    kept by the caller for the controller's life."""
+
+    sets: dict[str, SavedSet] = field(default_factory=dict)
 
 
 class SyncExecs:
@@ -238,13 +253,16 @@ def restore_argv(backend: Backend, prof: Profile) -> list[str]:
 
 
 def full_policy_sync(tools: Any, ruleset: Ruleset, backend: Backend, t: Any,
-                     phase: Callable[..., Any], relist: Callable[[], Ruleset] | None = None) -> list[ExecRecord]:
+                     phase: Callable[..., Any], relist: Callable[[], Ruleset] | None = None,
+                     handler: IPSetHandler | None = None) -> list[ExecRecord]:
     """Run kube-router's full sync of ``ruleset.profile`` (module docstring), filling the
     timings ``t`` (``strategies.SyncTimings``) through ``phase(field, fn, *args)``; returns the
     processes run, in order. ``relist``: called after the policy sets are restored, where
     syncPodFirewallChains lists the local pods again (v2.10.0:network_policy_controller.go
     fullPolicySync -> pod.go); the ruleset it returns (same policies, pod chains from the second
-    listing) gives the pod chains, the top-level jumps and kube-router-local-pods (lister skew)."""
+    listing) gives the pod chains, the top-level jumps and kube-router-local-pods (lister skew).
+    ``handler``: the node's ``IPSetHandler`` across syncs (None: a controller's first sync); updated
+    at the end."""
     prof = get_profile(ruleset.profile)
     x = SyncExecs(tools)
     ipt = GoIPTables(x, backend.iptables)
@@ -252,7 +270,15 @@ def full_policy_sync(tools: Any, ruleset: Ruleset, backend: Backend, t: Any,
     x.step = "SaveInto"
     saved = phase("iptables_save_time", lambda: x.run(backend.save_argv()).stdout)
     x.step = "syncNetworkPolicyChains"
-    host = parse_ipset_save(phase("ipset_save_time", lambda: x.run([IPSET, "save"]).stdout))
+    if handler is None:
+        handler = IPSetHandler()
+    if prof.ipset_save_before_restore:
+        host = parse_ipset_save(phase("ipset_save_time", lambda: x.run([IPSET, "save"]).stdout))
+    else:
+        # v2.0.0..v2.4.1:policy.go syncNetworkPolicyChains runs no ipset.Save(): the handler knows what
+        # the last cleanup saved (v2.0.0..v2.1.1) or nothing (v2.1.2..v2.4.1: NewIPSet per sync), so
+        # sets it does not know are created with RefreshSet's options
+        host = dict(handler.sets) if prof.restore_host_sets else {}
     local = _local_pods_set(ruleset)
     policy = ruleset if local is None else _without_set(ruleset, local.name)
     text = ipset_restore_text(policy, host, host_sets=host if prof.restore_host_sets else None,
@@ -286,11 +312,14 @@ def full_policy_sync(tools: Any, ruleset: Ruleset, backend: Backend, t: Any,
     x.step = "cleanupStaleIPSets"
 
     def cleanup() -> list[str]:
-        # cleanupStaleIPSets (v1.2.1..v2.10.0): only KUBE-SRC-/KUBE-DST- sets are ever destroyed
-        stale = [n for n in stale_sets(ruleset, parse_ipset_save(x.run([IPSET, "save"]).stdout))
-                 if n.startswith(STALE_SET_PREFIXES)]
+        # cleanupStaleIPSets (v1.2.1..v2.11.1): Save() into the handler, destroy the stale
+        # KUBE-SRC-/KUBE-DST- sets (each Destroy also drops it from the handler's map)
+        saved_sets = parse_ipset_save(x.run([IPSET, "save"]).stdout)
+        stale = stale_policy_sets(ruleset, saved_sets)
         for name in stale:
             x.run([IPSET, "destroy", name])
+            saved_sets.pop(name, None)
+        handler.sets = saved_sets
         return stale
     t.stale_sets = phase("stale_cleanup_time", cleanup)
     return x.log

@@ -304,6 +304,19 @@ def ipset_restore_text(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iter
     return "".join(op.line() + "\n" for op in ipset_ops(ruleset, existing_sets, host_sets=host_sets, scrub=scrub))
 
 
+# cleanupStaleIPSets (v1.2.1..v2.10.0:network_policy_controller.go, v2.11.1:npc_iptables.go): only sets
+# named kubeSourceIPSetPrefix / kubeDestinationIPSetPrefix are ever destroyed, at every tag; other
+# kube-router- sets (kube-router-local-pods, the routing/service controllers' sets) are left alone.
+STALE_SET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-")
+
+
+def stale_policy_sets(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str]) -> list[str]:
+    """The sets kube-router's cleanupStaleIPSets destroys after the restore: existing
+    ``KUBE-SRC-``/``KUBE-DST-`` sets the ruleset no longer has, sorted. Every apply strategy uses
+    this rule, so none destroys a set kube-router would keep."""
+    return [n for n in stale_sets(ruleset, existing_sets) if n.startswith(STALE_SET_PREFIXES)]
+
+
 def stale_sets(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str]) -> list[str]:
     """Existing sets with an owned prefix that the ruleset no longer has, sorted: destroyed after
     the iptables restore (a set still referenced by a rule cannot be destroyed before)."""

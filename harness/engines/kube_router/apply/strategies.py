@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
-from harness.engines.kube_router.apply.exec_sequence import exec_summary, full_policy_sync
+from harness.engines.kube_router.apply.exec_sequence import IPSetHandler, exec_summary, full_policy_sync
 from harness.engines.kube_router.apply.restore_text import (
     FILTER_BUILTINS,
     entry_key,
@@ -42,6 +42,7 @@ from harness.engines.kube_router.apply.restore_text import (
     jump_target,
     parse_ipset_save,
     parse_iptables_save,
+    stale_policy_sets,
     stale_sets,
 )
 from harness.engines.kube_router.render.ruleset import Ruleset
@@ -215,15 +216,17 @@ def _new_timings(strategy: str, ruleset: Ruleset, netns_name: str, backend: Back
 
 
 def apply_restore(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
-                  relist: Callable[[], Ruleset] | None = None) -> SyncTimings:
+                  relist: Callable[[], Ruleset] | None = None,
+                  ipset_handler: IPSetHandler | None = None) -> SyncTimings:
     """kube-router's full sync, exec for exec as the source at ``ruleset.profile``'s tag runs it
-    (``exec_sequence.full_policy_sync``; ``relist``: its second pod listing); ``exec_log`` lists
+    (``exec_sequence.full_policy_sync``; ``relist``: its second pod listing; ``ipset_handler``: the
+    node's ipset handler kept across syncs, None for a fresh controller); ``exec_log`` lists
     every process with its step."""
     b = get_backend(backend)
     tools = _Tools(netns_name, b)
     t = _new_timings("restore", ruleset, netns_name, b)
     clock = _Clock(t)
-    log_ = full_policy_sync(tools, ruleset, b, t, clock.phase, relist)
+    log_ = full_policy_sync(tools, ruleset, b, t, clock.phase, relist, ipset_handler)
     t.exec_log = exec_summary(log_)
     t.execs = tools.execs
     clock.finish()
@@ -332,7 +335,7 @@ def apply_netlink(ruleset: Ruleset, netns_name: str, backend: str | Backend = "n
     t.sets_ns = time.time_ns()
     clock.phase("iptables_restore_time", tools.run, b.restore_argv(), input=filter_restore_text(ruleset, saved))
     t.rules_ns = time.time_ns()
-    stale = stale_sets(ruleset, names)
+    stale = stale_policy_sets(ruleset, names)  # kube-router's cleanupStaleIPSets rule
     stats = clock.phase("stale_cleanup_time", ipset_netlink.destroy_sets, netns_name, stale)
     t.netlink_requests += stats.requests
     t.stale_sets = stale
@@ -350,9 +353,11 @@ STRATEGIES: dict[str, Callable[..., SyncTimings]] = {
 
 
 def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
-          strategy: str = "restore", relist: Callable[[], Ruleset] | None = None) -> SyncTimings:
+          strategy: str = "restore", relist: Callable[[], Ruleset] | None = None,
+          ipset_handler: IPSetHandler | None = None) -> SyncTimings:
     """Program ``ruleset`` into namespace ``netns_name`` with ``strategy`` (restore | per-rule |
-    netlink) and ``backend`` (nft | legacy); return the sync's timings. Raises EnvironmentProblem
+    netlink) and ``backend`` (nft | legacy); return the sync's timings. ``relist`` and
+    ``ipset_handler`` (the node's ipset handler across syncs) are ``restore``'s. Raises EnvironmentProblem
     (tools missing, not root), ConfigError (unknown strategy/backend), KernelError (a tool failed,
     or the other backend already has rules in the namespace)."""
     b = require_tools(backend)
@@ -362,8 +367,8 @@ def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
         raise ConfigError(None, "strategy", f"unknown apply strategy {strategy!r} "
                           f"(choose {', '.join(STRATEGIES)})") from None
     check_not_mixed(netns_name, b)
-    if relist is not None and strategy == "restore":  # only kube-router's own sync lists twice
-        t = netns.call_in(netns_name, fn, ruleset, netns_name, b, relist)
+    if strategy == "restore":  # only kube-router's own sync lists twice and keeps an ipset handler
+        t = netns.call_in(netns_name, fn, ruleset, netns_name, b, relist, ipset_handler)
     else:
         t = netns.call_in(netns_name, fn, ruleset, netns_name, b)
     log.debug("%s/%s sync %d in %s: %.1f ms (%d execs)", strategy, b.name, ruleset.sync_version,

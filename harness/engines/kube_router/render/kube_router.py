@@ -16,9 +16,9 @@ here it is fixed: pods by ``namespace/name``, policies by ``namespace/name``, se
 address, named-port resolutions by port number. Everything else follows the source.
 
 Provenance of the text (see ``profiles.py`` for what differs per profile):
-- comments are the long pre-2025 ones (``"rule to ACCEPT traffic from source pods ..."``) in
-  every profile; the newest kube-router master shortened most of them to ``"<ns>/<name> <kind>"``
-  (comments.go) but froze the top-level/helper ones reproduced here;
+- comments are the long ones (``"rule to ACCEPT traffic from source pods ..."``) up to v2.10.0;
+  v2.11.0 (comments.go) shortened the pod, jump and policy-rule ones to ``"<ns>/<name> <kind>"``
+  (``id_comment``) and froze the top-level/helper ones (rule identity for AppendUnique);
 - ``COMMON_JUMP_COMMENT``, the KUBE-NWPLCY-COMMON rules and ``COMMON_ICMP_RULES`` follow
   v2.6.3/v2.10.0 pod.go, network_policy_controller.go (ensureCommonPolicyChain) and
   pkg/utils/iptables.go (CommonICMPRules);
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import unicodedata
 from dataclasses import dataclass, field
 
 from harness.engines.kube_router.render import naming as nm
@@ -90,6 +91,23 @@ def _q_quoted(comment: str) -> str:
     """A comment that itself contains quote characters, in restore form (as iptables-save prints
     it: the inner quotes escaped)."""
     return '"' + comment.replace('\\', '\\\\').replace('"', '\\"') + '"'
+
+
+# v2.11.0+:pkg/controllers/netpol/comments.go maxCommentLen (nftables' 128-byte limit, shared by
+# the iptables path) and the kind tags idComment appends.
+MAX_COMMENT_LEN = 120
+# v2.11.1:pkg/controllers/netpol/npc_iptables.go populateDefaultTailChain, appendIPSetGatedRejects,
+# appendCIDRRejects
+TAIL_ACCEPT_COMMENT_V211 = "accept netpol-ok"
+TAIL_GATED_COMMENT_V211 = "reject unprogrammed local pod (default-deny)"
+TAIL_PRE_NETPOL_COMMENT_V211 = "reject pre-netpol (default-deny)"
+
+
+def id_comment(namespace: str, name: str, kind: str) -> str:
+    """v2.11.0+ comments.go ``idComment``: ``"<namespace>/<name> <kind>"`` without control
+    characters (sanitizeForComment), cut at ``MAX_COMMENT_LEN`` bytes (clampComment)."""
+    s = "".join(ch for ch in f"{namespace}/{name} {kind}" if unicodedata.category(ch) != "Cc")  # unicode.IsControl
+    return s.encode()[:MAX_COMMENT_LEN].decode(errors="ignore")
 
 
 # ------------------------------------------------------------------------------------------
@@ -394,13 +412,23 @@ class _Builder:
             self._egress(info, target_src, rules)
         return chain
 
+    def _comments(self, pol: NetworkPolicy, direction: str, long: tuple[str, str, str]) -> tuple[str, ...]:
+        """The comments of a policy chain's rules: pods, all, ipBlock, then the same three for a
+        named port. Before v2.11 the long texts (v2.10.0:policy.go processIngressRules/
+        processEgressRules); v2.11.0+ ``polRuleComment`` (comments.go: cmtIngressPods ... + cmtNamedPort)."""
+        if not self.profile.short_comments:
+            return (*long, *long)
+        kinds = [f"{direction} pods", f"{direction} any", f"{direction} cidr"]
+        return tuple(id_comment(pol.namespace, pol.name, k) for k in kinds + [k + " np" for k in kinds])
+
     def _ingress(self, info: _PolicyInfo, target_dst: str, rules: list[str]) -> None:
         pol = info.policy
         ns, name, fam = pol.namespace, pol.name, self.family
-        c_pods = f"rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}"
-        c_all = f"rule to ACCEPT traffic from all sources to dest pods selected by policy name: {name} namespace {ns}"
-        c_blk = (f"rule to ACCEPT traffic from specified ipBlocks to dest pods selected by policy name: "
-                 f"{name} namespace {ns}")
+        c_pods, c_all, c_blk, n_pods, n_all, n_blk = self._comments(pol, "ingress", (
+            f"rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}",
+            f"rule to ACCEPT traffic from all sources to dest pods selected by policy name: {name} namespace {ns}",
+            f"rule to ACCEPT traffic from specified ipBlocks to dest pods selected by policy name: "
+            f"{name} namespace {ns}"))
         for i, r in enumerate(info.ingress):
             if r.pods:
                 src = nm.ingress_pod_set(ns, name, i, fam)
@@ -410,7 +438,7 @@ class _Builder:
                 for ep_i, ep in enumerate(r.named):
                     np_set = nm.ingress_named_port_set(ns, name, i, ep_i, fam)
                     self.set_pods(np_set, ep.pods)
-                    self._rule(rules, c_pods, src, np_set, ep.protocol, ep.port, "")
+                    self._rule(rules, n_pods, src, np_set, ep.protocol, ep.port, "")
                 if not r.ports and not r.named:
                     self._rule(rules, c_pods, src, target_dst, "", "", "")
             if r.match_all_peers and not r.match_all_ports:
@@ -419,7 +447,7 @@ class _Builder:
                 for ep_i, ep in enumerate(r.named):
                     np_set = nm.ingress_named_port_set(ns, name, i, ep_i, fam)
                     self.set_pods(np_set, ep.pods)
-                    self._rule(rules, c_all, "", np_set, ep.protocol, ep.port, "")
+                    self._rule(rules, n_all, "", np_set, ep.protocol, ep.port, "")
             if r.match_all_peers and r.match_all_ports:
                 self._rule(rules, c_all, "", target_dst, "", "", "")
             if r.ip_blocks:
@@ -434,18 +462,19 @@ class _Builder:
                         # keeps the type of a set made above (hash:ip), so only an ipBlock-only rule
                         # gets a hash:net named-port set. Reproduced as is.
                         self.set_nets(np_set, [f"{ip} {ENTRY_OPTIONS}" for ip in self.index.entries(ep.pods)])
-                        self._rule(rules, c_blk, blk, np_set, ep.protocol, ep.port, "")
+                        self._rule(rules, n_blk, blk, np_set, ep.protocol, ep.port, "")
                 else:
                     self._rule(rules, c_blk, blk, target_dst, "", "", "")
 
     def _egress(self, info: _PolicyInfo, target_src: str, rules: list[str]) -> None:
         pol = info.policy
         ns, name, fam = pol.namespace, pol.name, self.family
-        c_pods = f"rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}"
-        c_all = (f"rule to ACCEPT traffic from source pods to all destinations selected by policy name: "
-                 f"{name} namespace {ns}")
-        c_blk = (f"rule to ACCEPT traffic from source pods to specified ipBlocks selected by policy name: "
-                 f"{name} namespace {ns}")
+        c_pods, c_all, c_blk, n_pods, n_all, _ = self._comments(pol, "egress", (
+            f"rule to ACCEPT traffic from source pods to dest pods selected by policy name {name} namespace {ns}",
+            f"rule to ACCEPT traffic from source pods to all destinations selected by policy name: "
+            f"{name} namespace {ns}",
+            f"rule to ACCEPT traffic from source pods to specified ipBlocks selected by policy name: "
+            f"{name} namespace {ns}"))
         for i, r in enumerate(info.egress):
             if r.pods:
                 dst = nm.egress_pod_set(ns, name, i, fam)
@@ -455,7 +484,7 @@ class _Builder:
                 for ep_i, ep in enumerate(r.named):
                     np_set = nm.egress_named_port_set(ns, name, i, ep_i, fam)
                     self.set_pods(np_set, ep.pods)
-                    self._rule(rules, c_pods, target_src, np_set, ep.protocol, ep.port, "")
+                    self._rule(rules, n_pods, target_src, np_set, ep.protocol, ep.port, "")
                 if not r.ports and not r.named:
                     self._rule(rules, c_pods, target_src, dst, "", "", "")
             if r.match_all_peers and not r.match_all_ports:
@@ -463,7 +492,7 @@ class _Builder:
                     self._rule(rules, c_all, target_src, "", proto, port, end)
                 # all destinations: the resolved named port number alone, no set
                 for ep in r.named:
-                    self._rule(rules, c_all, target_src, "", ep.protocol, ep.port, "")
+                    self._rule(rules, n_all, target_src, "", ep.protocol, ep.port, "")
             if r.match_all_peers and r.match_all_ports:
                 self._rule(rules, c_all, target_src, "", "", "", "")
             if r.ip_blocks:
@@ -479,8 +508,12 @@ class _Builder:
 def _drop_unmarked_rules(pod: Pod, profile: Profile, reject_with: str | None) -> list[str]:
     """pod.go ``dropUnmarkedTrafficRules`` (v1.2.1..v2.10.0): NFLOG and REJECT what no policy
     marked, clear 0x10000; from v1.3.1 also set 0x20000 for the top-level accept."""
-    log_c = _q(f"rule to log dropped traffic POD name:{pod.name} namespace: {pod.namespace}")
-    rej_c = _q(f"rule to REJECT traffic destined for POD name:{pod.name} namespace: {pod.namespace}")
+    if profile.short_comments:  # v2.11.0+:pod.go syncPodFirewallChains (cmtLogDrop, cmtReject)
+        log_c = _q(id_comment(pod.namespace, pod.name, "log-drop"))
+        rej_c = _q(id_comment(pod.namespace, pod.name, "reject"))
+    else:
+        log_c = _q(f"rule to log dropped traffic POD name:{pod.name} namespace: {pod.namespace}")
+        rej_c = _q(f"rule to REJECT traffic destined for POD name:{pod.name} namespace: {pod.namespace}")
     rules = [f"-m comment --comment {log_c} -m mark ! --mark {MARK_OK} {NFLOG_ARGS}"]
     if reject_with == "tcp-reset":
         # Not kube-router: answer TCP with a reset instead of ICMP port-unreachable, to contrast.
@@ -494,12 +527,13 @@ def _drop_unmarked_rules(pod: Pod, profile: Profile, reject_with: str | None) ->
     rules.append("-j MARK --set-mark 0/0x10000")
     if profile.mark_accept:
         # v1.3.1:pod.go syncPodFirewallChains ("Mark will be checked to explicitly ACCEPT the traffic")
-        rules.append(f"-m comment --comment {_q('set mark to ACCEPT traffic that comply to network policies')} "
-                     f"-j MARK --set-mark {MARK_ACCEPT}")
+        # v2.11.0+:pod.go: "set netpol-ok mark"
+        mark_c = ("set netpol-ok mark" if profile.short_comments
+                  else "set mark to ACCEPT traffic that comply to network policies")
+        rules.append(f"-m comment --comment {_q(mark_c)} -j MARK --set-mark {MARK_ACCEPT}")
     return rules
 
 
-_LOCAL_ACCEPT_COMMENT = "rule to permit the traffic traffic to pods when source is the pod's local node"
 _STATEFUL_COMMENT = "rule for stateful firewall for pod"
 
 
@@ -515,8 +549,10 @@ def _pod_chain_rules(pod: Pod, chain: str, infos: list[_PolicyInfo], policy_chai
     ip = str(pod.ip)
     inserted: list[str] = []  # in kube-router's write order
     has_in = has_eg = False
+    short = profile.short_comments  # v2.11.0+:pod.go setupPodNetpolRules
     for info, pchain in zip(infos, policy_chains, strict=True):
-        comment = _q(f"run through nw policy {info.policy.name}")
+        comment = _q(id_comment(info.policy.namespace, info.policy.name, "policy") if short
+                     else f"run through nw policy {info.policy.name}")
         if info.policy_type == "both":
             has_in = has_eg = True
             inserted.append(f"-m comment --comment {comment} -j {pchain}")
@@ -527,15 +563,15 @@ def _pod_chain_rules(pod: Pod, chain: str, infos: list[_PolicyInfo], policy_chai
             has_eg = True
             inserted.append(f"-s {ip} -m comment --comment {comment} -j {pchain}")
     sep = profile.default_chain_sep  # two spaces in v1.x, one from v2.0.0
-    if not has_in:
-        inserted.append(f"-d {ip} -m comment --comment {_q(f'run through default ingress network policy{sep}chain')} "
-                        f"-j {nm.DEFAULT_CHAIN}")
-    if not has_eg:
-        inserted.append(f"-s {ip} -m comment --comment {_q(f'run through default egress network policy{sep}chain')} "
-                        f"-j {nm.DEFAULT_CHAIN}")
-    inserted.append(f"-m comment --comment {_q(_LOCAL_ACCEPT_COMMENT)} -m addrtype --src-type LOCAL -d {ip} -j ACCEPT")
+    for missing, flag, direction in ((not has_in, "-d", "ingress"), (not has_eg, "-s", "egress")):
+        if missing:
+            text = f"default {direction}" if short else f"run through default {direction} network policy{sep}chain"
+            inserted.append(f"{flag} {ip} -m comment --comment {_q(text)} -j {nm.DEFAULT_CHAIN}")
+    local_c = "from local node" if short else profile.local_accept_comment
+    inserted.append(f"-m comment --comment {_q(local_c)} -m addrtype --src-type LOCAL -d {ip} -j ACCEPT")
     if profile.common_chain:
-        inserted.append(f"-m comment --comment {_q(COMMON_JUMP_COMMENT)} -j {nm.COMMON_CHAIN}")
+        jump_c = "common netpol rules" if short else COMMON_JUMP_COMMENT
+        inserted.append(f"-m comment --comment {_q(jump_c)} -j {nm.COMMON_CHAIN}")
     else:
         if profile.invalid_drop:
             # v1.3.2:pod.go setupPodNetpolRules (kube-router #709: NAT ignores INVALID packets)
@@ -597,7 +633,7 @@ def _v12_pod_chains(local: list[Pod], selecting: dict[str, list[int]], infos: li
                 comment = _q(f"run through nw policy {infos[i].policy.name}")
                 ops.insert(chain, f"-m comment --comment {comment} -j {policy_chains[i]}")
             if direction == "ingress":
-                ops.insert(chain, f"-m comment --comment {_q(_LOCAL_ACCEPT_COMMENT)} "
+                ops.insert(chain, f"-m comment --comment {_q(profile.local_accept_comment)} "
                                   f"-m addrtype --src-type LOCAL -d {ip} -j ACCEPT")
             ops.insert(chain, f"-m comment --comment {_q(_STATEFUL_COMMENT)} "
                               "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
@@ -721,9 +757,13 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
             pod_chains.append(Chain(chain, _pod_chain_rules(
                 pod, chain, [infos[i] for i in mine], [policy_chains[i].name for i in mine], prof, reject_with)))
             ip = str(pod.ip)
-            to_c = _q(f"rule to jump traffic destined to POD name:{pod.name} namespace: {pod.namespace} "
-                      f"to chain {chain}")
-            from_c = _q(f"rule to jump traffic from POD name:{pod.name} namespace: {pod.namespace} to chain {chain}")
+            if prof.short_comments:  # v2.11.0+:pod.go intercept*Traffic (cmtJumpIn, cmtJumpOut)
+                to_c, from_c = _q(id_comment(pod.namespace, pod.name, "in")), _q(id_comment(pod.namespace, pod.name, "out"))
+            else:
+                to_c = _q(f"rule to jump traffic destined to POD name:{pod.name} namespace: {pod.namespace} "
+                          f"to chain {chain}")
+                from_c = _q(f"rule to jump traffic from POD name:{pod.name} namespace: {pod.namespace} "
+                            f"to chain {chain}")
             # interceptPodInboundTraffic (v1.3.1+: appended; v1.3.0 inserted at 1, #1136)
             put(nm.FORWARD_CHAIN, f"-m comment --comment {to_c} -d {ip} -j {chain}")
             put(nm.OUTPUT_CHAIN, f"-m comment --comment {to_c} -d {ip} -j {chain}")
@@ -737,9 +777,15 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     if not prof.policy_pods_only:
         # ensureDefaultNetworkPolicyChain (v1.3.1+:network_policy_controller.go), added with the
         # iptables command (comment unquoted in the Go string)
-        helper_chains.append(Chain(nm.DEFAULT_CHAIN, [
-            f"-j MARK -m comment --comment {_q('rule to mark traffic matching a network policy')} "
-            f"--set-xmark {MARK_OK}"]))
+        default_rules = []
+        if prof.default_chain_icmp:
+            # v2.2.0..v2.5.0:network_policy_controller.go ensureDefaultNetworkPolicyChain: CommonICMPRules
+            # AppendUnique'd before the mark (comments without quote characters)
+            default_rules += [f"-m comment --comment {_q(c)} -p icmp --icmp-type {t} -j ACCEPT"
+                              for t, c in COMMON_ICMP_RULES]
+        default_rules.append(f"-j MARK -m comment --comment {_q('rule to mark traffic matching a network policy')} "
+                             f"--set-xmark {MARK_OK}")
+        helper_chains.append(Chain(nm.DEFAULT_CHAIN, default_rules))
     if prof.common_chain:
         # ensureCommonPolicyChain (v2.6.3, v2.10.0:network_policy_controller.go)
         common = [
@@ -750,12 +796,13 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
         common += [f"-m comment --comment {_q(c)} -p icmp --icmp-type {t} -j ACCEPT" for t, c in COMMON_ICMP_RULES]
         helper_chains.append(Chain(nm.COMMON_CHAIN, common))
     if prof.tail_chain:
-        helper_chains.append(Chain(nm.TAIL_CHAIN, _tail_rules(cluster, node_name, default_deny)))
+        helper_chains.append(Chain(nm.TAIL_CHAIN, _tail_rules(cluster, node_name, default_deny, prof)))
         # ensureTailChainPosition (v2.10.0:network_policy_controller.go): AppendUnique, moved to the end
         tail_jump = (f"-m comment --comment "
                      f"{_q('rule to explicitly handle traffic for network policies ACCEPT/REJECT decision')} "
                      f"-j {nm.TAIL_CHAIN}")
-    # ensureExplicitAccept (v1.3.1..v2.9.0:network_policy_controller.go): AppendUnique, moved to the end
+    # ensureExplicitAccept (v1.3.1..v2.9.0:network_policy_controller.go; again from v2.11.0:npc_iptables.go
+    # fullPolicySync, after ensureTailChainPosition): AppendUnique, moved to the end
     accept = f"-m comment --comment {_q(prof.explicit_accept_comment)} -m mark --mark {MARK_ACCEPT} -j ACCEPT"
     for rules in top.values():
         if prof.tail_chain:
@@ -783,19 +830,21 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                    chains=chains, builtin_jumps=builtin, input_whitelist=whitelist, swap_sets=prof.swap_sets)
 
 
-def _tail_rules(cluster: Cluster, node_name: str, default_deny: bool) -> list[str]:
+def _tail_rules(cluster: Cluster, node_name: str, default_deny: bool, profile: Profile) -> list[str]:
     """v2.10.0:network_policy_controller.go ``populateDefaultTailChain``: the accept-on-mark rule;
     with default deny, REJECTs for the node's pod CIDR around it (``appendIPSetGatedRejects``:
     gated on kube-router-local-pods, before; ``appendCIDRRejects``: unconditional, after). All
     added with the iptables command (comments unquoted in the Go strings)."""
     cidr = str(cluster.nodes[node_name].pod_cidr)
-    gated = _q(TAIL_GATED_COMMENT)
-    pre = _q(TAIL_PRE_NETPOL_COMMENT)
+    short = profile.short_comments  # v2.11.1:npc_iptables.go: the short texts
+    gated = _q(TAIL_GATED_COMMENT_V211 if short else TAIL_GATED_COMMENT)
+    pre = _q(TAIL_PRE_NETPOL_COMMENT_V211 if short else TAIL_PRE_NETPOL_COMMENT)
+    accept = _q(TAIL_ACCEPT_COMMENT_V211 if short else TAIL_ACCEPT_COMMENT)
     rules = []
     if default_deny:
         rules += [f"-s {cidr} -m comment --comment {gated} -m set ! --match-set {nm.LOCAL_PODS_SET} src -j REJECT",
                   f"-d {cidr} -m comment --comment {gated} -m set ! --match-set {nm.LOCAL_PODS_SET} dst -j REJECT"]
-    rules.append(f"-m comment --comment {_q(TAIL_ACCEPT_COMMENT)} -m mark --mark {MARK_ACCEPT} -j ACCEPT")
+    rules.append(f"-m comment --comment {accept} -m mark --mark {MARK_ACCEPT} -j ACCEPT")
     if default_deny:
         rules += [f"-s {cidr} -m comment --comment {pre} -j REJECT",
                   f"-d {cidr} -m comment --comment {pre} -j REJECT"]

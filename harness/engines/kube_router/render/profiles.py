@@ -14,20 +14,34 @@ covers its tag and the following releases up to the next profile, as far as the 
 | v1.3.0  | v1.3.0       | as v1.3.1, but pod jumps inserted at position 1 of the top-level chains, above the
 |         |              | KUBE-ROUTER-INPUT cluster IP / node port RETURNs (#1136, fixed by #1144) |
 | v1.3.1  | v1.3.1       | every local pod a chain, KUBE-NWPLCY-DEFAULT, 0x20000 + explicit ACCEPT, endPort |
-| v1.3.2  | v1.3.2-v1.4  | ctstate INVALID drop in every pod chain (#709) |
-| v1.5.0  | v1.5.0-v1.6  | explicit ACCEPT comment "explicitly ACCEPT traffic that complies with network policies" |
-| v2.6.3  | v2.6.0-v2.7  | dual-stack names, KUBE-NWPLCY-COMMON, single-spaced default comments |
+| v1.3.2  | v1.3.2       | ctstate INVALID drop in every pod chain (#709) |
+| v1.4.0  | v1.4.0       | local-source accept comment loses its doubled "traffic" (pod.go setupPodNetpolRules) |
+| v1.5.0  | v1.5.0       | explicit ACCEPT comment "explicitly ACCEPT traffic that complies with network policies" |
+| v1.5.1  | v1.5.1-v1.6  | saved set options without ``initval`` (pkg/utils/ipset.go scrubInitValFromOptions) |
+| v2.0.0  | v2.0.0-v2.1.1| dual-stack names, single-spaced default comments, the v1.3.1 explicit ACCEPT text and
+|         |              | "traffic traffic" again; stateful + INVALID rules still inline per pod chain; the ipset
+|         |              | handler lives across syncs and is never saved before the restore |
+| v2.1.2  | v2.1.2-3     | ipset handler reset at each sync: only the sync's own sets are restored |
+| v2.2.0  | v2.2.0-v2.4  | ICMP accepts (utils.CommonICMPRules) in KUBE-NWPLCY-DEFAULT before the mark |
+| v2.5.0  | v2.5.0       | ``ipset save`` at the start of syncNetworkPolicyChains: every host set restored again |
+| v2.6.0  | v2.6.0       | KUBE-NWPLCY-COMMON (INVALID, stateful, ICMP) replaces the inline rules and DEFAULT's ICMP |
+| v2.6.3  | v2.6.1-v2.7  | RestoreSets(knownIPSets): only the policy sets restored |
 | v2.8.0  | v2.8.0-v2.9  | KUBE-ROUTER-INPUT also lets SCTP node ports through |
 | v2.10.0 | v2.10.0      | KUBE-NWPLCY-TAIL instead of the explicit ACCEPT, SCTP node ports, --netpol-default-deny |
+| v2.11.1 | v2.11.0-1    | iptables path (npc_iptables.go): short ``<ns>/<name> <kind>`` comments (comments.go),
+|         |              | the explicit ACCEPT back after the TAIL jump; nftables backend exists (``nftables_netpol``) |
 
 Aliases (the names used before profiles were tagged; every caller keeps working): ``v1.2`` ->
 ``v1.2.1`` (the flush+refill window belongs to v1.2.0-v1.2.1), ``v1.3`` -> ``v1.3.1``,
-``v2.6`` -> ``v2.6.3``, ``v2.10`` -> ``v2.10.0``.
+``v2.6`` -> ``v2.6.3``, ``v2.10`` -> ``v2.10.0``; ``v2.11`` -> ``v2.11.1`` (v2.11.0 and v2.11.1
+have the same pkg/).
 
-Not reproduced (yet): v2.0.0-v2.5.0 (dual-stack naming and single spacing as v2.6.3, the stateful rules still
-inline in each pod chain; KUBE-NWPLCY-COMMON arrives in v2.6.0), and v2.11.x (short comments,
-comments.go). Ranges were found by diffing the rule-writing strings of pkg/controllers/netpol
-between consecutive tags; v1.4.0 and v2.8.0's other changes were read as refactors.
+Ranges were found by diffing every string literal and the exec calls of pkg/controllers/netpol
+(non-test files), pkg/utils/ipset.go and pkg/utils/iptables.go between consecutive tags
+v1.3.2..v2.11.1, then reading each diff that changed a literal or an exec. Read as refactors
+(no change to what is written or executed on an IPv4 node): v1.5.2-v1.5.4, v1.6.0-v1.6.1 (debug
+log strings), v2.0.1, v2.1.0, v2.1.1, v2.1.3 (IPv6 set names only), v2.2.1-v2.2.2, v2.3.0 (node
+IP discovery: krNode), v2.4.x, v2.6.2 (inet6 set names), v2.7.x, v2.8.1, v2.11.0 -> v2.11.1.
 """
 
 from __future__ import annotations
@@ -76,6 +90,21 @@ class Profile:
     # v1.3.0:pod.go interceptPodInbound/OutboundTraffic write every top-level jump with ``-I <chain> 1``
     # (the saved whitelist and explicit ACCEPT end up below them); v1.3.1 appends them (#1144).
     pod_jumps_inserted: bool = False
+    # Comment of the pod chain's local-source accept (pod.go setupPodNetpolRules): the doubled
+    # "traffic" of v1.2.1..v1.3.2 and v2.0.0..v2.10.0; v1.4.0..v1.6.1 wrote it once.
+    local_accept_comment: str = "rule to permit the traffic traffic to pods when source is the pod's local node"
+    # v2.2.0..v2.5.0:network_policy_controller.go ensureDefaultNetworkPolicyChain AppendUniques
+    # utils.CommonICMPRules (ICMP ACCEPTs) into KUBE-NWPLCY-DEFAULT before the mark; v2.6.0 moved
+    # them to KUBE-NWPLCY-COMMON.
+    default_chain_icmp: bool = False
+    # v2.11.0+:pkg/controllers/netpol/comments.go: pod, jump and policy-rule comments are
+    # "<namespace>/<name> <kind>" (idComment, clamped to 120 bytes) and the pod chain's fixed
+    # comments are short ("default ingress", "from local node", ...); the comments that are rule
+    # identity for AppendUnique/Exists stay frozen (npc_iptables.go ensureExplicitAccept note).
+    short_comments: bool = False
+    # v2.11.0+: --use-nftables-for-netpol selects npc_nftables.go (knftables) instead of this
+    # iptables path. The iptables renderer ignores it; the nftables engine reads it.
+    nftables_netpol: bool = False
     # --- the execs of a full sync (harness.engines.kube_router.apply.exec_sequence) ---
     # go-iptables ``iptables.New()`` calls per sync, each running ``iptables --version``
     # (go-iptables v0.5.0/v0.6.0 iptables.go New -> getIptablesVersionString): v1.2.x in
@@ -91,10 +120,16 @@ class Profile:
     # ``iptables-restore --wait -T filter`` when ``iptables-restore --help`` mentions wait
     # (v1.3.0+:pkg/utils/iptables.go init/Restore); v1.2.x: ``iptables-restore -T filter``.
     restore_wait: bool = True
-    # syncNetworkPolicyChains restores every set ``ipset save`` listed on the host (v1.x..v2.5:
-    # pkg/utils/ipset.go Restore -> buildIPSetRestore over ipset.Sets) vs only the policy sets
-    # (v2.6.0+: RestoreSets(knownIPSets)).
+    # syncNetworkPolicyChains hands ``ipset restore`` every set the ipset handler knows, i.e. every
+    # host set (pkg/utils/ipset.go Restore -> buildIPSetRestore over ipset.Sets: v1.x, v2.0.0..v2.1.1,
+    # v2.5.0, v2.6.0) vs only the sets this sync refreshed (v2.1.2..v2.4.1: the handler is reset at
+    # each sync and never saved; v2.6.1+: RestoreSets(knownIPSets)).
     restore_host_sets: bool = False
+    # syncNetworkPolicyChains starts with ``ipset save`` (v1.x: Save; v2.5.0+:policy.go
+    # syncNetworkPolicyChains ``ipset.Save()``). v2.0.0..v2.4.1 run none: v2.0.0..v2.1.1 restore
+    # what the handler kept from the previous sync's cleanupStaleIPSets save (minus the sets it
+    # destroyed; nothing on a controller's first sync), v2.1.2..v2.4.1 only the sync's own sets.
+    ipset_save_before_restore: bool = True
     # Saved create options keep ``initval`` (one TMP set per existing set) until v1.5.1's
     # scrubInitValFromOptions (v1.5.1:pkg/utils/ipset.go parseIPSetSave).
     scrub_initval: bool = True
@@ -104,6 +139,9 @@ class Profile:
     netpol_actionable: bool = True
     notes: str = ""
 
+
+# v1.4.0..v1.6.1:pod.go setupPodNetpolRules
+_LOCAL_ACCEPT_V14 = "rule to permit the traffic to pods when source is the pod's local node"
 
 PROFILES: dict[str, Profile] = {
     "v1.2.1": Profile(
@@ -139,12 +177,69 @@ PROFILES: dict[str, Profile] = {
         name="v1.3.2", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, invalid_drop=True,
     ),
+    # v1.4.0:pod.go setupPodNetpolRules: "rule to permit the traffic to pods when source is the pod's local node"
+    "v1.4.0": Profile(
+        version_execs_per_sync=3, restore_host_sets=True, scrub_initval=False,
+        name="v1.4.0", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, invalid_drop=True,
+        local_accept_comment=_LOCAL_ACCEPT_V14,
+    ),
     "v1.5.0": Profile(
         version_execs_per_sync=3, restore_host_sets=True, scrub_initval=False,
         name="v1.5.0", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, invalid_drop=True,
         explicit_accept_comment="explicitly ACCEPT traffic that complies with network policies",
+        local_accept_comment=_LOCAL_ACCEPT_V14,
     ),
+    # v1.5.1:pkg/utils/ipset.go parseIPSetSave -> scrubInitValFromOptions
+    "v1.5.1": Profile(
+        version_execs_per_sync=3, restore_host_sets=True,
+        name="v1.5.1", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False, invalid_drop=True,
+        explicit_accept_comment="explicitly ACCEPT traffic that complies with network policies",
+        local_accept_comment=_LOCAL_ACCEPT_V14,
+    ),
+    # v2.0.0:pod.go (dual-stack rewrite: family hashed into names, single-spaced default comments,
+    # "traffic traffic", INVALID + stateful still inserted per pod chain), network_policy_controller.go
+    # ensureExplicitAccept (the v1.3.1 text), NewIPTablesHandlers (handlers built once: no --version per
+    # sync; the ipset handler's sets persist), policy.go syncNetworkPolicyChains (no ipset.Save()).
+    "v2.0.0": Profile(
+        restore_host_sets=True, ipset_save_before_restore=False,
+        name="v2.0.0", swap_sets=True, family="IPv4", common_chain=False, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=False,
+        invalid_drop=True, default_chain_sep=" ",
+    ),
+    # v2.1.2:network_policy_controller.go fullPolicySync: npc.ipSetHandlers[ipFamily] = utils.NewIPSet(...)
+    # at the start of every sync ("reset ipset handler before use"), still no Save before Restore
+    "v2.1.2": Profile(
+        ipset_save_before_restore=False,
+        name="v2.1.2", swap_sets=True, family="IPv4", common_chain=False, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=False,
+        invalid_drop=True, default_chain_sep=" ",
+    ),
+    # v2.2.0:network_policy_controller.go ensureDefaultNetworkPolicyChain + pkg/utils/iptables.go CommonICMPRules
+    "v2.2.0": Profile(
+        ipset_save_before_restore=False, default_chain_icmp=True,
+        name="v2.2.0", swap_sets=True, family="IPv4", common_chain=False, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=False,
+        invalid_drop=True, default_chain_sep=" ",
+    ),
+    # v2.5.0:policy.go syncNetworkPolicyChains: ipset.Save() before the RefreshSets, then Restore() of all
+    "v2.5.0": Profile(
+        restore_host_sets=True, default_chain_icmp=True,
+        name="v2.5.0", swap_sets=True, family="IPv4", common_chain=False, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=False,
+        invalid_drop=True, default_chain_sep=" ",
+    ),
+    # v2.6.0:network_policy_controller.go ensureCommonPolicyChain, pod.go setupPodNetpolRules (COMMON jump);
+    # policy.go still ipset.Restore() of every saved set (RestoreSets arrives in v2.6.1)
+    "v2.6.0": Profile(
+        restore_host_sets=True,
+        name="v2.6.0", swap_sets=True, family="IPv4", common_chain=True, tail_chain=False, end_port=True,
+        cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=False,
+        default_chain_sep=" ",
+    ),
+    # v2.6.1:policy.go syncNetworkPolicyChains: ipset.RestoreSets(knownIPSets)
     "v2.6.3": Profile(
         name="v2.6.3", swap_sets=True, family="IPv4", common_chain=True, tail_chain=False, end_port=True,
         cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=False,
@@ -161,10 +256,19 @@ PROFILES: dict[str, Profile] = {
         cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=True,
         explicit_accept=False, default_chain_sep=" ",
     ),
+    # v2.11.0 = v2.11.1 (no change under pkg/): npc_iptables.go (fullPolicySync calls ensureExplicitAccept
+    # again, after ensureTailChainPosition), comments.go + pod.go/policy.go (short comments),
+    # populateDefaultTailChain ("accept netpol-ok", short default-deny comments)
+    "v2.11.1": Profile(
+        name="v2.11.1", swap_sets=True, family="IPv4", common_chain=True, tail_chain=True, end_port=True,
+        cluster_ip_comment="allow traffic to primary/secondary cluster IP range", sctp_node_ports=True,
+        default_chain_sep=" ", short_comments=True, nftables_netpol=True,
+    ),
 }
 
 # The names profiles had before they were tagged -> the nearest tag (see the module docstring).
-ALIASES: dict[str, str] = {"v1.2": "v1.2.1", "v1.3": "v1.3.1", "v2.6": "v2.6.3", "v2.10": "v2.10.0"}
+ALIASES: dict[str, str] = {"v1.2": "v1.2.1", "v1.3": "v1.3.1", "v2.6": "v2.6.3", "v2.10": "v2.10.0",
+                           "v2.11": "v2.11.1"}
 
 # Every name ``get_profile`` accepts, tags first (for CLI choices and error messages).
 PROFILE_NAMES: tuple[str, ...] = (*PROFILES, *ALIASES)
