@@ -129,6 +129,10 @@ class KubeRouterEngine:
         get_backend(config.backend, source)
         if config.default_deny and not prof.tail_chain:
             raise ConfigError(source, "default_deny", f"--netpol-default-deny needs profile v2.10, not {prof.name}")
+        if prof.per_call_sync and config.strategy != "per-rule":
+            # v1.1.1 had no save/restore sync: only its own call-by-call sync reproduces it
+            raise ConfigError(source, "strategy", f"profile {prof.name} syncs call by call: use strategy per-rule, "
+                              f"not {config.strategy}")
 
     def require_tools(self, config: EnforcementConfig) -> None:
         require_tools(config.backend)
