@@ -41,7 +41,7 @@ def test_v111_per_rule_programs_the_verdicts_of_v121_restore(backend):
     old = _run(backend, "v1.1.1", "per-rule")
     new = _run(backend, "v1.2.1", "restore")
     assert len(old.steps) == len(new.steps) == 4
-    for a, b in zip(old.steps, new.steps):
+    for a, b in zip(old.steps, new.steps, strict=True):
         assert _table(a) == _table(b), f"step {a.index}"
     syncs = [s for step in old.steps for s in step.syncs]
     assert syncs and all(s.timings["strategy"] == "per-rule" and s.timings["execs"] > 20 for s in syncs)
