@@ -20,7 +20,7 @@ from harness.engines.kube_router.apply.commands import estimated_execs
 from harness.engines.kube_router.events import requests_sync
 from harness.engines.kube_router.incremental import IncrementalApplier
 from harness.engines.kube_router.metrics import METRIC_SET
-from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
+from harness.engines.kube_router.render.kube_router import ClusterIndex, netpol_actionable, render_node
 from harness.engines.kube_router.render.profiles import get_profile
 from harness.engines.kube_router.render.ruleset import Ruleset
 from harness.errors import ConfigError
@@ -104,12 +104,27 @@ class KubeRouterNode(SynchronousNode):
         if relist_view is not None:
             cfg = self.config
 
+            first = _local_pods(view, self.node, cfg.profile)
+
             def relist() -> Ruleset:
+                second = relist_view()
+                if _local_pods(second, self.node, cfg.profile) == first:
+                    # the second listing only decides the local pods: the same ones render the same
+                    # ruleset, so the harness does not render it again (kube-router's second listing
+                    # is a lister cache read; a re-render here would count harness CPU as sync time)
+                    return ruleset
                 return render_node(view, self.node, profile=cfg.profile, sync_version=sync_version,
                                    default_deny=cfg.default_deny, reject_with=cfg.reject_with,
-                                   pods_view=relist_view())
+                                   pods_view=second)
         timings = self.apply(ruleset, full=full, relist=relist)
         return Programmed(sync_version, str(timings.get("strategy") or self.strategy), render_ns, timings)
+
+
+def _local_pods(view: Cluster, node: str, profile: str) -> list[tuple[str, str, str]]:
+    """What ``render_node``'s ``pods_view`` decides: the node's actionable pods (namespace, name, IP)."""
+    prof = get_profile(profile)
+    return sorted((p.namespace, p.name, str(p.ip)) for p in view.pods.values()
+                  if p.node == node and netpol_actionable(p, prof))
 
 
 class KubeRouterEngine:
