@@ -141,6 +141,11 @@ def test_golden_argv_sequence_of_two_syncs():
     if os.environ.get("NPH_UPDATE_GOLDEN"):
         GOLDEN.write_text(text)
     assert text.splitlines() == GOLDEN.read_text().splitlines()
+    # the bench's budget estimate (apply.commands.estimated_execs) is within 20% of the real count
+    from harness.engines.kube_router.apply.commands import estimated_execs
+
+    rs2 = render_node(example_cluster(), "node-a", profile="v1.1.1", sync_version=V2)
+    assert abs(estimated_execs(rs2) - len(second)) <= 0.2 * len(second)
     # the second sync's cleanup removed the first sync's chains and left nothing stale
     assert t2.sync_error == "" and len(t2.stale_chains) == 5
     assert not [c for c in kernel.chains if str(V1) in c]
