@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "harness.controller.commands",  # controller, bench controller
     "harness.bench.commands",  # bench sweep|datapath|canaries|plot, compare
     "harness.bench.churn_commands",  # bench churn
+    "harness.bench.proxy_load_commands",  # bench proxy-load
     "harness.sim.commands",  # simulate run|grid|validate|fit
     "harness.probe.commands",  # calibrate, bench probe
     "harness.suite",  # suite (the main job)

@@ -214,3 +214,28 @@ def test_missing_kernel_features_get_a_modprobe_hint():
     assert "modprobe ip_tables" in _module_hint("iptables-legacy-restore", legacy)
     assert "modprobe ip_set" in _module_hint("ipset", "ipset v7.17: Cannot open session to kernel.")
     assert _module_hint("iptables-nft", "iptables: Bad rule (does a matching rule exist in that chain?).") is None
+
+
+def test_jump_target_fast_path_agrees_with_shlex_on_real_rules():
+    # jump_target scans past the last quote before falling back to shlex (speed: thousands of
+    # saved foreign rules per sync); it must name the same target shlex finds, comments included
+    import shlex
+
+    from harness.bench.proxy_load import synthetic_proxy_view
+    from harness.cluster.kube_proxy.render import render
+    from harness.engines.kube_router.render.kube_router import render_node
+    from harness.engines.kube_router.render.synthetic import example_cluster
+
+    def by_shlex(rule):
+        tokens = shlex.split(rule)
+        return next((tokens[i + 1] for i, t in enumerate(tokens[:-1]) if t in ("-j", "--jump", "-g", "--goto")), None)
+
+    rules = [line.split(" ", 2)[2] for n in (0, 2) for line in render(synthetic_proxy_view(20, n)).restore_text()
+             .splitlines() if line.startswith("-A ")]
+    for prof in ("v1.1.1", "v1.3.0", "v2.10.0"):
+        rs = render_node(example_cluster(), "node-a", profile=prof, sync_version=1, default_deny=prof == "v2.10.0")
+        rules += [r for c in rs.chains for r in c.rules] + [a for _, a in rs.builtin_jumps]
+    rules += ['-m comment --comment "to -j FOO" -j BAR', "-j LOG --log-prefix 'a -j b'", "-m mark --mark 1 -g KUBE-X",
+              '-p tcp -m comment --comment "no target"']
+    assert len(rules) > 300
+    assert [jump_target(r) for r in rules] == [by_shlex(r) for r in rules]

@@ -560,3 +560,18 @@ def test_periodic_ticker_requests_at_a_fixed_cadence_even_during_a_sync():
     assert all(0.0 < g < 0.15 for g in gaps[:4])  # the cadence, not "a period after the last sync"
     follow_up = nc.timeline.node_syncs("node-a", done_only=True)[2]
     assert follow_up.reasons[0] == "periodic" and len(follow_up.reasons) >= 3
+
+
+def test_lister_skew_is_on_by_default_and_the_cli_can_turn_it_off():
+    # kube-router lists pods twice per sync (v2.10.0 fullPolicySync: buildNetworkPoliciesInfo, then
+    # pod.go syncPodFirewallChains' own listing): the controller reproduces it unless told not to
+    import argparse
+
+    from harness.controller import commands
+
+    assert ControllerConfig().lister_skew is True
+    sub = argparse.ArgumentParser().add_subparsers()
+    commands.register(sub, argparse.ArgumentParser().add_subparsers())
+    parser = sub.choices["controller"]
+    assert parser.parse_args([]).no_lister_skew is False
+    assert parser.parse_args(["--no-lister-skew"]).no_lister_skew is True

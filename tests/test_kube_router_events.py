@@ -123,3 +123,30 @@ def test_lister_skew_programs_a_pod_of_the_second_listing_unfiltered():
     jumps = [r.rsplit("-j ", 1)[1] for r in one_listing.chain(chain).rules if "-j KUBE-" in r]
     policy_jumps = [j for j in jumps if j.startswith("KUBE-NWPLCY-") and j not in (nm.DEFAULT_CHAIN, nm.COMMON_CHAIN)]
     assert deny_all in policy_jumps  # x/deny-all selects it: its ingress goes through the policy chain
+
+
+def test_second_listing_with_the_same_local_pods_reuses_the_first_render():
+    """Lister skew is on by default (ControllerConfig.lister_skew): a second listing that finds the
+    same local pods must cost no second render (it would count harness CPU as sync time); one that
+    finds a new pod renders it from the second listing."""
+    from harness.engines.config import EnforcementConfig
+    from harness.engines.kube_router.engine import FullApplier, KubeRouterNode
+
+    class Recorder(FullApplier):  # in memory: records the rulesets instead of applying them
+        def apply(self, ruleset, *, full=False, relist=None):
+            self.first, self.second = ruleset, relist()
+            return type("T", (), {"as_dict": lambda _self: {"strategy": "restore", "total": 1}})()
+
+    applier = Recorder("", "nft", "restore")
+    node = KubeRouterNode("node-a", "", EnforcementConfig(profile="v2.10.0"), applier=applier)
+    view = example_cluster()
+    node.program(view, sync_version=V, relist_view=lambda: copy.deepcopy(view))
+    assert applier.second is applier.first
+
+    grown = copy.deepcopy(view)
+    new = copy.deepcopy(view.pods["x/b"])
+    new.name, new.ip = "new", ipaddress.IPv4Address("10.244.0.77")
+    grown.pods[new.key] = new
+    node.program(view, sync_version=V, relist_view=lambda: grown)
+    assert applier.second is not applier.first
+    assert any("10.244.0.77" in r for c in applier.second.chains for r in c.rules)

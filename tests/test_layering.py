@@ -68,6 +68,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("harness.cluster.service_proxy", ("harness.model",)),
     ("harness.cluster.kube_proxy", ("harness.errors", "harness.kernel", "harness.model", "harness.cluster.kube_proxy",
                                     "harness.controller.delivery")),
+    # kube-router's sync cost under kube-proxy's rules: the engine through the registry only
+    ("harness.bench.proxy_load", ("harness.bench.baseline", "harness.bench.common", "harness.cluster.kube_proxy",
+                                  "harness.engines.registry", "harness.engines.config", "harness.model")),
     # a real controller binary per node: the served API is its control plane, the run record
     # keeps its pids; it names no other engine and no scenario
     ("harness.engines.binary", ("harness.errors", "harness.kernel", "harness.model", "harness.engines.base",

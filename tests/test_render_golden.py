@@ -41,6 +41,7 @@ V = 1700000000000000000
 # One golden per profile tag (the aliases render the same text, checked below); node-b is virtual
 # and has no local pods with a chain.
 CASES = {
+    "example_v1.1.1_node-a": dict(node="node-a", profile="v1.1.1"),
     "example_v1.2.1_node-a": dict(node="node-a", profile="v1.2.1"),
     "example_v1.2.2_node-a": dict(node="node-a", profile="v1.2.2"),
     "example_v1.3.0_node-a": dict(node="node-a", profile="v1.3.0"),

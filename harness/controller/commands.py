@@ -57,7 +57,8 @@ def run_lag(args: argparse.Namespace, strategy: str) -> dict[str, Any]:
     if node not in cluster.nodes:
         raise ConfigError("--node", None, f"unknown node {node!r} (nodes: {', '.join(cluster.nodes)})")
     config = ControllerConfig(default_deny=args.default_deny, delivery=_delivery(args.delivery, args.delivery_seed),
-                              resync_period_s=args.resync_period).with_enforcement(
+                              resync_period_s=args.resync_period,
+                              lister_skew=not args.no_lister_skew).with_enforcement(
         engine_options.from_args(args, strategy=strategy))
     config.validated()  # a bad flag is one line before the lab is built
     from harness.engines import registry
@@ -168,6 +169,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "(repeatable with NODE=)")
     p.add_argument("--delivery-seed", type=int, default=0, help="seed of the delivery delay draws")
     p.add_argument("--resync-period", type=positive_float, default=300.0, metavar="S", help="periodic full sync (s)")
+    p.add_argument("--no-lister-skew", action="store_true",
+                   help="program each sync from one snapshot (kube-router lists pods twice per sync: the default)")
     p.add_argument("--pods", type=positive_int, default=10, help="client pods to add, one by one")
     p.add_argument("--node", help="node the pods are added to (default: the last real node)")
     p.add_argument("--interval", type=non_negative_float, default=0.2, metavar="S", help="seconds between pod additions")

@@ -68,7 +68,8 @@ class ControllerConfig(EnforcementConfig):
     "node-a": ...}``), ``seed`` for the delivery draws, ``external`` (node -> argv of an external
     program that is that node's engine instead, see ``harness.engines.external``),
     ``initial_sync`` (a full sync at start), ``lister_skew`` (kube-router's second pod listing
-    inside a sync, taken when the policy sets are restored; off by default).
+    inside a sync, taken when the policy sets are restored; on by default, as kube-router always
+    lists twice; False programs every sync from one snapshot).
     ``before_apply(node, rendered, sync_record)`` is a hook called in the sync thread between
     render and apply (tests use it to hold a sync open)."""
 
@@ -77,9 +78,11 @@ class ControllerConfig(EnforcementConfig):
     seed: int = 0
     external: dict[str, list[str]] = field(default_factory=dict)
     initial_sync: bool = True
-    # kube-router lists pods twice per sync (buildNetworkPoliciesInfo, then syncPodFirewallChains):
-    # with lister_skew the second listing is the node's view when the sets are restored
-    lister_skew: bool = False
+    # kube-router lists pods twice per sync (v2.10.0:pkg/controllers/netpol/network_policy_controller.go
+    # fullPolicySync: buildNetworkPoliciesInfo, then pod.go syncPodFirewallChains' own listing):
+    # with lister_skew the second listing is the node's view when the sets are restored. Always so in
+    # kube-router, hence the default; False is the harness's idealised one-snapshot sync.
+    lister_skew: bool = True
     before_apply: Callable[[str, Any, SyncRecord], None] | None = None
 
     def validated(self, source: str | None = None, engine: Any = None) -> ControllerConfig:

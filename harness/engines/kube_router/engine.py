@@ -22,7 +22,7 @@ from harness.engines.kube_router.deviations import Deviation, spec_deviations
 from harness.engines.kube_router.events import requests_sync
 from harness.engines.kube_router.incremental import IncrementalApplier
 from harness.engines.kube_router.metrics import METRIC_SET
-from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
+from harness.engines.kube_router.render.kube_router import ClusterIndex, netpol_actionable, render_node
 from harness.engines.kube_router.render.profiles import get_profile
 from harness.engines.kube_router.render.ruleset import Ruleset
 from harness.errors import ConfigError
@@ -109,12 +109,27 @@ class KubeRouterNode(SynchronousNode):
         if relist_view is not None:
             cfg = self.config
 
+            first = _local_pods(view, self.node, cfg.profile)
+
             def relist() -> Ruleset:
+                second = relist_view()
+                if _local_pods(second, self.node, cfg.profile) == first:
+                    # the second listing only decides the local pods: the same ones render the same
+                    # ruleset, so the harness does not render it again (kube-router's second listing
+                    # is a lister cache read; a re-render here would count harness CPU as sync time)
+                    return ruleset
                 return render_node(view, self.node, profile=cfg.profile, sync_version=sync_version,
                                    default_deny=cfg.default_deny, reject_with=cfg.reject_with,
-                                   pods_view=relist_view())
+                                   pods_view=second)
         timings = self.apply(ruleset, full=full, relist=relist)
         return Programmed(sync_version, str(timings.get("strategy") or self.strategy), render_ns, timings)
+
+
+def _local_pods(view: Cluster, node: str, profile: str) -> list[tuple[str, str, str]]:
+    """What ``render_node``'s ``pods_view`` decides: the node's actionable pods (namespace, name, IP)."""
+    prof = get_profile(profile)
+    return sorted((p.namespace, p.name, str(p.ip)) for p in view.pods.values()
+                  if p.node == node and netpol_actionable(p, prof))
 
 
 class KubeRouterEngine:
@@ -134,6 +149,10 @@ class KubeRouterEngine:
         get_backend(config.backend, source)
         if config.default_deny and not prof.tail_chain:
             raise ConfigError(source, "default_deny", f"--netpol-default-deny needs profile v2.10, not {prof.name}")
+        if prof.per_call_sync and config.strategy != "per-rule":
+            # v1.1.1 had no save/restore sync: only its own call-by-call sync reproduces it
+            raise ConfigError(source, "strategy", f"profile {prof.name} syncs call by call: use strategy per-rule, "
+                              f"not {config.strategy}")
 
     def require_tools(self, config: EnforcementConfig) -> None:
         require_tools(config.backend)

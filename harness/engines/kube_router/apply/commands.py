@@ -67,8 +67,18 @@ def _sources(kind: str, scales: list[str], profile: str) -> list[Source]:
     return out
 
 
+# processes per v1.1.1 call of a re-sync (harness.engines.kube_router.apply.per_rule): a set is
+# list + Refresh (list, create, swap, destroy) + one add per entry; -C before each -A/-I
+_V111_EXECS = {"version": 1, "new_chain": 1, "set": 5, "append_unique": 2, "insert_if_missing": 2,
+               "exists_append_unique": 3}
+
+
 def estimated_execs(rs: Ruleset) -> int:
-    """Roughly how many processes a per-rule re-sync spawns (ipset ops + rules added and deleted)."""
+    """Roughly how many processes a per-rule re-sync spawns: v1.1.1's calls (``rs.calls``) plus
+    its top-level checks and stale cleanup (~3 per owned chain), else ipset ops + rules added and
+    deleted (the generic model)."""
+    if rs.calls:
+        return (sum(_V111_EXECS.get(c.op, 1) + len(c.entries) for c in rs.calls) + 20 + 3 * len(rs.chains))
     return len(ipset_ops(rs)) + 2 * rs.rule_count + 2 * len(rs.chains)
 
 

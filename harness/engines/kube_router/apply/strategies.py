@@ -11,9 +11,12 @@ every rule and chain of other owners untouched, stale chains and sets of older s
   filter``, ``ipset save`` + one ``ipset restore -exist``, ``iptables -S`` (cleanupStaleRules),
   one ``iptables-restore`` of the whole filter table, ``ipset save`` again and one
   ``ipset destroy`` per stale set.
-- ``per-rule`` is kube-router before 1.2: one ``ipset`` exec per set operation and entry, one
-  ``iptables`` exec per chain and rule (-N/-A/-I/-D/-F/-X). Make-before-break: new rules are
-  added before old ones are deleted, so no packet meets an empty chain.
+- ``per-rule`` is kube-router before 1.2. With a v1.1.x profile (``v1.1.1``) it is v1.1.1's sync
+  call for call (``per_rule``: every go-iptables ``-C``/``-N``/``-I``/``-A``/``-S``/``-D``/``-F``/``-X``
+  and ipset ``list``/``create``/``add``/``swap``/``destroy`` with its argv, the stale cleanup
+  included). With a later profile, whose rules v1.1.x never wrote, it stays a generic model: one
+  ``ipset`` exec per set operation and entry, one ``iptables`` exec per chain and rule,
+  make-before-break (new rules added before old ones are deleted).
 - ``netlink``: sets over netlink (batched, see ``harness.kernel.ipset_netlink``), chains through
   one ``iptables-restore``.
 
@@ -34,6 +37,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from harness.engines.kube_router.apply.exec_sequence import IPSetHandler, exec_summary, full_policy_sync
+from harness.engines.kube_router.apply.per_rule import v111_sync
 from harness.engines.kube_router.apply.restore_text import (
     FILTER_BUILTINS,
     entry_key,
@@ -71,7 +75,8 @@ class SyncTimings:
     kube-router-local-pods), ``list_chains_time`` (cleanupStaleRules' ``iptables -S``).
     Counts: ``rules``, ``sets``, ``set_entries`` programmed, ``execs`` (processes
     spawned), ``netlink_requests``. ``exec_log`` (``restore``): every process as
-    ``{"step", "argv", "returncode", "duration_ns"}``, step = the kube-router function. Timestamps (``time.time_ns()``): ``start_ns``, ``sets_ns``
+    ``{"step", "argv", "returncode", "duration_ns"}``, step = the kube-router function (also
+    ``per-rule`` with a v1.1.x profile); ``sync_error``: an error the sync logged and survived. Timestamps (``time.time_ns()``): ``start_ns``, ``sets_ns``
     (sets programmed), ``rules_ns`` (chains in force), ``end_ns``."""
 
     strategy: str
@@ -100,6 +105,8 @@ class SyncTimings:
     sets_ns: int = 0
     rules_ns: int = 0
     end_ns: int = 0
+    # an error kube-router logs and carries on after (v1.1.1 cleanupStaleRules on iptables-nft)
+    sync_error: str = ""
 
     def metrics(self) -> dict[str, float]:
         """Durations in seconds under kube-router's metric names."""
@@ -285,11 +292,17 @@ def _per_rule_chains(tools: _Tools, ruleset: Ruleset, saved_filter: str) -> list
 
 
 def apply_per_rule(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft") -> SyncTimings:
-    """One exec per set operation, entry, chain and rule: see the module docstring."""
+    """v1.1.1's sync call for call when ``ruleset.calls`` holds it (a v1.1.x profile), else one
+    exec per set operation, entry, chain and rule: see the module docstring."""
     b = get_backend(backend)
     tools = _Tools(netns_name, b)
     t = _new_timings("per-rule", ruleset, netns_name, b)
     clock = _Clock(t)
+    if ruleset.calls:
+        t.exec_log = exec_summary(v111_sync(tools, ruleset, b, t, clock.phase))
+        t.execs = tools.execs
+        clock.finish()
+        return t
     saved = clock.phase("iptables_save_time", tools.save_filter)
     existing = parse_ipset_save(clock.phase("ipset_save_time", tools.ipset_save))
     clock.phase("ipset_restore_time", _per_rule_ipsets, tools, ruleset, existing)

@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 
 from harness.engines.kube_router.render import naming as nm
 from harness.engines.kube_router.render.profiles import Profile, get_profile
-from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
+from harness.engines.kube_router.render.ruleset import Call, Chain, IPSetSpec, Ruleset
 from harness.errors import ConfigError
 from harness.model.cluster import Cluster, Pod
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort
@@ -355,11 +355,23 @@ class _Builder:
         self.family = profile.family
         self.sets: dict[str, IPSetSpec] = {}
         self._entry_cache: dict[tuple[int, ...], list[str]] = {}
+        # v1.1.x (Profile.per_call_sync): every call of syncNetworkPolicyChains, in source order
+        self.calls: list[Call] | None = [] if profile.per_call_sync else None
+        self._chain = ""
+        self._step = ""
 
-    def _refresh(self, name: str, set_type: str, entries: list[str]) -> None:
+    def _call(self, op: str, **kw: object) -> None:
+        if self.calls is not None:
+            self.calls.append(Call(op, self._step, **kw))  # type: ignore[arg-type]
+
+    def _refresh(self, name: str, set_type: str, entries: list[str], tmp_suffix: str = "-") -> None:
         """kube-router's ``IPSet.RefreshSet``: a set already known keeps its options (type) and
-        only gets the new entries; a new one is created with ``set_type``."""
+        only gets the new entries; a new one is created with ``set_type``. v1.1.x: the call is
+        recorded (v1.1.1:pkg/utils/ipset.go Create + Refresh, tmp ``<name>-``; RefreshWithBuiltinOptions,
+        tmp ``<name>-temp``), options as the first Create gave them (``ipSetHandler.Sets`` keeps them)."""
         known = self.sets.get(name)
+        self._call("set", set_name=name, set_options=f"{known.type if known else set_type} {NEW_SET_OPTIONS}",
+                   entries=tuple(entries), tmp_suffix=tmp_suffix)
         if known is not None:
             known.entries = entries
         else:
@@ -372,18 +384,23 @@ class _Builder:
         key = tuple(idxs)
         entries = self._entry_cache.get(key)
         if entries is None:
-            entries = [f"{ip} {ENTRY_OPTIONS}" for ip in self.index.entries(key)]
+            if self.calls is not None:
+                # v1.1.1:pkg/utils/ipset.go Refresh adds each entry alone: its extraOptions
+                # ("timeout", "0") are never used
+                entries = list(self.index.entries(key))
+            else:
+                entries = [f"{ip} {ENTRY_OPTIONS}" for ip in self.index.entries(key)]
             self._entry_cache[key] = entries
         self._refresh(name, "hash:ip", list(entries))
 
     def set_nets(self, name: str, entries: list[str]) -> None:
         """A hash:net set (ipBlocks); exact duplicates dropped, order kept."""
-        self._refresh(name, "hash:net", list(dict.fromkeys(entries)))
+        self._refresh(name, "hash:net", list(dict.fromkeys(entries)), tmp_suffix="-temp")
 
     # -- policy chains (policy.go: syncNetworkPolicyChains, processIngress/EgressRules) --------
-    @staticmethod
-    def _rule(rules: list[str], comment: str, src: str, dst: str, proto: str, port: str, end: str) -> None:
-        """kube-router's appendRuleToPolicyChain: a MARK rule and a RETURN-when-marked rule."""
+    def _rule(self, rules: list[str], comment: str, src: str, dst: str, proto: str, port: str, end: str) -> None:
+        """kube-router's appendRuleToPolicyChain: a MARK rule and a RETURN-when-marked rule (v1.1.x:
+        each AppendUnique'd, with its own second comment: v1.1.1:network_policy_controller.go)."""
         args = ["-m comment --comment " + _q(comment)]
         if src:
             args.append(f"-m set --match-set {src} src")
@@ -394,6 +411,15 @@ class _Builder:
         if port:
             args.append(f"--dport {port}:{end}" if end else f"--dport {port}")
         base = " ".join(args)
+        if self.calls is not None:
+            mark = (f"{base} -j MARK -m comment --comment {_q('rule to mark traffic matching a network policy')} "
+                    f"--set-xmark {MARK_OK}")
+            ret = (f"{base} -m comment --comment {_q('rule to RETURN traffic matching a network policy')} "
+                   f"-m mark --mark {MARK_OK} -j RETURN")
+            for r in (mark, ret):
+                rules.append(r)
+                self._call("append_unique", chain=self._chain, rule=r)
+            return
         rules.append(f"{base} -j MARK --set-xmark {MARK_OK}")
         rules.append(f"{base} -m mark --mark {MARK_OK} -j RETURN")
 
@@ -402,13 +428,25 @@ class _Builder:
         ns, name, fam = pol.namespace, pol.name, self.family
         chain = Chain(nm.policy_chain(ns, name, self.version, fam))
         rules = chain.rules
+        self._chain, self._step = chain.name, "syncNetworkPolicyChains"
+        self._call("new_chain", chain=chain.name)
         if info.policy_type in ("both", "ingress"):
             target_dst = nm.policy_dst_set(ns, name, fam)
+            self._step = "syncNetworkPolicyChains"
             self.set_pods(target_dst, info.targets)
+            # processIngressRules returns before iptables.New() when ingressRules is nil (assumed:
+            # a policy without ingress rules; the model does not keep nil apart from empty)
+            self._step = "processIngressRules"
+            if info.ingress:
+                self._call("version")
             self._ingress(info, target_dst, rules)
         if info.policy_type in ("both", "egress"):
             target_src = nm.policy_src_set(ns, name, fam)
+            self._step = "syncNetworkPolicyChains"
             self.set_pods(target_src, info.targets)
+            self._step = "processEgressRules"
+            if info.egress:
+                self._call("version")
             self._egress(info, target_src, rules)
         return chain
 
@@ -460,8 +498,12 @@ class _Builder:
                         np_set = nm.ingress_named_port_set(ns, name, i, ep_i, fam)
                         # kube-router refreshes this named-port set with TypeHashNet here; RefreshSet
                         # keeps the type of a set made above (hash:ip), so only an ipBlock-only rule
-                        # gets a hash:net named-port set. Reproduced as is.
-                        self.set_nets(np_set, [f"{ip} {ENTRY_OPTIONS}" for ip in self.index.entries(ep.pods)])
+                        # gets a hash:net named-port set. Reproduced as is. v1.1.1 Create + Refresh it
+                        # as hash:ip (v1.1.1:network_policy_controller.go processIngressRules).
+                        if self.calls is not None:
+                            self.set_pods(np_set, ep.pods)
+                        else:
+                            self.set_nets(np_set, [f"{ip} {ENTRY_OPTIONS}" for ip in self.index.entries(ep.pods)])
                         self._rule(rules, n_blk, blk, np_set, ep.protocol, ep.port, "")
                 else:
                     self._rule(rules, c_blk, blk, target_dst, "", "", "")
@@ -490,8 +532,9 @@ class _Builder:
             if r.match_all_peers and not r.match_all_ports:
                 for proto, port, end in r.ports:
                     self._rule(rules, c_all, target_src, "", proto, port, end)
-                # all destinations: the resolved named port number alone, no set
-                for ep in r.named:
+                # all destinations: the resolved named port number alone, no set (v1.1.1's
+                # processEgressRules has numeric ports only in this branch)
+                for ep in r.named if self.calls is None else ():
                     self._rule(rules, n_all, target_src, "", ep.protocol, ep.port, "")
             if r.match_all_peers and r.match_all_ports:
                 self._rule(rules, c_all, target_src, "", "", "", "")
@@ -663,6 +706,90 @@ def _v12_pod_chains(local: list[Pod], selecting: dict[str, list[int]], infos: li
     return [Chain(name, ops.chains[name]) for name in order]
 
 
+class _CallOps(_ChainOps):
+    """v1.1.x: chains as go-iptables calls leave them, each call recorded. ``-C`` makes every
+    insert and append conditional, so a rule is never written twice into a chain."""
+
+    def __init__(self, calls: list[Call], step: str) -> None:
+        super().__init__()
+        self.calls = calls
+        self.step = step
+
+    def new_chain(self, chain: str) -> None:
+        self.calls.append(Call("new_chain", self.step, chain=chain))
+        self.chains.setdefault(chain, [])
+
+    def insert_if_missing(self, chain: str, rule: str) -> None:
+        self.calls.append(Call("insert_if_missing", self.step, chain=chain, rule=rule))
+        if rule not in self.chains.setdefault(chain, []):
+            self.insert(chain, rule)
+
+    def append_unique(self, chain: str, rule: str, *, checked: bool = False) -> None:
+        self.calls.append(Call("exists_append_unique" if checked else "append_unique", self.step,
+                               chain=chain, rule=rule))
+        if rule not in self.chains.setdefault(chain, []):
+            self.append(chain, rule)
+
+
+def _v111_pod_chains(local: list[Pod], selecting: dict[str, list[int]], infos: list[_PolicyInfo],
+                     policy_chains: list[str], version: str, profile: Profile, reject_with: str | None,
+                     top: dict[str, list[str]], calls: list[Call]) -> list[Chain]:
+    """v1.1.1:pkg/controllers/netpol/network_policy_controller.go ``syncPodFirewallChains``: the
+    v1.2 layout (``_v12_pod_chains``) written call by call. Every pod-chain rule is inserted at 1
+    after an Exists check (policy jumps, local-source accept, stateful accept) or AppendUnique'd
+    (dropUnmarkedTrafficRules), so a pod both passes select holds each rule once; inbound jumps
+    are Exists + ``-I 1`` in KUBE-ROUTER-FORWARD/-OUTPUT, outbound ones Exists + AppendUnique in
+    KUBE-ROUTER-INPUT/-FORWARD/-OUTPUT, physdev ones Exists + ``-I 1``. Pods in ``namespace/name``
+    order (kube-router: a Go map; assumed)."""
+    ops = _CallOps(calls, "syncPodFirewallChains")
+    calls.append(Call("version", "syncPodFirewallChains"))
+    for c, rules in top.items():
+        for r in rules:
+            ops.append(c, r)
+    order: list[str] = []
+
+    def pass_(direction: str) -> None:
+        for pod in local:
+            mine = selecting[pod.namespace + "/" + pod.name]
+            if not any(infos[i].policy_type in ("both", direction) for i in mine):
+                continue
+            chain = nm.pod_chain(pod.namespace, pod.name, version)
+            if chain not in ops.chains:
+                order.append(chain)
+            ops.new_chain(chain)
+            ip = str(pod.ip)
+            for i in mine:
+                comment = _q(f"run through nw policy {infos[i].policy.name}")
+                ops.insert_if_missing(chain, f"-m comment --comment {comment} -j {policy_chains[i]}")
+            if direction == "ingress":
+                ops.insert_if_missing(chain, f"-m comment --comment {_q(_LOCAL_ACCEPT_COMMENT)} "
+                                             f"-m addrtype --src-type LOCAL -d {ip} -j ACCEPT")
+            ops.insert_if_missing(chain, f"-m comment --comment {_q(_STATEFUL_COMMENT)} "
+                                         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
+            if direction == "ingress":
+                to_c = _q(f"rule to jump traffic destined to POD name:{pod.name} namespace: {pod.namespace} "
+                          f"to chain {chain}")
+                ops.insert_if_missing(nm.FORWARD_CHAIN, f"-m comment --comment {to_c} -d {ip} -j {chain}")
+                ops.insert_if_missing(nm.OUTPUT_CHAIN, f"-m comment --comment {to_c} -d {ip} -j {chain}")
+                ops.insert_if_missing(nm.FORWARD_CHAIN,
+                                      f"-m physdev --physdev-is-bridged -m comment --comment {to_c} -d {ip} -j {chain}")
+            else:
+                from_c = _q(f"rule to jump traffic from POD name:{pod.name} namespace: {pod.namespace} "
+                            f"to chain {chain}")
+                for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN):
+                    ops.append_unique(c, f"-m comment --comment {from_c} -s {ip} -j {chain}", checked=True)
+                ops.insert_if_missing(nm.FORWARD_CHAIN,
+                                      f"-m physdev --physdev-is-bridged -m comment --comment {from_c} -s {ip} -j {chain}")
+            for r in _drop_unmarked_rules(pod, profile, reject_with):
+                ops.append_unique(chain, r)
+
+    pass_("ingress")
+    pass_("egress")
+    for c in top:
+        top[c] = ops.chains.get(c, [])
+    return [Chain(name, ops.chains[name]) for name in order]
+
+
 def _uuid_comment_rule(chain: str, spec: list[str]) -> str:
     """A rule kube-router adds with the iptables command and ``addUUIDForRuleSpec``: the comment
     gets `` - <uuid>`` appended; returned in restore form (comment quoted)."""
@@ -721,6 +848,8 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
 
     policies = sorted(cluster.policies.values(), key=lambda p: (p.namespace, p.name))
     infos = [_build_policy_info(index, p, prof) for p in policies]
+    if b.calls is not None:
+        b.calls.append(Call("version", "syncNetworkPolicyChains"))  # v1.1.1: iptables.New()
     policy_chains = [b.policy_chain(info) for info in infos]
 
     # Per-pod membership: which policies select each local pod (targets are index tuples).
@@ -738,7 +867,11 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     top: dict[str, list[str]] = {c: [] for c in (nm.INPUT_CHAIN, nm.FORWARD_CHAIN, nm.OUTPUT_CHAIN)}
     whitelist = _input_whitelist(prof, service_cluster_ip_range, node_port_range)
     top[nm.INPUT_CHAIN].extend(whitelist)
-    if prof.policy_pods_only:
+    if prof.policy_pods_only and b.calls is not None:
+        by_name = {p.namespace + "/" + p.name: selecting[str(p.ip)] for p in local}
+        pod_chains = _v111_pod_chains(local, by_name, infos, [c.name for c in policy_chains], version, prof,
+                                      reject_with, top, b.calls)
+    elif prof.policy_pods_only:
         by_name = {p.namespace + "/" + p.name: selecting[str(p.ip)] for p in local}
         pod_chains = _v12_pod_chains(local, by_name, infos, [c.name for c in policy_chains], version, prof,
                                      reject_with, top)
@@ -827,7 +960,8 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     # and fill chains in this order: helpers, policies, pods, then the top-level chains.
     chains = helper_chains + policy_chains + pod_chains + [Chain(name, rules) for name, rules in top.items()]
     return Ruleset(node=node_name, profile=prof.name, sync_version=int(sync_version), sets=sets,
-                   chains=chains, builtin_jumps=builtin, input_whitelist=whitelist, swap_sets=prof.swap_sets)
+                   chains=chains, builtin_jumps=builtin, input_whitelist=whitelist, swap_sets=prof.swap_sets,
+                   calls=b.calls or [])
 
 
 def _tail_rules(cluster: Cluster, node_name: str, default_deny: bool, profile: Profile) -> list[str]:

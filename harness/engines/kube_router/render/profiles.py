@@ -9,6 +9,9 @@ covers its tag and the following releases up to the next profile, as far as the 
 
 | profile | covers       | what changes there |
 |---------|--------------|--------------------|
+| v1.1.1  | v1.1.x       | no save/restore: one go-iptables/ipset call per chain, rule and set operation (strategy
+|         |              | ``per-rule``); v1.2 layout, policy rules carry a second comment, pod chains deduplicated
+|         |              | by ``-C`` checks, pod set entries without ``timeout 0`` |
 | v1.2.1  | v1.2.0-1     | v1.2 layout (chains only for pods a policy selects), sets flushed and refilled in place |
 | v1.2.2  | v1.2.2-3     | TMP set + ``swap`` (pkg/utils/ipset.go: buildIPSetRestore) |
 | v1.3.0  | v1.3.0       | as v1.3.1, but pod jumps inserted at position 1 of the top-level chains, above the
@@ -137,6 +140,11 @@ class Profile:
     # isNetPolActionable (v1.2.3+:pkg/controllers/netpol/utils.go): finished and hostNetwork pods are
     # neither programmed nor synced for on add; v1.2.1/v1.2.2 only require a PodIP.
     netpol_actionable: bool = True
+    # v1.1.x: the sync is kube-router's go-iptables/ipset calls, one exec per chain, rule and set
+    # operation (v1.1.1:pkg/controllers/netpol/network_policy_controller.go; no iptables-save/restore,
+    # which arrived in v1.2.0). The renderer records the calls (``Ruleset.calls``); only the
+    # ``per-rule`` strategy executes them (harness.engines.kube_router.apply.per_rule).
+    per_call_sync: bool = False
     notes: str = ""
 
 
@@ -144,6 +152,19 @@ class Profile:
 _LOCAL_ACCEPT_V14 = "rule to permit the traffic to pods when source is the pod's local node"
 
 PROFILES: dict[str, Profile] = {
+    # v1.1.1:pkg/controllers/netpol/network_policy_controller.go: go-iptables v0.4.1 (v1.1.1:go.mod)
+    # calls iptables.New() (``iptables --version``) in ensureTopLevelChains, syncNetworkPolicyChains,
+    # processIngressRules, processEgressRules, syncPodFirewallChains and cleanupStaleRules; chains are
+    # ensured with a blind NewChain (exit 1 tolerated); ensureTopLevelChains is the same as v1.2.1's.
+    "v1.1.1": Profile(
+        version_execs_per_sync=1, chain_exists_check=False, restore_wait=False, restore_host_sets=True,
+        scrub_initval=False, netpol_actionable=False, per_call_sync=True,
+        name="v1.1.1", swap_sets=True, family="", common_chain=False, tail_chain=False, end_port=False,
+        cluster_ip_comment="allow traffic to cluster IP", sctp_node_ports=False,
+        policy_pods_only=True, mark_accept=False, explicit_accept=False,
+        notes="before save/restore: one exec per call (strategy per-rule); sets refreshed by a "
+              "temporary set + swap per set",
+    ),
     "v1.2.1": Profile(
         version_execs_per_sync=2, chain_exists_check=False, restore_wait=False, restore_host_sets=True,
         scrub_initval=False, netpol_actionable=False,

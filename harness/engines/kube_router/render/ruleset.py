@@ -29,6 +29,26 @@ class Chain:
     rules: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Call:
+    """One call kube-router v1.1.x makes while it syncs (``Profile.per_call_sync``), in source order.
+
+    ``op``: ``new_chain`` (NewChain, exit 1 tolerated), ``append_unique`` (AppendUnique: ``-C``, then
+    ``-A``), ``insert_if_missing`` (Exists, then ``-I <chain> 1``), ``exists_append_unique`` (Exists,
+    then AppendUnique: ``-C`` twice before ``-A``), ``version`` (go-iptables ``New()``), ``set``
+    (ipset Create + Refresh of ``set_name`` through the temporary set ``set_name + tmp_suffix``).
+    ``step`` is the kube-router function that makes the call; ``rule`` is restore-form text."""
+
+    op: str
+    step: str
+    chain: str = ""
+    rule: str = ""
+    set_name: str = ""
+    set_options: str = ""
+    entries: tuple[str, ...] = ()
+    tmp_suffix: str = ""
+
+
 @dataclass
 class Ruleset:
     """Everything one node's sync programs.
@@ -50,6 +70,8 @@ class Ruleset:
     owned_chain_prefixes: tuple[str, ...] = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
     owned_set_prefixes: tuple[str, ...] = ("KUBE-SRC-", "KUBE-DST-", "kube-router-")
     swap_sets: bool = True
+    # v1.1.x profiles: the sync's calls in source order (``Call``); empty for save/restore releases
+    calls: list[Call] = field(default_factory=list)
 
     def chain(self, name: str) -> Chain:
         for c in self.chains:
