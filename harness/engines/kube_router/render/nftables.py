@@ -167,6 +167,9 @@ class NftSync:
     active_policy_chains: set[str] = field(default_factory=set)
     active_sets: set[str] = field(default_factory=set)
     set_entries: dict[str, list[str]] = field(default_factory=dict)  # set -> elements (last write wins)
+    policy_chain_order: list[str] = field(default_factory=list)  # chain of each policy transaction
+    # (pod, [(policy info, policy chain)]) per local pod, to re-render pod chains fail-closed
+    pod_inputs: list[tuple[Pod, list[tuple[_PolicyInfo, str]]]] = field(default_factory=list)
 
     @property
     def rule_count(self) -> int:
@@ -450,10 +453,13 @@ def policy_transaction(index: ClusterIndex, info: _PolicyInfo, version: str, out
 # ------------------------------------------------------------------------------------------
 # Pod chains and the top-level chains
 # ------------------------------------------------------------------------------------------
-def pod_transaction(pod: Pod, mine: list[tuple[_PolicyInfo, str]], version: str) -> Tx:
+def pod_transaction(pod: Pod, mine: list[tuple[_PolicyInfo, str]], version: str,
+                    failed: set[str] | frozenset[str] = frozenset()) -> Tx:
     """syncPodFirewallChains' transaction of one local pod: COMMON jump, local-node accept, a jump
     per selecting policy (``-d``/``-s`` for ingress/egress-only ones), DEFAULT jumps for an
-    uncovered direction (egress first), NFLOG + REJECT of what no policy marked, mark juggling."""
+    uncovered direction (egress first), NFLOG + REJECT of what no policy marked, mark juggling.
+    A policy chain in ``failed`` (its transaction failed this sync) still covers its direction
+    but gets no jump: the pod fails closed for it."""
     ip = str(pod.ip)
     chain = nm.pod_chain(pod.namespace, pod.name, version)
     tx = Tx("syncPodFirewallChains")
@@ -466,13 +472,15 @@ def pod_transaction(pod: Pod, mine: list[tuple[_PolicyInfo, str]], version: str)
         comment = id_comment(info.policy.namespace, info.policy.name, "policy")
         if info.policy_type == "both":
             has_in = has_eg = True
-            tx.add_rule(chain, f"counter jump {pchain}", comment)
+            match = ""
         elif info.policy_type == "ingress":
             has_in = True
-            tx.add_rule(chain, f"ip daddr {ip} counter jump {pchain}", comment)
+            match = f"ip daddr {ip} "
         else:
             has_eg = True
-            tx.add_rule(chain, f"ip saddr {ip} counter jump {pchain}", comment)
+            match = f"ip saddr {ip} "
+        if pchain not in failed:
+            tx.add_rule(chain, f"{match}counter jump {pchain}", comment)
     if not has_eg:
         tx.add_rule(chain, f"ip saddr {ip} counter jump {nm.DEFAULT_CHAIN}", "default egress")
     if not has_in:
@@ -557,6 +565,7 @@ def render_sync(cluster: Cluster, node_name: str, *, profile: str = "v2.11.1", s
     infos = [_build_policy_info(index, p, prof) for p in policies]
     chains = [nm.policy_chain(i.policy.namespace, i.policy.name, version, HASH_FAMILY) for i in infos]
     out.transactions += [policy_transaction(index, info, version, out) for info in infos]
+    out.policy_chain_order = chains
 
     local = sorted((p for p in cluster.pods.values() if p.node == node_name and netpol_actionable(p, prof)),
                    key=lambda p: (p.namespace, p.name))
@@ -569,6 +578,7 @@ def render_sync(cluster: Cluster, node_name: str, *, profile: str = "v2.11.1", s
         chain = nm.pod_chain(pod.namespace, pod.name, version)
         out.active_pod_chains.add(chain)
         out.transactions.append(pod_transaction(pod, mine, version))
+        out.pod_inputs.append((pod, mine))
         jumps.append((pod, chain))
     if default_deny:
         ips = sorted((str(p.ip) for p in local), key=ipaddress.IPv4Address)
@@ -577,6 +587,12 @@ def render_sync(cluster: Cluster, node_name: str, *, profile: str = "v2.11.1", s
     out.transactions.append(top_level_transaction(jumps, service_ranges=[service_cluster_ip_range],
                                                   node_port_range=node_port_range))
     return out
+
+
+def pod_transactions(sync: NftSync, failed: set[str]) -> list[Tx]:
+    """The sync's pod transactions again, failing closed for the policy chains in ``failed``
+    (npc_nftables.go syncPodFirewallChains reads npc.failedPolicyChains)."""
+    return [pod_transaction(pod, mine, str(sync.sync_version), failed) for pod, mine in sync.pod_inputs]
 
 
 def gc_plan(sync: NftSync, chains: list[str], sets: list[str]) -> tuple[list[Tx], list[Tx]]:
