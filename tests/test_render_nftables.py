@@ -201,3 +201,39 @@ def test_sync_shape_and_gc_plan():
 def test_wrong_profile_is_a_config_error():
     with pytest.raises(ConfigError, match="v2.11.1"):
         nr.render_sync(example_cluster(), "node-a", profile="v2.10", sync_version=V)
+
+
+@pytest.mark.parametrize("fields,field_name", [
+    ({"datapath": "ebpf"}, "datapath"),
+    ({"datapath": "nftables", "profile": "v2.10"}, "datapath"),
+    ({"datapath": "nftables", "profile": "v2.11.1", "strategy": "per-rule"}, "strategy"),
+    ({"datapath": "nftables", "profile": "v2.11.1", "reject_with": "tcp-reset"}, "reject_with"),
+])
+def test_engine_rejects_bad_datapath_config(fields, field_name):
+    from harness.engines.config import EnforcementConfig
+    from harness.engines.kube_router.engine import KubeRouterEngine
+
+    with pytest.raises(ConfigError, match=f"f.yaml: {field_name}"):
+        KubeRouterEngine().validate(EnforcementConfig(**fields), "f.yaml")
+
+
+def test_datapath_flag_round_trip():
+    import argparse
+
+    from harness.engines import options
+    from harness.engines.config import EnforcementConfig
+    from harness.engines.kube_router.engine import KubeRouterEngine
+    from harness.engines.kube_router.nftables_node import KubeRouterNftNode
+    from harness.suite import enforcement_args
+
+    cfg = EnforcementConfig(profile="v2.11.1", datapath="nftables", default_deny=True)
+    KubeRouterEngine().validate(cfg)
+    p = argparse.ArgumentParser()
+    options.add_arguments(p)
+    back = options.from_args(p.parse_args(enforcement_args(cfg)))
+    assert back.datapath == "nftables" and back.profile == "v2.11.1"
+    assert cfg.describe()["datapath"] == "nftables" and cfg.label() == "kube-router v2.11.1/nftables"
+    node = KubeRouterEngine().node("node-a", "unused-netns", cfg)
+    assert isinstance(node, KubeRouterNftNode) and node.strategy == "nftables"
+    sync = node.render(example_cluster(), sync_version=V)
+    assert sync.step("populateProtectedPodsIPSet") and node.estimated_execs(sync) == len(sync.transactions) + 3

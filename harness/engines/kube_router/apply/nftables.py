@@ -28,7 +28,7 @@ set). GC failures are logged by the source and retried next sync; here they land
 Timings (ns, ``time.perf_counter_ns``): ``static_chains_time`` (the three ensure* transactions),
 ``policy_chains_sync_time`` (the policy transactions: kube-router observes
 controller_policy_chains_sync_time around syncNetworkPolicyChains), ``pod_chains_time``,
-``top_level_time`` (the atomic top-level transaction, plus populateProtectedPodsIPSet),
+``top_level_sync_time`` (the atomic top-level transaction, plus populateProtectedPodsIPSet),
 ``stale_cleanup_time`` (both GCs, listings included), ``list_time`` (the listings alone),
 ``startup_time`` (first sync only, not in ``total``), ``total`` (controller_iptables_sync_time:
 the nftables controller observes the same metric around fullPolicySync). Moments
@@ -76,7 +76,7 @@ class NftSyncTimings:
     static_chains_time: int = 0
     policy_chains_sync_time: int = 0
     pod_chains_time: int = 0
-    top_level_time: int = 0
+    top_level_sync_time: int = 0
     stale_cleanup_time: int = 0
     list_time: int = 0
     total: int = 0
@@ -173,6 +173,7 @@ def _apply_in_ns(sync: nr.NftSync, t: NftSyncTimings, started: bool) -> None:
         err = nft.tx(tx)
         if err is not None:  # the source logs these and goes on
             t.errors.append(f"{tx.step}: {err}")
+    t.static_chains_time = time.perf_counter_ns() - t0
     p0 = time.perf_counter_ns()
     failed: set[str] = set()
     for tx, chain in zip(sync.step("syncNetworkPolicyChains"), sync.policy_chain_order, strict=True):
@@ -200,7 +201,7 @@ def _apply_in_ns(sync: nr.NftSync, t: NftSyncTimings, started: bool) -> None:
                 raise KernelError(f"nft in {t.netns}: syncTopLevelChainsAtomic: {err}")
             t.errors.append(f"{tx.step}: {err}")
     t.rules_ns = time.time_ns()
-    t.top_level_time = time.perf_counter_ns() - r0
+    t.top_level_sync_time = time.perf_counter_ns() - r0
     g0 = time.perf_counter_ns()
     # gcPodFwChainsNft lists the chains, then gcPolicyObjectsNft lists chains and sets again
     chains, _ = nft.list_names("gcPodFwChainsNft")
