@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import ipaddress
 import os
+import re
 
 import pytest
 
@@ -128,3 +129,27 @@ def test_default_deny_rejects_unprogrammed_pod(lab):
     _program(nodes, view, 8_000)
     assert lab.connect(src, dst, port, "TCP", timeout=1.0) == "refused"
     _program(nodes, copy.deepcopy(lab.cluster), 9_000)
+
+
+def test_second_listing_programs_a_pod_the_policies_did_not_see(lab):
+    """Lister skew: ``relist_view`` (the controller's second read of the node's view) brings a pod
+    the sync's first listing lacked; it gets its chain and jumps in this sync (DEFAULT only)."""
+    nodes = _nodes(lab)
+    a = _pods(lab, "node-a")
+    src, dst = a[0], a[1]
+    port = next(cp.port for cp in lab.cluster.pods[dst].ports if cp.protocol == "TCP")
+    full = copy.deepcopy(lab.cluster)
+    deny = _deny_ingress(lab, dst)
+    full.policies[deny.key] = deny
+    first = copy.deepcopy(full)
+    p: Pod = first.pods[dst]
+    first.pods[dst] = Pod(p.namespace, p.name, p.node, p.labels, None, p.ports)  # not listed yet
+    done = nodes["node-a"].program(first, sync_version=10_000, relist_view=lambda: full)
+    assert done.timings["pod_relist_time"] > 0 and not done.timings["errors"]
+    table = na.list_table(lab.node_netns("node-a"))
+    assert re.search(rf"ip daddr {lab.cluster.pods[dst].ip} counter packets \d+ bytes \d+ jump KUBE-POD-FW-", table)
+    # the deny policy's set was filled from the first listing (no dst): dst is not its target yet
+    assert lab.connect(src, dst, port, "TCP", timeout=1.0) == "connected"
+    nodes["node-a"].program(full, sync_version=11_000)
+    assert lab.connect(src, dst, port, "TCP", timeout=1.0) == "refused"
+    _program(nodes, copy.deepcopy(lab.cluster), 12_000)

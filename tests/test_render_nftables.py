@@ -237,3 +237,26 @@ def test_datapath_flag_round_trip():
     assert isinstance(node, KubeRouterNftNode) and node.strategy == "nftables"
     sync = node.render(example_cluster(), sync_version=V)
     assert sync.step("populateProtectedPodsIPSet") and node.estimated_execs(sync) == len(sync.transactions) + 3
+
+
+def test_pod_phase_from_a_second_listing():
+    """Lister skew: syncPodFirewallChains' own listing (getLocalPods) knows a pod the policies'
+    listing did not: it gets a chain with DEFAULT jumps only (targets come from the first listing)."""
+    import copy
+
+    cluster = example_cluster()
+    sync = nr.render_sync(cluster, "node-a", sync_version=V)
+    later = copy.deepcopy(cluster)
+    p = later.pods["x/pending"]
+    later.pods["x/pending"] = Pod(p.namespace, p.name, p.node, p.labels, ipaddress.IPv4Address("10.244.0.9"), p.ports)
+    nr.with_pod_phase(sync, nr.pod_phase(sync, later))
+    pods = sync.step("syncPodFirewallChains")
+    assert len(pods) == 3 and len(sync.active_pod_chains) == 3
+    new = next(t for t in pods if '"podfw x/pending"' in t.text)
+    assert "KUBE-NWPLCY-DEFAULT" in new.text and "KUBE-NWPLCY-HDSJ7C67Y6UUC2CR" not in new.text  # not a deny-all target
+    assert "ip daddr 10.244.0.9 counter jump" in sync.step("syncTopLevelChainsAtomic")[0].text
+    assert [t.step for t in sync.transactions][-1] == "syncTopLevelChainsAtomic"
+    # fail closed: the failed chain's jump is gone, the direction stays covered (no DEFAULT ingress)
+    nr.with_pod_phase(sync, nr.pod_phase(sync, cluster, {"KUBE-NWPLCY-HDSJ7C67Y6UUC2CR"}))
+    b = next(t for t in sync.step("syncPodFirewallChains") if '"podfw x/b"' in t.text)
+    assert "KUBE-NWPLCY-HDSJ7C67Y6UUC2CR" not in b.text and "default ingress" not in b.text

@@ -25,7 +25,9 @@ from harness.model.cluster import Cluster
 class KubeRouterNftNode(KubeRouterNode):
     """One node's kube-router with the nftables datapath (``config.datapath == "nftables"``)."""
 
-    supports_relist = False  # the lister-skew model is the iptables renderer's
+    # the Controller may hand ``program`` a ``relist_view`` (ControllerConfig.lister_skew): v2.11.1's
+    # syncPodFirewallChains lists the local pods again too (npc_nftables.go: getLocalPods)
+    supports_relist = True
 
     def __init__(self, node: str, netns: str, config: EnforcementConfig, applier: Any = None):
         super().__init__(node, netns, config, applier if applier is not None else NftablesApplier(netns))
@@ -44,7 +46,9 @@ class KubeRouterNftNode(KubeRouterNode):
                               default_deny=self.config.default_deny, index=prepared)
 
     def apply(self, rendered: nr.NftSync, *, full: bool = False, relist: Any = None) -> dict[str, Any]:
-        timings = self.applier.apply(rendered, full=full).as_dict()
+        """Apply through the node's applier; ``relist``: a callable giving the node's view again
+        (the second pod listing)."""
+        timings = self.applier.apply(rendered, full=full, relist=relist).as_dict()
         self.errors.extend(timings.get("errors") or ())
         return timings
 
@@ -54,10 +58,11 @@ class KubeRouterNftNode(KubeRouterNode):
 
     def program(self, view: Cluster, *, sync_version: int, full: bool = False,
                 before_apply: BeforeApply | None = None, relist_view: Any = None) -> Programmed:
-        """Render and apply; the timings are the apply's."""
+        """Render and apply; the timings are the apply's. ``relist_view`` (a callable returning the
+        node's current view): the local pods, their chains and jumps come from it (lister skew)."""
         r0 = time.perf_counter_ns()
         sync = self.render(view, sync_version=sync_version)
         render_ns = time.perf_counter_ns() - r0
         if before_apply is not None:
             before_apply(sync)
-        return Programmed(sync_version, "nftables", render_ns, self.apply(sync, full=full))
+        return Programmed(sync_version, "nftables", render_ns, self.apply(sync, full=full, relist=relist_view))

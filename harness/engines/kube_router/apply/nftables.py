@@ -30,6 +30,7 @@ Timings (ns, ``time.perf_counter_ns``): ``static_chains_time`` (the three ensure
 controller_policy_chains_sync_time around syncNetworkPolicyChains), ``pod_chains_time``,
 ``top_level_sync_time`` (the atomic top-level transaction, plus populateProtectedPodsIPSet),
 ``stale_cleanup_time`` (both GCs, listings included), ``list_time`` (the listings alone),
+``pod_relist_time`` (lister skew: the second pod listing, inside ``pod_chains_time``),
 ``startup_time`` (first sync only, not in ``total``), ``total`` (controller_iptables_sync_time:
 the nftables controller observes the same metric around fullPolicySync). Moments
 (``time.time_ns()``): ``start_ns``, ``sets_ns`` (the last policy transaction returned: named sets
@@ -43,12 +44,13 @@ import json
 import shutil
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from harness.engines.kube_router.render import nftables as nr
 from harness.errors import EnvironmentProblem, HarnessError, KernelError
 from harness.kernel import netns
+from harness.model.cluster import Cluster
 
 NFT = "nft"
 LIST_ARGV = (NFT, "--json", "--terse", "list", "table", nr.FAMILY, nr.TABLE)
@@ -79,6 +81,7 @@ class NftSyncTimings:
     top_level_sync_time: int = 0
     stale_cleanup_time: int = 0
     list_time: int = 0
+    pod_relist_time: int = 0
     total: int = 0
     rules: int = 0
     sets: int = 0
@@ -157,7 +160,7 @@ def _startup(nft: _Nft, sync: nr.NftSync) -> None:
             raise KernelError(f"nft in {nft.t.netns}: {tx.step}: {err}")
 
 
-def _apply_in_ns(sync: nr.NftSync, t: NftSyncTimings, started: bool) -> None:
+def _apply_in_ns(sync: nr.NftSync, t: NftSyncTimings, started: bool, relist: Callable[[], Cluster] | None) -> None:
     nft = _Nft(t)
     if not started:
         s0 = time.perf_counter_ns()
@@ -184,8 +187,14 @@ def _apply_in_ns(sync: nr.NftSync, t: NftSyncTimings, started: bool) -> None:
     t.sets_ns = time.time_ns()
     t.policy_chains_sync_time = time.perf_counter_ns() - p0
     t.failed_policy_chains = sorted(failed)
-    pod_txs = nr.pod_transactions(sync, failed) if failed else sync.step("syncPodFirewallChains")
     q0 = time.perf_counter_ns()
+    if failed or relist is not None:
+        # syncPodFirewallChains lists the local pods again (getLocalPods) and reads the failed chains
+        r = time.perf_counter_ns()
+        view = relist() if relist is not None else None
+        t.pod_relist_time = time.perf_counter_ns() - r
+        nr.with_pod_phase(sync, nr.pod_phase(sync, view if view is not None else sync.pods_view, failed))
+    pod_txs = sync.step("syncPodFirewallChains")
     pod_errors = [f"{tx.step}: {err}" for tx in pod_txs if (err := nft.tx(tx)) is not None]
     t.pod_chains_time = time.perf_counter_ns() - q0
     if pod_errors:  # "Aborting sync. Failed to sync pod firewall chains"
@@ -244,14 +253,16 @@ class NftablesApplier:
     def sync_version(self, start_ns: int) -> int:
         return start_ns
 
-    def apply(self, sync: nr.NftSync, *, full: bool = False, relist=None) -> NftSyncTimings:
-        """Program ``sync``; its timings. KernelError when the namespace is gone or the
-        top-level switch failed (the source aborts the sync there too)."""
+    def apply(self, sync: nr.NftSync, *, full: bool = False,
+              relist: Callable[[], Cluster] | None = None) -> NftSyncTimings:
+        """Program ``sync``; its timings. ``relist``: the second pod listing syncPodFirewallChains
+        makes (called after the policy transactions; lister skew). KernelError when the namespace
+        is gone or the top-level switch failed (the source aborts the sync there too)."""
         require_tools()
         t = NftSyncTimings(strategy="nftables", backend="nftables", netns=self.netns, sync_version=sync.sync_version,
                            rules=sync.rule_count, sets=len(sync.set_entries), set_entries=sync.set_entry_count)
         try:
-            netns.call_in(self.netns, _apply_in_ns, sync, t, self.started)
+            netns.call_in(self.netns, _apply_in_ns, sync, t, self.started, relist)
         except HarnessError:
             raise
         except (OSError, subprocess.SubprocessError) as e:

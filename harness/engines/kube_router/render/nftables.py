@@ -168,8 +168,15 @@ class NftSync:
     active_sets: set[str] = field(default_factory=set)
     set_entries: dict[str, list[str]] = field(default_factory=dict)  # set -> elements (last write wins)
     policy_chain_order: list[str] = field(default_factory=list)  # chain of each policy transaction
-    # (pod, [(policy info, policy chain)]) per local pod, to re-render pod chains fail-closed
+    # (pod, [(policy info, policy chain)]) per local pod of the pod phase
     pod_inputs: list[tuple[Pod, list[tuple[_PolicyInfo, str]]]] = field(default_factory=list)
+    # what ``pod_phase`` needs to render the pod phase again (fail closed, a second pod listing)
+    infos: list[_PolicyInfo] = field(default_factory=list)
+    target_ips: list[set[str]] = field(default_factory=list)
+    default_deny: bool = False
+    service_ranges: list[str] = field(default_factory=list)
+    node_port_range: str = DEFAULT_NODE_PORT_RANGE
+    pods_view: Cluster | None = None  # the listing the pod phase was rendered from
 
     @property
     def rule_count(self) -> int:
@@ -567,32 +574,51 @@ def render_sync(cluster: Cluster, node_name: str, *, profile: str = "v2.11.1", s
     out.transactions += [policy_transaction(index, info, version, out) for info in infos]
     out.policy_chain_order = chains
 
-    local = sorted((p for p in cluster.pods.values() if p.node == node_name and netpol_actionable(p, prof)),
-                   key=lambda p: (p.namespace, p.name))
-    jumps: list[tuple[Pod, str]] = []
-    # policy.targetPods is keyed by pod IP (syncPodFirewallChains: policy.targetPods[pod.ip])
-    target_ips = [{index.ips[t] for t in info.targets} for info in infos]
-    for pod in local:
-        ip = str(pod.ip)
-        mine = [(info, c) for info, c, ips in zip(infos, chains, target_ips, strict=True) if ip in ips]
-        chain = nm.pod_chain(pod.namespace, pod.name, version)
-        out.active_pod_chains.add(chain)
-        out.transactions.append(pod_transaction(pod, mine, version))
-        out.pod_inputs.append((pod, mine))
-        jumps.append((pod, chain))
-    if default_deny:
-        ips = sorted((str(p.ip) for p in local), key=ipaddress.IPv4Address)
-        out.transactions.append(populate_protected(ips))
-        out.set_entries[nm.LOCAL_PODS_SET] = ips
-    out.transactions.append(top_level_transaction(jumps, service_ranges=[service_cluster_ip_range],
-                                                  node_port_range=node_port_range))
+    out.target_ips = [{index.ips[t] for t in info.targets} for info in infos]
+    out.infos = infos
+    out.default_deny, out.service_ranges, out.node_port_range = default_deny, [service_cluster_ip_range], node_port_range
+    out.pods_view = cluster
+    out.transactions += pod_phase(out, cluster)
     return out
 
 
-def pod_transactions(sync: NftSync, failed: set[str]) -> list[Tx]:
-    """The sync's pod transactions again, failing closed for the policy chains in ``failed``
-    (npc_nftables.go syncPodFirewallChains reads npc.failedPolicyChains)."""
-    return [pod_transaction(pod, mine, str(sync.sync_version), failed) for pod, mine in sync.pod_inputs]
+def pod_phase(sync: NftSync, pods_view: Cluster, failed: set[str] | frozenset[str] = frozenset()) -> list[Tx]:
+    """The transactions after the policies: one per local pod of ``pods_view`` (syncPodFirewallChains,
+    which lists the local pods itself: getLocalPods), kube-router-local-pods (default deny) and the
+    atomic top level, with the policy targets of the sync's own listing (``policy.targetPods[pod.ip]``:
+    a pod only ``pods_view`` knows gets DEFAULT jumps). Pod chains jump to no chain in ``failed``
+    (fail closed). Resets the sync's pod chains and pod inputs (the GC keeps what this returns)."""
+    prof = semantics_profile(sync.profile)
+    version = str(sync.sync_version)
+    local = sorted((p for p in pods_view.pods.values() if p.node == sync.node and netpol_actionable(p, prof)),
+                   key=lambda p: (p.namespace, p.name))
+    sync.active_pod_chains, sync.pod_inputs, sync.pods_view = set(), [], pods_view
+    txs: list[Tx] = []
+    jumps: list[tuple[Pod, str]] = []
+    for pod in local:
+        ip = str(pod.ip)
+        mine = [(info, c) for info, c, ips in zip(sync.infos, sync.policy_chain_order, sync.target_ips, strict=True)
+                if ip in ips]
+        chain = nm.pod_chain(pod.namespace, pod.name, version)
+        sync.active_pod_chains.add(chain)
+        txs.append(pod_transaction(pod, mine, version, failed))
+        sync.pod_inputs.append((pod, mine))
+        jumps.append((pod, chain))
+    if sync.default_deny:
+        ips = sorted((str(p.ip) for p in local), key=ipaddress.IPv4Address)
+        txs.append(populate_protected(ips))
+        sync.set_entries[nm.LOCAL_PODS_SET] = ips
+    txs.append(top_level_transaction(jumps, service_ranges=sync.service_ranges, node_port_range=sync.node_port_range))
+    return txs
+
+
+def with_pod_phase(sync: NftSync, txs: list[Tx]) -> None:
+    """Replace the sync's pod-phase transactions (``pod_phase``'s steps) by ``txs``."""
+    keep = [t for t in sync.transactions if t.step not in POD_PHASE_STEPS]
+    sync.transactions = keep + txs
+
+
+POD_PHASE_STEPS = ("syncPodFirewallChains", "populateProtectedPodsIPSet", "syncTopLevelChainsAtomic")
 
 
 def gc_plan(sync: NftSync, chains: list[str], sets: list[str]) -> tuple[list[Tx], list[Tx]]:
