@@ -63,7 +63,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # harness.kernel; the node engine joins them
     ("harness.engines.kube_router.render.nftables", ("harness.errors", "harness.model",
                                                      "harness.engines.kube_router.render")),
-    ("harness.engines.kube_router.apply.nftables", ("harness.errors", "harness.kernel",
+    ("harness.engines.kube_router.apply.nftables", ("harness.errors", "harness.kernel", "harness.model",
                                                     "harness.engines.kube_router.render.nftables")),
     ("harness.engines.kube_router.nftables_node", ("harness.engines.base", "harness.engines.config",
                                                    "harness.engines.kube_router", "harness.model")),
