@@ -3,7 +3,7 @@
 
 Smoke size (the default run) takes a handful of cases covering what the nftables render writes
 differently from the iptables one (ipBlock except sub-chains, named ports, endPort ranges, UDP,
-policy updates with stale-chain GC); ``--scenario-size full`` (or NPH_SCENARIO_SIZE=full) takes
+policy updates with stale-chain GC); NPH_SCENARIO_SIZE=full takes
 every case. The deviations of cases/conformance/deviations/ (kube-router's policy semantics,
 shared by both datapaths) are strict xfails here too; cases/conformance/deviations/nftables/ holds
 those of the nftables datapath alone (the iptables suite does not run them).
