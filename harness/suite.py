@@ -148,6 +148,8 @@ def enforcement_args(config: EnforcementConfig) -> list[str]:
         args += ["--binary-cmd", shlex.join(config.binary_cmd)]
     if config.metrics_port is not None:
         args += ["--metrics-port", str(config.metrics_port)]
+    if config.datapath != "iptables":
+        args += ["--datapath", config.datapath]
     return args
 
 

@@ -64,6 +64,15 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     # kube-router's known departures from the spec per tag: the model, the oracle and the profiles only
     ("harness.engines.kube_router.deviations", ("harness.model", "harness.oracle",
                                                 "harness.engines.kube_router.render.profiles")),
+    # kube-router's nftables datapath (v2.11 --use-nftables-for-netpol): the render is pure (the
+    # iptables renderer's policy semantics, no kernel); the applier reaches the kernel only through
+    # harness.kernel; the node engine joins them
+    ("harness.engines.kube_router.render.nftables", ("harness.errors", "harness.model",
+                                                     "harness.engines.kube_router.render")),
+    ("harness.engines.kube_router.apply.nftables", ("harness.errors", "harness.kernel", "harness.model",
+                                                    "harness.engines.kube_router.render.nftables")),
+    ("harness.engines.kube_router.nftables_node", ("harness.engines.base", "harness.engines.config",
+                                                   "harness.engines.kube_router", "harness.model")),
     # service proxies: the model's Services in, the node's kernel out; no engine, lab or scenario
     ("harness.cluster.service_proxy", ("harness.model",)),
     ("harness.cluster.kube_proxy", ("harness.errors", "harness.kernel", "harness.model", "harness.cluster.kube_proxy",

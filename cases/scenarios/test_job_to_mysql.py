@@ -23,6 +23,7 @@ import pytest
 
 from harness.cluster.mariadb import require_mariadb
 from harness.engines.config import configured
+from harness.engines.kube_router.render.profiles import PROFILES
 from harness.errors import EnvironmentProblem
 from harness.scenarios.clusters import SCALE_POLICIES, scenario_lab
 from harness.scenarios.job import JobConfig, JobScenario, cli_denied
@@ -60,6 +61,14 @@ NO_DELAY = {"node-a": 0.0, "node-b": 0.0}
 REACHED = ("every job reaches the server (the window is measured)",
            lambda s: s["never_succeeded"] == 0 and s["stats"].get("missing", 0) == 0)
 
+# kube-router v2.11.1's two datapaths side by side (iptables + ipset vs --use-nftables-for-netpol):
+# node-a's sync time and the job's window. The iptables side uses the v2.11.1 profile once
+# profiles.py has it, v2.10.0 (the same rules but for the comments) until then.
+NFT = "v2.11-nftables"
+NFT_IPTABLES = "v2.11-iptables"
+V211_IPTABLES_PROFILE = "v2.11.1" if "v2.11.1" in PROFILES else "v2.10.0"
+NFT_FULL_RUNS = {NFT: 10, NFT_IPTABLES: 10}  # the main job's ~1 min budget for the pair
+
 # name, JobConfig fields, expectation; the first three, DOCKER_SMOKE, SCALE_SMOKE and API_SMOKE
 # also run in the smoke size
 CONFIGS = [
@@ -85,6 +94,8 @@ CONFIGS = [
     (KNP_SCALE, {**SCALE, "engine": "kube-network-policies"}, ALL_FAIL),
     ("no-delay", {"delivery": NO_DELAY}, REACHED),
     ("api-client", {"delivery": NO_DELAY, "engine": "binary", "binary_cmd": API_CONTROLLER}, REACHED),
+    (NFT_IPTABLES, {"profile": V211_IPTABLES_PROFILE}, ALL_FAIL),
+    (NFT, {"profile": "v2.11.1", "datapath": "nftables"}, ALL_FAIL),
 ]
 SMOKE = 3
 DOCKER_SMOKE = "docker"
@@ -101,7 +112,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         if scenario_size(metafunc.config) == "full":
             chosen = CONFIGS
         else:
-            chosen = CONFIGS[:SMOKE] + [c for c in CONFIGS if c[0] in (DOCKER_SMOKE, SCALE_SMOKE, KNP, API_SMOKE)]
+            chosen = CONFIGS[:SMOKE] + [c for c in CONFIGS if c[0] in (DOCKER_SMOKE, SCALE_SMOKE, KNP, API_SMOKE, NFT)]
         metafunc.parametrize("job_config", chosen, ids=[c[0] for c in chosen])
 
 
@@ -125,7 +136,7 @@ def test_job_to_mysql(job_config, size, scenario_recorder, scenario_progress, re
     t0 = time.monotonic()
     lab = scenario_lab(request, cfg.topology, cfg.synthetic_policies, cfg.seed)
     with JobScenario(lab, cfg, engine=engine) as sc:
-        runs = smoke_runs(cfg) if size == "smoke" else KNP_FULL_RUNS.get(name, RUNS[size])
+        runs = smoke_runs(cfg) if size == "smoke" else {**KNP_FULL_RUNS, **NFT_FULL_RUNS}.get(name, RUNS[size])
         observations = [sc.run_once(i) for i in scenario_progress.runs(runs)]
         cli = cli_denied(sc)
     entry = scenario_recorder.record("job-to-mysql", name, cfg.describe(), observations, expectation=expectation,
@@ -159,6 +170,15 @@ def test_job_to_mysql(job_config, size, scenario_recorder, scenario_progress, re
             assert o["reachability_latency_ms"] >= DELAY["node-a"] * 1e3
     if cfg.engine == "binary":
         check_api_client_runs(observations)
+    if cfg.datapath == "nftables":
+        # the nftables `reject` answers with ICMP port-unreachable as the iptables REJECT does, and
+        # nothing reached the server before node-a's sync (npc_nftables.go syncPodFirewallChains)
+        assert s["first_errors"] == {"2003 ECONNREFUSED": s["runs"]}, s["first_errors"]
+        assert set(s["probe_outcomes"]) == {"rejected_icmp", "connected"}, s["probe_outcomes"]
+        for o in observations:
+            assert o["server_sync"] is not None, "node-a never synced the job pod"
+            assert "pod_chains_time" in [p[0] for p in o["server_sync"]["phases"]], o["server_sync"]["phases"]
+            assert o["reachability_latency_ms"] >= DELAY["node-a"] * 1e3
 
 
 def check_api_client_runs(observations: list[dict]) -> None:

@@ -53,7 +53,10 @@ log = logging.getLogger(__name__)
 DEFAULT_RESYNC_PERIOD_S = 300.0  # the reproduced controller's --iptables-sync-period default (5m)
 # order in which an apply runs its timed phases (the sync-metric names the engines report)
 PHASE_ORDER = ("top_level_time", "iptables_save_time", "ipset_save_time", "ipset_restore_time",
-               "relist_time", "local_pods_ipset_time", "list_chains_time", "iptables_restore_time", "stale_cleanup_time")
+               "relist_time", "local_pods_ipset_time", "list_chains_time", "iptables_restore_time",
+               # the nftables datapath's (harness.engines.kube_router.apply.nftables)
+               "static_chains_time", "policy_chains_sync_time", "pod_chains_time", "top_level_sync_time",
+               "stale_cleanup_time")
 
 __all__ = ["DEFAULT_RESYNC_PERIOD_S", "AddedPod", "Controller", "ControllerConfig", "NodeController", "NotProgrammed",
            "phases_of"]

@@ -27,6 +27,9 @@ DEFAULT_STRATEGY = "restore"  # the full sync the reproduced controller does
 DEFAULT_BACKEND = "nft"
 BACKEND_NAMES = ("nft", "legacy")  # iptables-nft / iptables-legacy (harness.kernel.backends)
 REJECT_WITH_NAMES = (None, "icmp-port-unreachable", "tcp-reset")
+# kube-router's datapath: iptables + ipset (every tag), or nftables (v2.11+ --use-nftables-for-netpol)
+DATAPATH_NAMES = ("iptables", "nftables")
+DEFAULT_DATAPATH = "iptables"
 
 
 @dataclass(kw_only=True)
@@ -39,7 +42,8 @@ class EnforcementConfig:
     ``reject_with`` (None = a plain REJECT, or ``tcp-reset``), ``external_cmd`` (argv of the
     program the ``external`` engine runs in every node's namespace), ``binary_cmd`` (the
     ``binary`` engine's command template, ``harness.engines.binary.template``) and
-    ``metrics_port`` (where that binary serves Prometheus metrics, its ``{metrics_port}``).
+    ``metrics_port`` (where that binary serves Prometheus metrics, its ``{metrics_port}``),
+    ``datapath`` (kube-router: ``iptables``, or ``nftables`` = v2.11's --use-nftables-for-netpol).
 
     Keyword-only, so the configurations built on it (``ControllerConfig``, ``RunOptions``,
     ``WindowConfig``, ``JobConfig``) keep their own positional fields."""
@@ -54,6 +58,7 @@ class EnforcementConfig:
     fail_open: bool = True  # kube-network-policies --fail-open (its default): queue bypass
     binary_cmd: tuple[str, ...] | None = None
     metrics_port: int | None = None
+    datapath: str = DEFAULT_DATAPATH
 
     def enforcement(self) -> EnforcementConfig:
         """Only the enforcement fields (a plain ``EnforcementConfig``), e.g. for a subclass."""
@@ -76,10 +81,14 @@ class EnforcementConfig:
             out["fail_open"] = self.fail_open
         if self.engine == "binary" and self.binary_cmd:
             out["binary_cmd"] = shlex.join(self.binary_cmd)
+        if self.datapath != DEFAULT_DATAPATH:
+            out["datapath"] = self.datapath
         return out
 
     def label(self) -> str:
         """``engine profile/strategy/backend``: one line for a table or a log."""
+        if self.datapath != DEFAULT_DATAPATH:
+            return f"{self.engine} {self.profile}/{self.datapath}"
         return f"{self.engine} {self.profile}/{self.strategy}/{self.backend}"
 
 
@@ -102,7 +111,10 @@ def parse_command(text: str | list[str] | tuple[str, ...] | None, source: str | 
 
 
 def check_common(config: EnforcementConfig, source: str | None = None) -> None:
-    """The checks every engine shares: the backend and reject_with names."""
+    """The checks every engine shares: the backend, reject_with and datapath names."""
+    if config.datapath not in DATAPATH_NAMES:
+        raise ConfigError(source, "datapath", f"unknown datapath {config.datapath!r} "
+                          f"(choose {' or '.join(DATAPATH_NAMES)})")
     if config.backend not in BACKEND_NAMES:
         raise ConfigError(source, "backend", f"unknown iptables backend {config.backend!r} "
                           f"(choose {' or '.join(BACKEND_NAMES)})")

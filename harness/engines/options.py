@@ -10,7 +10,9 @@ from typing import Any
 
 from harness.engines.config import (
     BACKEND_NAMES,
+    DATAPATH_NAMES,
     DEFAULT_BACKEND,
+    DEFAULT_DATAPATH,
     DEFAULT_ENGINE,
     DEFAULT_PROFILE,
     DEFAULT_STRATEGY,
@@ -19,7 +21,8 @@ from harness.engines.config import (
 )
 from harness.engines.registry import ENGINE_NAMES
 
-FLAGS = ("engine", "profile", "strategy", "backend", "external_cmd", "fail_open", "binary_cmd", "metrics_port")
+FLAGS = ("engine", "profile", "strategy", "backend", "external_cmd", "fail_open", "binary_cmd", "metrics_port",
+         "datapath")
 
 
 def add_arguments(p: Any, *, strategy: bool = True, what: str = "") -> None:
@@ -35,6 +38,9 @@ def add_arguments(p: Any, *, strategy: bool = True, what: str = "") -> None:
                        help=f"apply strategy{of} (default {DEFAULT_STRATEGY}: the full sync)")
     p.add_argument("--backend", choices=BACKEND_NAMES, default=DEFAULT_BACKEND,
                    help=f"iptables backend{of} (default {DEFAULT_BACKEND})")
+    p.add_argument("--datapath", choices=DATAPATH_NAMES, default=DEFAULT_DATAPATH,
+                   help=f"kube-router datapath{of}: iptables (default) or nftables (v2.11's "
+                        "--use-nftables-for-netpol; needs --profile v2.11.1)")
     p.add_argument("--external-cmd", metavar="CMD", default=None,
                    help="the program the external engine runs in every node's namespace, e.g. "
                         "\"python3 examples/external_controller.py\" (implies --engine external)")
@@ -68,7 +74,8 @@ def from_args(args: argparse.Namespace, **overrides: Any) -> EnforcementConfig:
     fields: dict[str, Any] = {"engine": engine, "profile": getattr(args, "profile", DEFAULT_PROFILE),
                               "strategy": getattr(args, "strategy", DEFAULT_STRATEGY) or DEFAULT_STRATEGY,
                               "backend": getattr(args, "backend", DEFAULT_BACKEND), "external_cmd": cmd,
-                              "binary_cmd": binary_cmd, "metrics_port": getattr(args, "metrics_port", None)}
+                              "binary_cmd": binary_cmd, "metrics_port": getattr(args, "metrics_port", None),
+                              "datapath": getattr(args, "datapath", None) or DEFAULT_DATAPATH}
     if getattr(args, "fail_open", None) is not None:
         fields["fail_open"] = bool(args.fail_open)
     fields.update(overrides)

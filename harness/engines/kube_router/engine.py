@@ -14,7 +14,7 @@ import time
 from typing import Any
 
 from harness.engines.base import BeforeApply, Programmed, SynchronousNode
-from harness.engines.config import EnforcementConfig, check_common
+from harness.engines.config import DEFAULT_STRATEGY, EnforcementConfig, check_common
 from harness.engines.kube_router.apply import STRATEGIES, SyncTimings, apply, get_backend, require_tools
 from harness.engines.kube_router.apply.commands import estimated_execs
 from harness.engines.kube_router.apply.exec_sequence import IPSetHandler
@@ -140,8 +140,12 @@ class KubeRouterEngine:
     metric_set = METRIC_SET  # the Controller's sync metrics under kube-router's names
 
     def validate(self, config: EnforcementConfig, source: str | None = None) -> None:
-        """Profile, strategy, backend, default_deny (v2.10 only) and reject_with, as ConfigError."""
+        """Profile, strategy, backend, default_deny (v2.10 only), reject_with and datapath
+        (nftables: profile v2.11.x only), as ConfigError."""
         check_common(config, source)
+        if config.datapath == "nftables":
+            _validate_nftables(config, source)
+            return
         prof = get_profile(config.profile, source)
         if config.strategy not in ENGINE_STRATEGIES:
             raise ConfigError(source, "strategy", f"unknown strategy {config.strategy!r} "
@@ -155,6 +159,11 @@ class KubeRouterEngine:
                               f"not {config.strategy}")
 
     def require_tools(self, config: EnforcementConfig) -> None:
+        if config.datapath == "nftables":
+            from harness.engines.kube_router.apply import nftables
+
+            nftables.require_tools()
+            return
         require_tools(config.backend)
 
     def spec_deviations(self, config: EnforcementConfig, cluster: Cluster, pods: list[str], port: int,
@@ -164,9 +173,32 @@ class KubeRouterEngine:
         return spec_deviations(cluster, config.profile, pods, port, protocol, ignore_self)
 
     def set_update_mode(self, config: EnforcementConfig) -> str:
-        """``flush+refill`` (v1.2: sets emptied and refilled in place) or ``tmp+swap`` (v1.2.2+)."""
+        """``flush+refill`` (v1.2: sets emptied and refilled in place) or ``tmp+swap`` (v1.2.2+);
+        nftables: ``flush+refill in one transaction`` (npc_nftables.go nftAddOrReplaceIPSet)."""
+        if config.datapath == "nftables":
+            return "flush+refill in one transaction"
         return "tmp+swap" if get_profile(config.profile).swap_sets else "flush+refill"
 
     def node(self, node: str, netns: str, config: EnforcementConfig, timeline: Any = None, *,
              applier: Any = None) -> KubeRouterNode:
+        if config.datapath == "nftables":
+            from harness.engines.kube_router.nftables_node import KubeRouterNftNode
+
+            return KubeRouterNftNode(node, netns, config, applier)
         return KubeRouterNode(node, netns, config, applier)
+
+
+def _validate_nftables(config: EnforcementConfig, source: str | None) -> None:
+    """The nftables datapath exists from v2.11.0 (v2.11.0:pkg/options/options.go
+    --use-nftables-for-netpol); it has one apply path (no strategy choice) and a plain reject."""
+    from harness.engines.kube_router.render.nftables import NFT_PROFILES
+
+    if config.profile not in NFT_PROFILES:
+        raise ConfigError(source, "datapath", f"the nftables datapath needs profile v2.11.1 "
+                          f"(--use-nftables-for-netpol arrives in v2.11.0), not {config.profile}")
+    if config.strategy != DEFAULT_STRATEGY:
+        raise ConfigError(source, "strategy", f"the nftables datapath has one apply path (knftables transactions); "
+                          f"strategy {config.strategy!r} is an iptables one")
+    if config.reject_with is not None:
+        raise ConfigError(source, "reject_with", "the nftables datapath rejects with a plain `reject` "
+                          "(npc_nftables.go syncPodFirewallChains); reject_with is not available")

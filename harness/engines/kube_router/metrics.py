@@ -12,7 +12,8 @@ seconds. What each metric observes:
 - ``controller_policy_ipset_v4_restore_time``: programming the sets;
 - ``controller_policy_chains_sync_time``: kube-router's syncNetworkPolicyChains, which saves
   the sets, builds the policy chains and restores the policy sets (v2.10.0:policy.go): here
-  render time + ``ipset save`` + set programming.
+  render time + ``ipset save`` + set programming; on the nftables datapath the policy
+  transactions (``apply.nftables``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ NAMESPACE = "kube_router"
 
 
 def _chains_sync_s(rec: Any) -> float | None:
+    nft = rec.timings.get("policy_chains_sync_time")  # the nftables datapath times it itself
+    if nft is not None:
+        return nft / 1e9
     ipset = rec.timings.get("ipset_restore_time")
     if ipset is None and not rec.render_ns:
         return None
