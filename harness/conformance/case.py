@@ -360,9 +360,10 @@ def _apply_namespace(cluster: Cluster, doc: dict, source: str | None, path: str)
 
 
 def _apply_policy(cluster: Cluster, doc: dict, source: str | None, path: str) -> str:
-    from harness.model.netpol import parse_network_policy
+    from harness.model.netpol import check_ip_families, parse_network_policy
 
     policy = parse_network_policy(doc, source, path)
+    check_ip_families(policy, cluster, source, path)
     if policy.namespace not in cluster.namespaces:
         raise ConfigError(source, f"{path}.metadata.namespace", f"namespace {policy.namespace!r} does not exist")
     verb = "updated" if policy.key in cluster.policies else "created"
