@@ -216,7 +216,7 @@ def ensure_before_save(x: SyncExecs, ipt: GoIPTables, ruleset: Ruleset, prof: Pr
     if _has_chain(ruleset, nm.TAIL_CHAIN):
         x.step = "ensureDefaultTailChainExists"
         if _local_pods_set(ruleset) is not None:  # ensureLocalPodsIPSetExists
-            if nm.LOCAL_PODS_SET not in parse_ipset_save(x.run([IPSET, "save"]).stdout):
+            if nm.local_pods_set(ruleset.family) not in parse_ipset_save(x.run([IPSET, "save"]).stdout):
                 spec = _local_pods_set(ruleset)
                 x.run([IPSET, "create", "-exist", spec.name, spec.type, *spec.options.split()])
         if ipt.chain_exists(nm.TAIL_CHAIN):
@@ -228,7 +228,7 @@ def ensure_before_save(x: SyncExecs, ipt: GoIPTables, ruleset: Ruleset, prof: Pr
 
 
 def _local_pods_set(ruleset: Ruleset):
-    return next((s for s in ruleset.sets if s.name == nm.LOCAL_PODS_SET), None)
+    return next((s for s in ruleset.sets if s.name == nm.local_pods_set(ruleset.family)), None)
 
 
 def restore_argv(backend: Backend, prof: Profile) -> list[str]:
@@ -287,8 +287,12 @@ def full_policy_sync(tools: Any, ruleset: Ruleset, backend: Backend, t: Any,
 
     def cleanup() -> list[str]:
         # cleanupStaleIPSets (v1.2.1..v2.10.0): only KUBE-SRC-/KUBE-DST- sets are ever destroyed
+        # per family (v2.10.0:network_policy_controller.go cleanupStaleIPSets over ipSetHandlers; the
+        # IPv6 handler's names carry "inet6:", pkg/utils/ipset.go IPSetName)
+        prefixes = STALE_SET_PREFIXES if ruleset.family == "IPv4" else tuple(
+            "inet6:" + p for p in STALE_SET_PREFIXES)
         stale = [n for n in stale_sets(ruleset, parse_ipset_save(x.run([IPSET, "save"]).stdout))
-                 if n.startswith(STALE_SET_PREFIXES)]
+                 if n.startswith(prefixes)]
         for name in stale:
             x.run([IPSET, "destroy", name])
         return stale

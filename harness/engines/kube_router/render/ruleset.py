@@ -50,6 +50,10 @@ class Ruleset:
     owned_chain_prefixes: tuple[str, ...] = ("KUBE-ROUTER-", "KUBE-POD-FW-", "KUBE-NWPLCY-")
     owned_set_prefixes: tuple[str, ...] = ("KUBE-SRC-", "KUBE-DST-", "kube-router-")
     swap_sets: bool = True
+    # "IPv4" (iptables) or "IPv6" (ip6tables; sets named "inet6:..." with "family inet6")
+    family: str = "IPv4"
+    # dual-stack: the node's IPv6 half (family "IPv6"), applied in the same sync after this one
+    ipv6: Ruleset | None = None
 
     def chain(self, name: str) -> Chain:
         for c in self.chains:
