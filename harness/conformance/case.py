@@ -397,9 +397,11 @@ def dry_run(case: Case, cluster: Cluster) -> list[Cluster]:
 
 
 # -- expected tables ----------------------------------------------------------------------------
-def oracle_table(step: Step, cluster: Cluster, pods: list[str]) -> TruthTable:
-    """The oracle's truth table for the step's probe on ``cluster`` (the model after the step)."""
-    return expected_table(cluster, pods, step.probe.port, step.probe.protocol, ignore_self=step.ignore_self)
+def oracle_table(step: Step, cluster: Cluster, pods: list[str], family: str = "IPv4") -> TruthTable:
+    """The oracle's truth table for the step's probe on ``cluster`` (the model after the step),
+    over IP ``family``."""
+    return expected_table(cluster, pods, step.probe.port, step.probe.protocol, ignore_self=step.ignore_self,
+                          family=family)
 
 
 def hand_table(step: Step, pods: list[str]) -> TruthTable | None:

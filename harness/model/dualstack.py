@@ -132,3 +132,18 @@ def family_view(cluster: Cluster, family: str) -> Cluster:
             if p.ip6 is not None}
     return dataclasses.replace(cluster, nodes=nodes, pods=pods, service_cidr=cluster.service_cidr6,
                                underlay_cidr=cluster.underlay_cidr6, cluster_cidr=cluster.cluster_cidr6)
+
+
+def enable_dual_stack(cluster: Cluster) -> Cluster:
+    """Make an IPv4-only ``cluster`` dual-stack in place with the default IPv6 plan (as if its
+    topology said ``ip_families: [IPv4, IPv6]``) and return it; e.g. to run a conformance case of an
+    IPv4 topology over IPv6. A cluster that is dual-stack already is returned unchanged."""
+    if cluster.dual_stack:
+        return cluster
+    cluster.ip_families = FAMILIES
+    cluster.cluster_cidr6 = ipaddress.IPv6Network(DEFAULT_CLUSTER_CIDR6)
+    cluster.underlay_cidr6 = ipaddress.IPv6Network(DEFAULT_UNDERLAY_CIDR6)
+    cluster.service_cidr6 = ipaddress.IPv6Network(DEFAULT_SERVICE_CIDR6)
+    assign_node_ipv6(cluster, DEFAULT_NODE_CIDR_MASK_SIZE6)
+    assign_pod_ipv6(cluster)
+    return cluster
