@@ -197,3 +197,13 @@ def test_rtnl_ipv6_requests_pack_addresses():
     assert ipaddress.IPv6Address("fd00::2").packed in addr.body and addr.body[0] == 10  # AF_INET6
     route = rtnl.route6("fd00:1::/64", gateway="fd00::1", oif=2, onlink=True)
     assert ipaddress.IPv6Address("fd00::1").packed in route.body and route.body[1] == 64
+
+
+def test_bench_apply_dual_stack_sources_measure_the_same_cluster():
+    from harness.engines.kube_router.apply.commands import _sources
+
+    alone, both = _sources("render", ["small"], "v2.10", dual_stack=True)
+    assert (alone.scale, both.scale) == ("small", "small-dual")
+    a, b = alone.make(1), both.make(1)
+    assert a.ipv6 is None and b.ipv6 is not None and b.ipv6.family == "IPv6"
+    assert dump(a) == dump(b).split("# IPv6 (ip6tables-restore, inet6 sets)\n")[0]
