@@ -301,7 +301,8 @@ def retry_timeouts(lab, outcomes: dict[tuple[str, str], Outcome], probe: Probe,
                             str(lab.cluster.pods[d].ip), probe.port, retry_timeout)
     else:
         def one(cell: tuple[str, str]) -> Outcome:
-            return lab.connect(cell[0], cell[1], probe.port, probe.protocol, timeout=retry_timeout, family=family)
+            extra = {"family": family} if family != "IPv4" else {}  # IPv4: the call any lab takes
+            return lab.connect(cell[0], cell[1], probe.port, probe.protocol, timeout=retry_timeout, **extra)
 
     with ThreadPoolExecutor(max_workers=min(16, len(cells))) as ex:
         second = dict(zip(cells, ex.map(one, cells), strict=True))

@@ -701,7 +701,7 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     v6 = family == "IPv6"
     if v6:
         if not prof.family:
-            # v1.x netpol has no IPv6 path at all (v1.6.0:pkg/controllers/netpol: iptables only)
+            # v1.x netpol has no IPv6 path (no ip6tables/IPv6Protocol in pkg/controllers/netpol up to v1.6.1)
             raise ConfigError(cluster.source, "ip_families", f"kube-router {prof.name} is IPv4-only "
                               "(dual-stack network policy arrived in v2.0.0): use a v2.x profile")
         if index is not None and index.cluster is cluster:
