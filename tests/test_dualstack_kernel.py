@@ -81,3 +81,17 @@ def test_dual_stack_sync_programs_both_families_and_cleans_its_own_sets():
         assert any(n.startswith("inet6:KUBE-") for n in stale) and any(n.startswith("KUBE-") for n in stale), stale
         left = inspect(ns, "nft", family="IPv6")["sets"]
         assert not set(stale) & set(left)
+
+
+def test_light_and_full_pods_answer_alike_over_both_families():
+    """No policy: the IPv6 matrix of the default topology (full and light pods, two nodes) is its
+    IPv4 matrix, cell for cell (unserved ports refuse in both)."""
+    from harness.lab import Lab
+    from harness.model.dualstack import enable_dual_stack
+    from harness.model.topology import load_topology
+
+    with Lab(enable_dual_stack(load_topology("default"))) as lab:
+        assert any(lab.is_light(k) for k in lab.cluster.pods)
+        v4, v6 = lab.matrix(port=80), lab.matrix(port=80, family="IPv6")
+        assert v6 == v4
+        assert Outcome.CONNECTED in v6.values() and Outcome.REFUSED in v6.values()
