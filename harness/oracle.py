@@ -159,12 +159,20 @@ class Oracle:
     (cached per rule and peer). A 100 x 100 table on a 5,000-pod, 1,000-policy cluster takes
     about 0.2 s on one core, reasons included."""
 
-    def __init__(self, cluster: Cluster):
+    def __init__(self, cluster: Cluster, family: str = "IPv4"):
+        """``family``: the IP family the connections use (``IPv6`` on a dual-stack cluster): a pod
+        is then its IPv6 address, so ipBlocks of the other family never match it."""
+        if family not in ("IPv4", "IPv6") or (family == "IPv6" and not cluster.dual_stack):
+            raise ValueError(f"family {family!r}: the cluster's families are {', '.join(cluster.ip_families)}")
         self.cluster = cluster
+        self.family = family
+        self._v6 = family == "IPv6"
         self._by_namespace: dict[str, list[NetworkPolicy]] = {}
         for policy in cluster.policies.values():
             self._by_namespace.setdefault(policy.namespace, []).append(policy)
-        self._by_ip: dict[ipaddress.IPv4Address, Pod] = {p.ip: p for p in cluster.pods.values() if p.ip}
+        self._by_ip: dict[ipaddress.IPv4Address | ipaddress.IPv6Address, Pod] = {
+            p.ip: p for p in cluster.pods.values() if p.ip}
+        self._by_ip.update({p.ip6: p for p in cluster.pods.values() if p.ip6})
         self._isolation: dict[str, _Isolation] = {}
         # (id(rule), policy namespace, peer name) -> does a peer of the rule match? A rule serves
         # every pod its policy selects, so in a matrix the same (rule, peer) pair comes back again
@@ -175,8 +183,9 @@ class Oracle:
         # ports once per pod instead of once per pair is what keeps big matrices fast.
         self._candidates: dict[tuple[str, str, int, str], list[_Candidate]] = {}
         # Addresses that are "the node itself" for pods on that node (kube-router: --src-type LOCAL).
-        self._node_local: dict[str, set[ipaddress.IPv4Address]] = {
-            n.name: {n.node_ip, n.gateway_ip} for n in cluster.nodes.values()
+        self._node_local: dict[str, set[ipaddress.IPv4Address | ipaddress.IPv6Address]] = {
+            n.name: {n.node_ip, n.gateway_ip} | ({n.node_ip6, n.gateway_ip6} - {None})  # type: ignore[operator]
+            for n in cluster.nodes.values()
         }
 
     # -- public ----------------------------------------------------------------------------
@@ -216,14 +225,14 @@ class Oracle:
 
     def _end(self, ep: Endpoint) -> _End:
         if isinstance(ep, Pod):
-            return _End(ep.key, ep.ip, ep)
+            return _End(ep.key, ep.ip6 if self._v6 else ep.ip, ep)
         if isinstance(ep, str) and "/" in ep and ep in self.cluster.pods:
             pod = self.cluster.pods[ep]
-            return _End(pod.key, pod.ip, pod)
+            return _End(pod.key, pod.ip6 if self._v6 else pod.ip, pod)
         try:
-            ip = ipaddress.IPv4Address(ep)
+            ip = ipaddress.ip_address(ep)  # type: ignore[arg-type]
         except ValueError:
-            raise KeyError(f"{ep!r} is neither a pod key (ns/name) of the cluster nor an IPv4 address") from None
+            raise KeyError(f"{ep!r} is neither a pod key (ns/name) of the cluster nor an IP address") from None
         pod = self._by_ip.get(ip)
         if pod is not None:
             return _End(pod.key, ip, pod)
@@ -288,7 +297,7 @@ class Oracle:
             return cands
         cands = []
         iso = self._isolation_of(pod)
-        me = _End(pod.key, pod.ip, pod)
+        me = _End(pod.key, pod.ip6 if self._v6 else pod.ip, pod)
         for policy in (iso.ingress if direction == INGRESS else iso.egress):
             rules = policy.ingress if direction == INGRESS else policy.egress
             for i, rule in enumerate(rules):

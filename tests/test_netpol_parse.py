@@ -216,13 +216,12 @@ INVALID = [
         "or namespaceSelector in one peer (use separate peers)",
     ),
     (
-        "IPv6 cidr",
+        "IPv6 except of an IPv4 cidr",
         spec("""
             podSelector: {}
-            ingress: [{from: [{ipBlock: {cidr: "fd00::/64"}}]}]
+            ingress: [{from: [{ipBlock: {cidr: 10.0.0.0/8, except: ["fd00::/64"]}}]}]
         """),
-        "cases/x.yaml: documents[0].spec.ingress[0].from[0].ipBlock.cidr: IPv6 CIDR fd00::/64 is not supported: "
-        "the harness is IPv4-only",
+        "cases/x.yaml: documents[0].spec.ingress[0].from[0].ipBlock.except[0]: fd00::/64 is not inside cidr 10.0.0.0/8",
     ),
     (
         "cidr without prefix",

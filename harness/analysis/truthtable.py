@@ -203,10 +203,10 @@ def _grid(pods: Sequence[str], mark, indent: str) -> str:
 
 # -- building tables ---------------------------------------------------------------------------
 def expected_table(cluster: Cluster | Oracle, pods: Iterable[str | Pod] | None, port: int,
-                   protocol: str = "TCP", ignore_self: bool = True) -> TruthTable:
+                   protocol: str = "TCP", ignore_self: bool = True, family: str = "IPv4") -> TruthTable:
     """The oracle's table for ``pods`` (default: every pod of the cluster, sorted by key) on
-    ``protocol/port``; each cell's detail is the oracle's one-line reason."""
-    oracle = cluster if isinstance(cluster, Oracle) else Oracle(cluster)
+    ``protocol/port`` over ``family``; each cell's detail is the oracle's one-line reason."""
+    oracle = cluster if isinstance(cluster, Oracle) else Oracle(cluster, family)
     keys = [p.key if isinstance(p, Pod) else p for p in pods] if pods is not None else sorted(oracle.cluster.pods)
     table = TruthTable(keys, ignore_self=ignore_self)
     for s in keys:

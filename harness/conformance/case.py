@@ -360,9 +360,10 @@ def _apply_namespace(cluster: Cluster, doc: dict, source: str | None, path: str)
 
 
 def _apply_policy(cluster: Cluster, doc: dict, source: str | None, path: str) -> str:
-    from harness.model.netpol import parse_network_policy
+    from harness.model.netpol import check_ip_families, parse_network_policy
 
     policy = parse_network_policy(doc, source, path)
+    check_ip_families(policy, cluster, source, path)
     if policy.namespace not in cluster.namespaces:
         raise ConfigError(source, f"{path}.metadata.namespace", f"namespace {policy.namespace!r} does not exist")
     verb = "updated" if policy.key in cluster.policies else "created"
@@ -396,9 +397,11 @@ def dry_run(case: Case, cluster: Cluster) -> list[Cluster]:
 
 
 # -- expected tables ----------------------------------------------------------------------------
-def oracle_table(step: Step, cluster: Cluster, pods: list[str]) -> TruthTable:
-    """The oracle's truth table for the step's probe on ``cluster`` (the model after the step)."""
-    return expected_table(cluster, pods, step.probe.port, step.probe.protocol, ignore_self=step.ignore_self)
+def oracle_table(step: Step, cluster: Cluster, pods: list[str], family: str = "IPv4") -> TruthTable:
+    """The oracle's truth table for the step's probe on ``cluster`` (the model after the step),
+    over IP ``family``."""
+    return expected_table(cluster, pods, step.probe.port, step.probe.protocol, ignore_self=step.ignore_self,
+                          family=family)
 
 
 def hand_table(step: Step, pods: list[str]) -> TruthTable | None:

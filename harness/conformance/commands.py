@@ -41,6 +41,9 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     p.add_argument("--prober", choices=("packet", "socket"), default="packet",
                    help="packet: the probe engine (raw probes, kernel timestamps; default); "
                         "socket: a real connect()/sendto() per cell")
+    p.add_argument("--family", choices=("IPv4", "IPv6"), default="IPv4",
+                   help="IPv6: probe over IPv6 in a dual-stack lab (IPv4 topologies get the default IPv6 "
+                        "plan; kube-router v2.x profiles; socket probes, TCP/UDP)")
     p.add_argument("--keep-conntrack", action="store_true",
                    help="do not flush conntrack in node namespaces after each sync")
     p.add_argument("--quiet", "-q", action="store_true", help="print only failing steps and the summary")
@@ -71,7 +74,7 @@ def cmd_conformance(args: argparse.Namespace) -> int:
     if args.plan:
         return _print_plan(cases)
     options = RunOptions(timeout=args.timeout, flush_conntrack=not args.keep_conntrack,
-                         prober=args.prober).with_enforcement(engine_options.from_args(args))
+                         prober=args.prober, family=args.family).with_enforcement(engine_options.from_args(args))
     registry.resolve(options)  # a bad flag is one line before any case starts
     results: list[CaseResult] = []
     for case in cases:

@@ -55,6 +55,10 @@ class RunOptions(EnforcementConfig):
     # packet: the probe engine (raw probes with kernel timestamps, all cells from one process);
     # socket: a real connect()/sendto() per cell (Lab.matrix).
     prober: str = "packet"
+    # IPv6: run over IPv6 in a dual-stack lab (an IPv4 topology gets the default IPv6 plan,
+    # harness.model.dualstack.enable_dual_stack); probes are real sockets (Lab.matrix), the
+    # expected table is the oracle's for IPv6 (a hand-written one is still compared with it)
+    family: str = "IPv4"
 
 
 @dataclass
@@ -250,7 +254,7 @@ def full_sync(cluster: Cluster, lab, options: RunOptions, engines: dict | None =
 
 
 def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: float,
-              prober: str = "packet") -> dict[tuple[str, str], Outcome]:
+              prober: str = "packet", family: str = "IPv4") -> dict[tuple[str, str], Outcome]:
     """Probe every ordered pair of ``pods`` (without self pairs when ``ignore_self``). SCTP goes
     through ``harness.conformance.sctp`` (the lab's sockets have no SCTP); self pairs are never
     probed for it."""
@@ -258,7 +262,11 @@ def probe_all(lab, pods: list[str], probe: Probe, ignore_self: bool, timeout: fl
         from harness.conformance import sctp
 
         return sctp.matrix(lab, pods, probe.port, timeout)
-    if prober == "packet":
+    if family == "IPv6":
+        if probe.protocol not in ("TCP", "UDP"):
+            raise ConfigError(None, "probe.protocol", f"{probe.protocol} probes are IPv4 only (TCP or UDP over IPv6)")
+        result = lab.matrix(pods=pods, port=probe.port, protocol=probe.protocol, timeout=timeout, family=family)
+    elif prober == "packet":
         from harness.probe.matrix import probe_matrix
 
         result = probe_matrix(lab, pods=pods, port=probe.port, protocol=probe.protocol, timeout=timeout)
@@ -308,7 +316,7 @@ def judge(expected: TruthTable, observed: TruthTable, outcomes: dict[tuple[str, 
 
 
 def retry_timeouts(lab, outcomes: dict[tuple[str, str], Outcome], probe: Probe,
-                   timeout: float) -> tuple[int, int]:
+                   timeout: float, family: str = "IPv4") -> tuple[int, int]:
     """Probe every cell that timed out once more, with a longer timeout, and keep the second
     answer. The shipped engine never drops a denied packet silently (it REJECTs), so a timeout means a
     lost or starved probe (an echo server descheduled on a loaded runner) or a real drop; a
@@ -326,7 +334,8 @@ def retry_timeouts(lab, outcomes: dict[tuple[str, str], Outcome], probe: Probe,
                             str(lab.cluster.pods[d].ip), probe.port, retry_timeout)
     else:
         def one(cell: tuple[str, str]) -> Outcome:
-            return lab.connect(cell[0], cell[1], probe.port, probe.protocol, timeout=retry_timeout)
+            extra = {"family": family} if family != "IPv4" else {}  # IPv4: the call any lab takes
+            return lab.connect(cell[0], cell[1], probe.port, probe.protocol, timeout=retry_timeout, **extra)
 
     with ThreadPoolExecutor(max_workers=min(16, len(cells))) as ex:
         second = dict(zip(cells, ex.map(one, cells), strict=True))
@@ -354,6 +363,12 @@ def run_case(case: Case, options: RunOptions | None = None, *,
     eng = registry.resolve(options, engine)
     eng.require_tools(options)
     cluster = case.load_cluster()
+    if options.family == "IPv6":
+        from harness.model.dualstack import enable_dual_stack
+
+        enable_dual_stack(cluster)
+    elif options.family != "IPv4":
+        raise ConfigError(None, "family", f"unknown IP family {options.family!r} (IPv4 or IPv6)")
     plan(case, cluster)  # validate every step before any kernel work (plan works on copies)
     pods = probe_pods(cluster)
     result = CaseResult(case.name, case.source, options)
@@ -388,22 +403,23 @@ def _run_step(case: Case, step: Step, model: Cluster, lab, pods: list[str], opti
               engines: dict, *, first: bool, engine=None) -> StepResult:
     changes = apply_step(model, step, case.source)
     hand = hand_table(step, pods)
-    oracle = oracle_table(step, model, pods)
+    oracle = oracle_table(step, model, pods, options.family)
     deviations = engine_deviations(engine, options, model, pods, step)
-    expected = with_deviations(hand if hand is not None else oracle, deviations)
+    from_hand = hand is not None and options.family == "IPv4"
+    expected = with_deviations(hand if from_hand else oracle, deviations)
     sync_version, syncs = None, []
     # A probe-only step changes nothing, and a controller would not sync for it; the first step
     # always syncs so every node has the engine's rules before anything is probed.
     if step.changes_cluster or first:
         sync_version, syncs = full_sync(model, lab, options, engines)
     t0 = time.perf_counter_ns()
-    outcomes = probe_all(lab, pods, step.probe, step.ignore_self, options.timeout, options.prober)
-    retried, recovered = retry_timeouts(lab, outcomes, step.probe, options.timeout)
+    outcomes = probe_all(lab, pods, step.probe, step.ignore_self, options.timeout, options.prober, options.family)
+    retried, recovered = retry_timeouts(lab, outcomes, step.probe, options.timeout, options.family)
     probe_ns = time.perf_counter_ns() - t0
     observed = observed_table(outcomes, pods, step.ignore_self)
     return StepResult(
         index=step.index, description=step.description, probe=step.probe, changes=changes,
-        expected=expected, expected_from="hand" if hand is not None else "oracle", observed=observed,
+        expected=expected, expected_from="hand" if from_hand else "oracle", observed=observed,
         diff=judge(expected, observed, outcomes), oracle_vs_hand=diff(hand, oracle) if hand is not None else None,
         sync_version=sync_version, syncs=syncs, outcomes=Counter(outcomes.values()), probe_time_ns=probe_ns,
         retried=retried, recovered=recovered, deviations=deviations,

@@ -36,6 +36,19 @@ class Backend:
     iptables: str
     save: str
     restore: str
+    family: str = "IPv4"  # IPv6: the ip6tables binaries of the same flavour (for_family)
+
+    def for_family(self, family: str) -> Backend:
+        """This flavour's binaries for ``family``: ``ip6tables-nft``/``ip6tables-legacy`` (and their
+        -save/-restore) for ``IPv6``, as kube-router's NewIPTablesHandlers picks per family
+        (v2.10.0:pkg/controllers/netpol/network_policy_controller.go, iptables.NewWithProtocol)."""
+        if family == self.family:
+            return self
+        if family != "IPv6":
+            return BACKENDS[self.name]
+        flavour = self.name
+        return Backend(self.name, f"ip6tables-{flavour}", f"ip6tables-{flavour}-save", f"ip6tables-{flavour}-restore",
+                       family="IPv6")
 
     def iptables_argv(self, *args: str) -> list[str]:
         """argv for one ``iptables`` call on the filter table."""

@@ -169,6 +169,55 @@ def route(dst: ipaddress.IPv4Network | str, *, gateway: ipaddress.IPv4Address | 
                    f"add route {dst}" + (f" via {gateway}" if gateway else ""))
 
 
+# -- IPv6 (dual-stack labs; harness.model.dualstack) -----------------------------------------------
+IFA_FLAGS = 8
+IFA_F_NODAD = 0x02  # no duplicate address detection: the address is usable at once (lab addresses are unique)
+_IP6_ATTR = struct.Struct("=HH16s")
+
+
+def _ip6(kind: int, ip: ipaddress.IPv6Address | str) -> bytes:
+    return _IP6_ATTR.pack(20, kind, ipaddress.IPv6Address(ip).packed)
+
+
+def address6(index: int, ip: ipaddress.IPv6Address | str, prefixlen: int, *, delete: bool = False) -> Request:
+    """Add (or delete) IPv6 ``ip/prefixlen`` on link ``index``, without DAD (``nodad``)."""
+    addr = ipaddress.IPv6Address(ip)
+    body = (_IFADDR.pack(socket.AF_INET6, prefixlen, IFA_F_NODAD, RT_SCOPE_UNIVERSE, index)
+            + _ip6(IFA_ADDRESS, addr) + attr_u32(IFA_FLAGS, IFA_F_NODAD))
+    if delete:
+        return Request(RTM_DELADDR, 0, body, f"delete address {addr}/{prefixlen}")
+    return Request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, body, f"add address {addr}/{prefixlen}")
+
+
+def neighbour6(index: int, ip: ipaddress.IPv6Address | str, mac: bytes | None = None, *,
+               delete: bool = False) -> Request:
+    """``neighbour`` for IPv6: a permanent NDP entry (the ndisc table has the same host-wide limit)."""
+    addr = ipaddress.IPv6Address(ip)
+    body = _NDMSG.pack(socket.AF_INET6, index, NUD_PERMANENT, 0, 0) + _ip6(NDA_DST, addr)
+    if delete:
+        return Request(RTM_DELNEIGH, 0, body, f"delete neighbour {addr}")
+    assert mac is not None
+    body += attr(NDA_LLADDR, mac)
+    return Request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, body, f"add neighbour {addr}")
+
+
+def route6(dst: ipaddress.IPv6Network | str, *, gateway: ipaddress.IPv6Address | str | None = None,
+           oif: int | None = None, onlink: bool = False) -> Request:
+    """``route`` for IPv6: a unicast route in the main table via ``gateway`` and/or out of ``oif``."""
+    net = ipaddress.IPv6Network(dst)
+    scope = RT_SCOPE_UNIVERSE  # IPv6 routes carry universe scope, link routes included
+    body = _RTMSG.pack(socket.AF_INET6, net.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST,
+                       RTNH_F_ONLINK if onlink else 0)
+    if net.prefixlen:
+        body += _ip6(RTA_DST, net.network_address)
+    if gateway is not None:
+        body += _ip6(RTA_GATEWAY, gateway)
+    if oif is not None:
+        body += attr_u32(RTA_OIF, oif)
+    return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body,
+                   f"add route {net}" + (f" via {gateway}" if gateway else ""))
+
+
 # -- the socket ------------------------------------------------------------------------------------
 class Rtnl(Socket):
     """A NETLINK_ROUTE ``netlink.Socket``: ``run(requests)`` sends a batch and raises KernelError

@@ -39,6 +39,12 @@ def _setns(fd: int) -> None:
         raise OSError(ctypes.get_errno(), "setns")
 
 
+def _v6only(s: socket.socket) -> None:
+    """An IPv6 listener takes IPv6 only, so it never competes with the pod's IPv4 one on the port."""
+    if s.family == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+
+
 class EchoServer:
     def __init__(self) -> None:
         self.sel = selectors.DefaultSelector()
@@ -58,13 +64,16 @@ class EchoServer:
             try:
                 _setns(fd)
                 for ip, port, proto in pod["listeners"]:
+                    family = socket.AF_INET6 if ":" in ip else socket.AF_INET  # dual-stack pods: both
                     if proto == "TCP":
-                        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                        s = socket.socket(family, socket.SOCK_STREAM)
                         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                        _v6only(s)
                         s.bind((ip, port))
                         s.listen(512)
                     elif proto == "UDP":
-                        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                        s = socket.socket(family, socket.SOCK_DGRAM)
+                        _v6only(s)
                         s.bind((ip, port))
                     else:  # SCTP: skipped on purpose (module docstring)
                         continue

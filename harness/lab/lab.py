@@ -28,6 +28,13 @@ overflow it (the probe then fails with ENOBUFS).
 
 Every namespace gets IPv6 off (no DAD/router-solicitation noise on the bridges) and ICMP rate
 limits off (so REJECT/unreachable answers are not dropped when many probes run).
+
+Dual-stack (``ip_families: [IPv4, IPv6]``, harness.model.dualstack): IPv6 stays on in the lab's
+namespaces with DAD, router solicitations and RAs off (``DUAL_STACK_SYSCTLS``; addresses are added
+``nodad``, so they are usable at once), and every IPv4 object above gets its IPv6 twin: node
+address on eth0, gateway on kube-bridge, routes to the other nodes' IPv6 pod CIDRs, pod address and
+default route, permanent NDP entries with the same MACs; node namespaces forward IPv6 and pass
+bridged IPv6 through ip6tables (bridge-nf-call-ip6tables). Only sysctls of harness namespaces are set.
 """
 
 from __future__ import annotations
@@ -106,6 +113,19 @@ NODE_SYSCTLS = (
     ("net.ipv4.conf.all.rp_filter", 0),
     ("net.ipv4.conf.default.rp_filter", 0),
     ("net.bridge.bridge-nf-call-iptables", 1),
+)
+# dual-stack labs instead of IPv6 off (written before any link exists, so "default" covers them)
+DUAL_STACK_SYSCTLS = (
+    ("net.ipv6.conf.default.accept_dad", 0),
+    ("net.ipv6.conf.all.accept_dad", 0),
+    ("net.ipv6.conf.default.dad_transmits", 0),
+    ("net.ipv6.conf.default.accept_ra", 0),
+    ("net.ipv6.conf.default.router_solicitations", 0),
+    ("net.ipv6.icmp.ratelimit", 0),
+)
+DUAL_STACK_NODE_SYSCTLS = (
+    ("net.ipv6.conf.all.forwarding", 1),
+    ("net.bridge.bridge-nf-call-ip6tables", 1),
 )
 LIGHT_SYSCTLS = (
     ("net.ipv4.conf.all.rp_filter", 0),
@@ -335,9 +355,13 @@ class Lab:
     def _ns_setup(self, name: str) -> None:
         """Runs inside each new namespace (netns.create_many): sysctls by namespace kind."""
         kind = name[len(self.prefix)]
+        dual = self.cluster.dual_stack
         for k, v in COMMON_SYSCTLS:
-            _write_sysctl(k, v)
+            if not (dual and k == "net.ipv6.conf.default.disable_ipv6"):
+                _write_sysctl(k, v)
         extra = {"n": NODE_SYSCTLS, "l": LIGHT_SYSCTLS}.get(kind, ())
+        if dual:
+            extra = DUAL_STACK_SYSCTLS + extra + (DUAL_STACK_NODE_SYSCTLS if kind == "n" else ())
         for k, v in extra:
             _write_sysctl(k, v)
 
@@ -384,8 +408,21 @@ class Lab:
             for other in self.cluster.nodes.values():
                 if other.name != node.name:
                     reqs.append(rtnl.route(other.pod_cidr, gateway=other.node_ip, oif=ETH0, onlink=True))
+            if self.cluster.dual_stack:
+                reqs += self._node_v6_requests(node)
             assert n.rtnl is not None
             n.rtnl.run(reqs)
+
+    def _node_v6_requests(self, node: Node) -> list:
+        """The IPv6 twins of a node's addresses and routes (dual-stack)."""
+        u6 = self.cluster.underlay_cidr6
+        assert u6 is not None and node.node_ip6 is not None and node.pod_cidr6 is not None
+        reqs = [rtnl.address6(ETH0, node.node_ip6, u6.prefixlen),
+                rtnl.address6(KUBE_BRIDGE, node.gateway_ip6, node.pod_cidr6.prefixlen)]  # type: ignore[arg-type]
+        for other in self.cluster.nodes.values():
+            if other.name != node.name and other.pod_cidr6 is not None:
+                reqs.append(rtnl.route6(other.pod_cidr6, gateway=other.node_ip6, oif=ETH0, onlink=True))
+        return reqs
 
     def _ensure_ip(self, pod: Pod) -> ipaddress.IPv4Address:
         if pod.ip is None:
@@ -431,14 +468,21 @@ class Lab:
             with n.lock:  # one node socket shared by the build threads: acks must not interleave
                 n.rtnl.run([rtnl.veth(veth, "eth0", peer_netns_fd=here, master=KUBE_BRIDGE,
                                       index=n.alloc_index(), peer_index=ETH0, peer_mac=pod_mac(ip)),
-                            rtnl.neighbour(KUBE_BRIDGE, ip, pod_mac(ip))])
+                            rtnl.neighbour(KUBE_BRIDGE, ip, pod_mac(ip))]
+                           + ([rtnl.neighbour6(KUBE_BRIDGE, pod.ip6, pod_mac(ip))] if pod.ip6 is not None else []))
         finally:
             os.close(here)
+        v6 = []
+        if pod.ip6 is not None:
+            assert n.node.pod_cidr6 is not None and n.node.gateway_ip6 is not None
+            v6 = [rtnl.address6(ETH0, pod.ip6, n.node.pod_cidr6.prefixlen),
+                  rtnl.neighbour6(ETH0, n.node.gateway_ip6, pod_mac(n.node.gateway_ip)),
+                  rtnl.route6("::/0", gateway=n.node.gateway_ip6, oif=ETH0)]
         with rtnl.Rtnl.here(name) as r:
             r.run([rtnl.link_up(LO, "lo"), rtnl.link_up(ETH0, "eth0"),
                    rtnl.address(ETH0, ip, n.node.pod_cidr.prefixlen),
                    rtnl.neighbour(ETH0, n.node.gateway_ip, pod_mac(n.node.gateway_ip)),
-                   rtnl.route("0.0.0.0/0", gateway=n.node.gateway_ip, oif=ETH0)])
+                   rtnl.route("0.0.0.0/0", gateway=n.node.gateway_ip, oif=ETH0)] + v6)
         self._pods[pod.key] = _PodRt(name, light=False, veth=veth, ready_ns=time.time_ns())
 
     def _await_link_active(self, pod: Pod, timeout_s: float = 2.0) -> int:
@@ -495,6 +539,10 @@ class Lab:
                        rtnl.route(node.pod_cidr, oif=ETH0),
                        rtnl.neighbour(ETH0, node.gateway_ip, pod_mac(node.gateway_ip)),
                        rtnl.route("0.0.0.0/0", gateway=node.gateway_ip, oif=ETH0)])
+        if node.pod_cidr6 is not None and self.cluster.dual_stack:
+            host.rtnl.run([rtnl.route6(node.pod_cidr6, oif=ETH0),
+                           rtnl.neighbour6(ETH0, node.gateway_ip6, pod_mac(node.gateway_ip)),  # type: ignore[arg-type]
+                           rtnl.route6("::/0", gateway=node.gateway_ip6, oif=ETH0)])
         return host
 
     def _add_light(self, n: _NodeRt, pods: list[Pod]) -> int:
@@ -504,10 +552,12 @@ class Lab:
         while i < len(pods):
             host = self._light_host(n)
             chunk = pods[i:i + LIGHT_CHUNK - host.pods]
-            host.rtnl.run([rtnl.address(ETH0, self._ensure_ip(p), 32) for p in chunk])
+            host.rtnl.run([rtnl.address(ETH0, self._ensure_ip(p), 32) for p in chunk]
+                          + [rtnl.address6(ETH0, p.ip6, 128) for p in chunk if p.ip6 is not None])
             assert n.rtnl is not None
             with n.lock:
-                n.rtnl.run([rtnl.neighbour(KUBE_BRIDGE, p.ip, host.mac) for p in chunk])  # type: ignore[arg-type]
+                n.rtnl.run([rtnl.neighbour(KUBE_BRIDGE, p.ip, host.mac) for p in chunk]  # type: ignore[arg-type]
+                           + [rtnl.neighbour6(KUBE_BRIDGE, p.ip6, host.mac) for p in chunk if p.ip6 is not None])
             now = time.time_ns()
             host.pods += len(chunk)
             for p in chunk:
@@ -525,13 +575,16 @@ class Lab:
 
     # -- echo servers ----------------------------------------------------------------------------
     def _listeners(self, pod: Pod) -> list[list[Any]]:
-        bind = str(pod.ip) if self._pods[pod.key].light else "0.0.0.0"
+        light = self._pods[pod.key].light
+        binds = [str(pod.ip) if light else "0.0.0.0"]
+        if pod.ip6 is not None:  # dual-stack: the IPv6 twin (echo_server binds "::" IPv6-only)
+            binds.append(str(pod.ip6) if light else "::")
         seen = set()
         out = []
         for cp in pod.ports:
             if cp.protocol in ("TCP", "UDP") and (cp.port, cp.protocol) not in seen:
                 seen.add((cp.port, cp.protocol))
-                out.append([bind, cp.port, cp.protocol])
+                out.extend([bind, cp.port, cp.protocol] for bind in binds)
         return out
 
     def _server_spec(self, pods: Iterable[Pod]) -> list[dict[str, Any]]:
@@ -662,11 +715,13 @@ class Lab:
         n = self._nodes[pod.node]
         if rt.light:
             host = next(h for h in n.light_hosts if h.netns == rt.netns)
-            host.rtnl.run([rtnl.address(ETH0, str(pod.ip), 32, delete=True)])
+            host.rtnl.run([rtnl.address(ETH0, str(pod.ip), 32, delete=True)]
+                          + ([rtnl.address6(ETH0, pod.ip6, 128, delete=True)] if pod.ip6 is not None else []))
             t = time.time_ns()
             host.pods -= 1
             with n.lock:
-                n.rtnl.run([rtnl.neighbour(KUBE_BRIDGE, str(pod.ip), delete=True)])  # type: ignore[union-attr]
+                n.rtnl.run([rtnl.neighbour(KUBE_BRIDGE, str(pod.ip), delete=True)]  # type: ignore[union-attr]
+                           + ([rtnl.neighbour6(KUBE_BRIDGE, pod.ip6, delete=True)] if pod.ip6 is not None else []))
             return t
         assert n.rtnl is not None and rt.veth is not None
         # Delete the veth explicitly (like CNI DEL): the pod is cut off now, not whenever the
@@ -674,7 +729,8 @@ class Lab:
         with n.lock:
             n.rtnl.run([rtnl.link_delete(rt.veth)])
             t = time.time_ns()
-            n.rtnl.run([rtnl.neighbour(KUBE_BRIDGE, str(pod.ip), delete=True)])
+            n.rtnl.run([rtnl.neighbour(KUBE_BRIDGE, str(pod.ip), delete=True)]
+                       + ([rtnl.neighbour6(KUBE_BRIDGE, pod.ip6, delete=True)] if pod.ip6 is not None else []))
         netns.delete(rt.netns)
         return t
 
@@ -733,42 +789,47 @@ class Lab:
             self._pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix=f"lab-{self.run_id}")
         return self._pool
 
-    def _probe_args(self, src: str, dst: str | ipaddress.IPv4Address) -> tuple[str, str | None, str] | str:
+    def _probe_args(self, src: str, dst: str | ipaddress.IPv4Address | ipaddress.IPv6Address,
+                    family: str = "IPv4") -> tuple[str, str | None, str] | str:
         ns = self.pod_netns(src)
-        src_ip = str(self.cluster.pods[src].ip) if self._pods[src].light else None
+        v6 = family == "IPv6"
+        if v6 and not self.cluster.dual_stack:
+            raise HarnessError(f"lab {self.run_id} is IPv4-only: no IPv6 probes (topology ip_families)")
+        spod = self.cluster.pods[src]
+        src_ip = str(spod.ip6 if v6 else spod.ip) if self._pods[src].light else None
         if isinstance(dst, str) and dst in self.cluster.pods:
             dpod = self.cluster.pods[dst]
             if self.same_light_host(src, dst):
                 return reach.SAME_LIGHT_HOST
-            dst_ip = str(dpod.ip)
+            dst_ip = str(dpod.ip6 if v6 else dpod.ip)
         else:
             try:
-                dst_ip = str(ipaddress.IPv4Address(dst))
+                dst_ip = str(ipaddress.ip_address(dst))
             except ValueError:
-                raise HarnessError(f"no pod {dst!r} in lab {self.run_id} (and not an IPv4 address)") from None
+                raise HarnessError(f"no pod {dst!r} in lab {self.run_id} (and not an IP address)") from None
         return ns, src_ip, dst_ip
 
     def connect(self, src: str, dst: str | ipaddress.IPv4Address, port: int = 80, protocol: str = "TCP",
-                timeout: float = 0.5) -> str:
+                timeout: float = 0.5, family: str = "IPv4") -> str:
         """One real attempt from pod ``src`` to pod ``dst`` (a key) or an address: ``connected``,
         ``refused``, ``reset``, ``timeout``, ``unreachable`` (see harness.lab.reach), or
         ``n/a-same-light-host`` for two light pods sharing a namespace. ``protocol`` TCP, UDP
-        or ICMP (port ignored)."""
-        args = self._probe_args(src, dst)
+        or ICMP (port ignored). ``family`` ``IPv6`` (dual-stack labs): between the pods' IPv6 addresses."""
+        args = self._probe_args(src, dst, family)
         if isinstance(args, str):
             return args
         return self._executor().submit(reach.probe, *args, port, protocol, timeout).result()
 
     def matrix(self, pods: Iterable[str] | None = None, port: int = 80, protocol: str = "TCP",
-               timeout: float = 0.5, workers: int = 32) -> dict[tuple[str, str], str]:
+               timeout: float = 0.5, workers: int = 32, family: str = "IPv4") -> dict[tuple[str, str], str]:
         """Every (src, dst) pair of ``pods`` (default: all realized pods, self included) probed
-        with ``connect`` using at most ``workers`` threads."""
+        with ``connect`` (over ``family``) using at most ``workers`` threads."""
         keys = list(pods) if pods is not None else [k for k in self.cluster.pods if k in self._pods]
         cells = [(s, d) for s in keys for d in keys]
         out: dict[tuple[str, str], str] = {}
         todo = []
         for s, d in cells:
-            args = self._probe_args(s, d)
+            args = self._probe_args(s, d, family)
             if isinstance(args, str):
                 out[(s, d)] = args
             else:

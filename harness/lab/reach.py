@@ -33,6 +33,7 @@ SAME_LIGHT_HOST = Outcome.SAME_LIGHT_HOST
 PAYLOAD = b"netpol-harness-echo"
 ICMP_PORT_UNREACH = 3
 IP_RECVERR = getattr(socket, "IP_RECVERR", 11)
+IPV6_RECVERR = getattr(socket, "IPV6_RECVERR", 25)
 
 
 def _classify(e: OSError) -> Outcome:
@@ -60,22 +61,34 @@ def probe(ns: str, src_ip: str | None, dst_ip: str, port: int, protocol: str = "
     if protocol == "UDP":
         return _udp(ns, src_ip, dst_ip, port, timeout)
     if protocol == "ICMP":
+        if ":" in dst_ip:
+            raise ValueError("ICMP probes are IPv4 only (use TCP or UDP over IPv6)")
         return _icmp(ns, src_ip, dst_ip, timeout)
     raise ValueError(f"protocol {protocol!r}: expected TCP, UDP or ICMP")
 
 
+def _family(ip: str) -> int:
+    """AF_INET6 for an IPv6 address (dual-stack labs), else AF_INET."""
+    return socket.AF_INET6 if ":" in ip else socket.AF_INET
+
+
 def _tcp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) -> Outcome:
-    s = make_socket(ns, socket.AF_INET, socket.SOCK_STREAM)
+    s = make_socket(ns, _family(dst_ip), socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # no TIME_WAIT pile-up
         if src_ip:
             s.bind((src_ip, 0))
         deadline = time.monotonic() + timeout
         s.settimeout(timeout)
-        try:
-            s.connect((dst_ip, port))
-        except OSError as e:
-            return _classify(e)
+        if s.family == socket.AF_INET6:
+            failed = _connect6(s, dst_ip, port, deadline)
+            if failed is not None:
+                return failed
+        else:
+            try:
+                s.connect((dst_ip, port))
+            except OSError as e:
+                return _classify(e)
         try:
             s.sendall(PAYLOAD)
             got = b""
@@ -92,12 +105,70 @@ def _tcp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) ->
         s.close()
 
 
+_SOCK_EXTENDED_ERR = struct.Struct("=IBBBxII")  # ee_errno, ee_origin, ee_type, ee_code, ee_info, ee_data
+
+
+def _connect6(s: socket.socket, dst_ip: str, port: int, deadline: float) -> Outcome | None:
+    """Connect ``s`` (IPv6) by ``deadline``: None when connected, else the outcome.
+
+    In the lab the whole path runs in the sending CPU's softirq, so a REJECT's ICMPv6 port
+    unreachable reaches the socket while connect() still holds it: the kernel keeps it only as a
+    soft error (tcp_v6_err; TcpExt LockDroppedIcmps) and connect() would wait for the next SYN,
+    a second later. With IPV6_RECVERR the same ICMPv6 is also queued on the socket's error queue,
+    which poll reports at once: its errno (ECONNREFUSED for port unreachable) classifies the
+    attempt, as ECONNREFUSED from connect() does for IPv4."""
+    s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+    s.setblocking(False)
+    try:
+        try:
+            s.connect((dst_ip, port))
+            return None
+        except BlockingIOError:
+            pass
+        except OSError as e:
+            return _classify(e)
+        poller = select.poll()
+        poller.register(s, select.POLLOUT | select.POLLERR)
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not poller.poll(max(left, 0.0) * 1000):
+                return TIMEOUT
+            code = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if code:
+                return _classify(OSError(code, os.strerror(code)))
+            try:
+                s.getpeername()
+                return None  # connected
+            except OSError:
+                pass
+            queued = _queued_errno(s)
+            if queued:
+                return _classify(OSError(queued, os.strerror(queued)))
+    finally:
+        s.settimeout(max(deadline - time.monotonic(), 0.001))  # back to timeout mode for the echo
+
+
+def _queued_errno(s: socket.socket) -> int | None:
+    """The errno of the first ICMPv6 error on the socket's error queue (IPV6_RECVERR), or None."""
+    try:
+        _, ancdata, _, _ = s.recvmsg(1, 512, socket.MSG_ERRQUEUE)
+    except (BlockingIOError, InterruptedError):
+        return None
+    for level, kind, data in ancdata:
+        if level == socket.IPPROTO_IPV6 and kind == IPV6_RECVERR and len(data) >= _SOCK_EXTENDED_ERR.size:
+            return _SOCK_EXTENDED_ERR.unpack_from(data)[0]
+    return None
+
+
 def _udp(ns: str, src_ip: str | None, dst_ip: str, port: int, timeout: float) -> Outcome:
-    s = make_socket(ns, socket.AF_INET, socket.SOCK_DGRAM)
+    s = make_socket(ns, _family(dst_ip), socket.SOCK_DGRAM)
     try:
         # Without IP_RECVERR, UDP drops "soft" ICMP errors (net/host unreachable) silently and
         # the probe would end as a timeout instead of unreachable.
-        s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
+        if s.family == socket.AF_INET6:
+            s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVERR, 1)
+        else:
+            s.setsockopt(socket.IPPROTO_IP, IP_RECVERR, 1)
         if src_ip:
             s.bind((src_ip, 0))
         s.settimeout(timeout)

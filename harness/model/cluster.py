@@ -48,11 +48,19 @@ class Node:
     node_ip: ipaddress.IPv4Address
     pod_cidr: ipaddress.IPv4Network
     kind: NodeKind = NodeKind.REAL
+    # dual-stack only (harness.model.dualstack): the node's IPv6 underlay address and pod CIDR
+    node_ip6: ipaddress.IPv6Address | None = None
+    pod_cidr6: ipaddress.IPv6Network | None = None
 
     @property
     def gateway_ip(self) -> ipaddress.IPv4Address:
         """The first address of the pod CIDR, held by kube-bridge on a real node."""
         return self.pod_cidr.network_address + 1
+
+    @property
+    def gateway_ip6(self) -> ipaddress.IPv6Address | None:
+        """The first address of the IPv6 pod CIDR (dual-stack), also held by kube-bridge."""
+        return self.pod_cidr6.network_address + 1 if self.pod_cidr6 is not None else None
 
     @property
     def is_real(self) -> bool:
@@ -83,6 +91,8 @@ class Pod:
     # ignore finished and host-network pods (kube-router isNetPolActionable)
     phase: str = "Running"
     host_network: bool = False
+    # status.podIPs[1] of a dual-stack cluster (harness.model.dualstack.pod_ipv6); None when IPv4-only
+    ip6: ipaddress.IPv6Address | None = None
 
     @property
     def key(self) -> str:
@@ -116,6 +126,16 @@ class Cluster:
     # goes on round-robin; bookkeeping of the allocator, not part of the cluster's identity
     last_reserved: dict[str, ipaddress.IPv4Address | ipaddress.IPv6Address] = field(
         default_factory=dict, compare=False, repr=False)
+    # ("IPv4",) or ("IPv4", "IPv6") (topology ``ip_families``; harness.model.dualstack)
+    ip_families: tuple[str, ...] = ("IPv4",)
+    cluster_cidr6: ipaddress.IPv6Network | None = None
+    underlay_cidr6: ipaddress.IPv6Network | None = None
+    service_cidr6: ipaddress.IPv6Network | None = None
+
+    @property
+    def dual_stack(self) -> bool:
+        """True when pods get an IPv6 address next to their IPv4 one."""
+        return "IPv6" in self.ip_families
 
     # -- queries -------------------------------------------------------------------------------
     def real_nodes(self) -> list[Node]:
@@ -124,10 +144,11 @@ class Cluster:
     def pods_on(self, node: str) -> list[Pod]:
         return [p for p in self.pods.values() if p.node == node]
 
-    def pod_by_ip(self, ip: ipaddress.IPv4Address | str) -> Pod | None:
-        ip = ipaddress.IPv4Address(ip)
+    def pod_by_ip(self, ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str) -> Pod | None:
+        """The pod holding ``ip`` (either family), or None."""
+        addr = ipaddress.ip_address(ip)
         for p in self.pods.values():
-            if p.ip == ip:
+            if p.ip == addr or (p.ip6 is not None and p.ip6 == addr):
                 return p
         return None
 
@@ -161,6 +182,10 @@ class Cluster:
             pod.ip = self.allocate_ip(pod.node)
         else:  # a given IP is a reservation too (host-local's Reserve of a requested IP)
             self.last_reserved[pod.node] = pod.ip
+        if self.dual_stack and pod.ip6 is None:
+            from harness.model.dualstack import pod_ipv6  # the v6 plan lives with its reader
+
+            pod.ip6 = pod_ipv6(self.nodes[pod.node], pod.ip)
         if not self.nodes[pod.node].is_real:
             pod.kind = PodKind.VIRTUAL
         self.pods[pod.key] = pod

@@ -417,9 +417,10 @@ def parse_ip(value: Any, source: str | None, field: str) -> ipaddress.IPv4Addres
 def _add_policy(cluster: Cluster, obj: ManifestObject) -> None:
     # Imported here: the policy parser is its own module, and loading topologies without any
     # policy must not depend on it.
-    from harness.model.netpol import parse_network_policy
+    from harness.model.netpol import check_ip_families, parse_network_policy
 
     policy = parse_network_policy(obj.doc, obj.source, obj.path)
+    check_ip_families(policy, cluster, obj.source, obj.path)
     if not namespace_exists(cluster, policy.namespace):
         raise ConfigError(obj.source, join(obj.path, "metadata.namespace"),
                           f"unknown namespace {policy.namespace!r} for NetworkPolicy {policy.key}")

@@ -11,7 +11,8 @@ that a manifest the harness accepts is one a cluster accepts, with three deliber
 
 - unknown fields are rejected (like ``kubectl apply --validate=strict``), so typos such as
   ``namespaceSelecter`` cannot silently widen a policy;
-- IPv6 CIDRs are rejected: the harness is IPv4-only;
+- IPv6 CIDRs parse (as the API accepts them), but a policy with one is refused where it enters an
+  IPv4-only cluster (``check_ip_families``): there it could never match, which is most likely a typo;
 - an ipBlock CIDR with host bits set (``10.0.0.1/8``) is accepted like the API server does and
   normalized to its network (``10.0.0.0/8``), which is also what ipset stores.
 
@@ -76,7 +77,7 @@ def parse_network_policy(doc: Any, source: str | None, path: str) -> NetworkPoli
 
     ``path`` is the document's field-path prefix (e.g. ``documents[3]``; ``""`` for a lone
     document). Raises ``ConfigError`` (one line: file, field path, problem) for anything the
-    Kubernetes API would reject, for unknown fields and for IPv6."""
+    Kubernetes API would reject and for unknown fields (IPv6 CIDRs: ``check_ip_families``)."""
     f = Fields(doc, source, path, what="a NetworkPolicy manifest (a mapping)")
     api_version = f.req("apiVersion", str)
     if api_version != API_VERSION:
@@ -190,7 +191,7 @@ def _parse_peer(raw: Any, source: str | None, path: str) -> PolicyPeer:
     )
 
 
-def _parse_cidr(value: Any, source: str | None, path: str) -> ipaddress.IPv4Network:
+def _parse_cidr(value: Any, source: str | None, path: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
     if not isinstance(value, str):
         raise ConfigError(source, path, f"must be a CIDR string such as 10.0.0.0/16, got {value!r}")
     if "/" not in value:
@@ -199,8 +200,6 @@ def _parse_cidr(value: Any, source: str | None, path: str) -> ipaddress.IPv4Netw
         net = ipaddress.ip_network(value, strict=False)
     except ValueError:
         raise ConfigError(source, path, f"{value!r} is not a valid CIDR") from None
-    if net.version != 4:
-        raise ConfigError(source, path, f"IPv6 CIDR {value} is not supported: the harness is IPv4-only")
     return net
 
 
@@ -210,7 +209,7 @@ def _parse_ip_block(raw: Any, source: str | None, path: str) -> IPBlock:
     excepts = []
     for p, value in items(f.opt("except", list), source, f.field("except")):
         net = _parse_cidr(value, source, p)
-        if not net.subnet_of(cidr):
+        if net.version != cidr.version or not net.subnet_of(cidr):  # type: ignore[arg-type]
             raise ConfigError(source, p, f"{net} is not inside cidr {cidr}")
         if net == cidr:
             raise ConfigError(source, p, f"{net} must be strictly inside cidr {cidr} (it excepts the whole block)")
@@ -304,3 +303,17 @@ def policy_to_manifest(policy: NetworkPolicy) -> dict[str, Any]:
         spec["egress"] = [_rule(r, "to") for r in policy.egress]
     return {"apiVersion": API_VERSION, "kind": KIND,
             "metadata": {"name": policy.name, "namespace": policy.namespace}, "spec": spec}
+
+
+def check_ip_families(policy: NetworkPolicy, cluster: Any, source: str | None, path: str) -> None:
+    """Refuse (ConfigError naming the field under ``path``) an IPv6 ipBlock in a policy entering an
+    IPv4-only ``cluster``; dual-stack clusters (``cluster.dual_stack``) take both families."""
+    if getattr(cluster, "dual_stack", False):
+        return
+    for direction, key, rules in (("ingress", "from", policy.ingress), ("egress", "to", policy.egress)):
+        for i, rule in enumerate(rules):
+            for j, peer in enumerate(rule.peers):
+                if peer.ip_block is not None and peer.ip_block.cidr.version == 6:
+                    field = f"{path + '.' if path else ''}spec.{direction}[{i}].{key}[{j}].ipBlock.cidr"
+                    raise ConfigError(source, field, f"IPv6 CIDR {peer.ip_block.cidr} needs a dual-stack "
+                                      "topology (ip_families: [IPv4, IPv6])")

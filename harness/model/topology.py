@@ -8,6 +8,7 @@ A topology file is one YAML mapping::
     cluster_cidr: 10.244.0.0/16      # pod IPs (default); must not overlap the underlay
     service_cidr: 10.96.0.0/12       # ClusterIPs (default, as kubeadm); overlaps neither
     node_cidr_mask_size: 24          # size of each node's pod CIDR (kube-controller-manager's flag)
+    ip_families: [IPv4, IPv6]        # dual-stack (default [IPv4]); *_v6 keys: harness.model.dualstack
     nodes:
       - {name: node-a, kind: real, ip: 172.18.0.2, pod_cidr: 10.244.0.0/24}   # ip, pod_cidr optional
       - generate: {count: 98, name: "vnode-{index:02d}", kind: virtual, start: 0}  # kind, start: defaults
@@ -60,6 +61,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.model.cluster import Cluster, ContainerPort, Namespace, Node, NodeKind, Pod, PodKind
+from harness.model.dualstack import assign_node_ipv6, assign_pod_ipv6, read_ip_families
 from harness.model.fields import Fields, items, join, load_yaml_documents
 from harness.model.labels import label_value_problem, validate_labels, validate_name
 from harness.model.limits import MAX_NODES, MAX_PODS, MAX_TEMPLATE_WIDTH, shown
@@ -135,6 +137,7 @@ def topology_from_dict(data: Any, source: str | None = None, base_dir: str | Pat
     f = Fields(data, source, "", what="a topology mapping")
     cluster = _read_address_plan(f, default_name)
     mask = _read_mask_size(f, cluster.cluster_cidr)
+    mask6 = read_ip_families(f, cluster, mask)  # None: IPv4-only (harness.model.dualstack)
     node_specs = _read_nodes(f.req("nodes", list), source)
     namespaces = f.opt("namespaces", list)
     pods = f.opt("pods", list)
@@ -145,6 +148,8 @@ def topology_from_dict(data: Any, source: str | None = None, base_dir: str | Pat
     f.done()
 
     _place_nodes(cluster, node_specs, mask)
+    if mask6 is not None:
+        assign_node_ipv6(cluster, mask6)
     _add_namespaces(cluster, namespaces, source)
     objects = read_manifest_files([*manifests, *map(str, extra_manifests)])
     # Manifest Namespaces first, so topology pods may live in them; then pods in declaration order.
@@ -152,6 +157,8 @@ def topology_from_dict(data: Any, source: str | None = None, base_dir: str | Pat
     ipam = PodIPAM(cluster)
     _add_topology_pods(cluster, pods, generators, source, ipam)
     apply_manifest_objects([o for o in objects if o.kind != "Namespace"], cluster, ipam)
+    if cluster.dual_stack:
+        assign_pod_ipv6(cluster)
     if len(cluster.pods) > MAX_PODS:  # topology pods were bounded before; this counts manifest pods too
         raise ConfigError(source, None, f"{len(cluster.pods)} pods exceed the limit of {MAX_PODS}")
     log.info("topology %s: %d nodes, %d namespaces, %d pods, %d policies", cluster.name, len(cluster.nodes),

@@ -40,7 +40,7 @@ from harness.engines.kube_router.apply import (
 from harness.engines.kube_router.apply.exec_sequence import IPSetHandler
 from harness.engines.kube_router.apply.restore_text import stale_policy_sets
 from harness.engines.kube_router.render.ruleset import Chain, IPSetSpec, Ruleset
-from harness.errors import KernelError
+from harness.errors import ConfigError, KernelError
 from harness.kernel import netns
 from harness.kernel.backends import IPSET, Backend, exec_env
 
@@ -145,6 +145,9 @@ class IncrementalApplier:
         """Program ``ruleset``: incrementally against the last one, or a full ``restore`` when
         ``full`` or the plan needs it. Returns the timings (strategy ``incremental`` or
         ``restore``)."""
+        if ruleset.ipv6 is not None:
+            raise ConfigError(None, "strategy", "the incremental strategy programs IPv4 only; "
+                              "use restore or per-rule with a dual-stack topology")
         plan = plan_incremental(self.current, ruleset)
         if full and not plan.full:
             plan = IncrementalPlan(full=True, why="full resync requested")

@@ -36,15 +36,32 @@ def _chains_sync_s(rec: Any) -> float | None:
     return (rec.render_ns + (rec.timings.get("ipset_save_time") or 0) + (ipset or 0)) / 1e9
 
 
-# metric -> (help text as kube-router has it, observation from a SyncRecord in seconds)
+def _family_s(family: str, name: str) -> Callable[[Any], float | None]:
+    """``name`` of one family's half of a dual-stack sync (timings["families"]); IPv4-only syncs
+    have no halves: the IPv4 metric reads the sync's own phase, the IPv6 one observes nothing."""
+    whole = timing_s(name)
+
+    def get(rec: Any) -> float | None:
+        halves = rec.timings.get("families") or {}
+        if not halves:
+            return whole(rec) if family == "IPv4" else None
+        v = halves.get(family, {}).get(name)
+        return v / 1e9 if v else None
+    return get
+
+
+# metric -> (help text as kube-router has it, observation from a SyncRecord in seconds). The v6
+# histograms (v2.10.0:pkg/metrics/metrics_controller.go controller_iptables_v6_save_time, ...) are
+# not exported, so IPv4-only runs keep their exposition; a dual-stack sync's IPv6 half is in
+# timings["families"]["IPv6"] and SyncTimings.metrics().
 METRICS: dict[str, tuple[str, Callable[[Any], float | None]]] = {
     "controller_iptables_sync_time": ("Time it took for controller to sync iptables", total_s),
     "controller_iptables_v4_save_time": ("Time it took controller to save IPv4 rules",
-                                         timing_s("iptables_save_time")),
+                                         _family_s("IPv4", "iptables_save_time")),
     "controller_iptables_v4_restore_time": ("Time it took controller to restore IPv4 rules",
-                                            timing_s("iptables_restore_time")),
+                                            _family_s("IPv4", "iptables_restore_time")),
     "controller_policy_ipset_v4_restore_time": ("Time it took controller to restore IPv4 ipsets",
-                                                timing_s("ipset_restore_time")),
+                                                _family_s("IPv4", "ipset_restore_time")),
     "controller_policy_chains_sync_time": ("Time it took for controller to sync policy chains", _chains_sync_s),
 }
 

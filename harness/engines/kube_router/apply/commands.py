@@ -44,8 +44,10 @@ class Source:
     make: Callable[[int], Ruleset]
 
 
-def _sources(kind: str, scales: list[str], profile: str) -> list[Source]:
+def _sources(kind: str, scales: list[str], profile: str, dual_stack: bool = False) -> list[Source]:
     out = []
+    if kind == "render" and dual_stack:
+        return _dual_stack_sources(scales, profile)
     if kind == "render":
         try:
             from harness.engines.kube_router.render.kube_router import ClusterIndex, render_node
@@ -67,6 +69,40 @@ def _sources(kind: str, scales: list[str], profile: str) -> list[Source]:
     return out
 
 
+def _dual_stack_sources(scales: list[str], profile: str) -> list[Source]:
+    """Per scale, the same dual-stack cluster twice: its IPv4 half alone, then both halves (one sync
+    applies the IPv4 and the IPv6 ruleset, harness.engines.kube_router.apply.strategies), so one run
+    compares IPv4-only with dual-stack sync cost on the same pods and policies."""
+    import dataclasses
+
+    from harness.engines.kube_router.render.kube_router import render_node
+    from harness.engines.kube_router.render.synthetic import synthetic_cluster
+    from harness.model.dualstack import enable_dual_stack
+
+    out = []
+    for scale in scales:
+        nodes, pods, policies = RENDER_SCALES[scale]
+        cluster = enable_dual_stack(synthetic_cluster(nodes, pods, policies, seed=1))
+        base = f"{scale}: render {profile}, {nodes} nodes x {pods} pods, {policies} policies"
+
+        def make(v: int, c=cluster, both: bool = False) -> Ruleset:
+            rs = render_node(c, "node-000", profile=profile, sync_version=v)
+            return rs if both else dataclasses.replace(rs, ipv6=None)
+        out.append(Source(scale, f"{base}, IPv4 half only", make))
+        out.append(Source(f"{scale}-dual", f"{base}, dual-stack (IPv4 + IPv6)",
+                          lambda v, c=cluster: make(v, c, both=True)))
+    return out
+
+
+def _rules(rs: Ruleset) -> int:
+    """Rules of a node's sync, both halves of a dual-stack one."""
+    return rs.rule_count + (rs.ipv6.rule_count if rs.ipv6 is not None else 0)
+
+
+def _entries(rs: Ruleset) -> int:
+    return rs.set_entry_count + (rs.ipv6.set_entry_count if rs.ipv6 is not None else 0)
+
+
 # processes per v1.1.1 call of a re-sync (harness.engines.kube_router.apply.per_rule): a set is
 # list + Refresh (list, create, swap, destroy) + one add per entry; -C before each -A/-I
 _V111_EXECS = {"version": 1, "new_chain": 1, "set": 5, "append_unique": 2, "insert_if_missing": 2,
@@ -79,7 +115,8 @@ def estimated_execs(rs: Ruleset) -> int:
     deleted (the generic model)."""
     if rs.calls:
         return (sum(_V111_EXECS.get(c.op, 1) + len(c.entries) for c in rs.calls) + 20 + 3 * len(rs.chains))
-    return len(ipset_ops(rs)) + 2 * rs.rule_count + 2 * len(rs.chains)
+    return (len(ipset_ops(rs)) + 2 * rs.rule_count + 2 * len(rs.chains)
+            + (estimated_execs(rs.ipv6) if rs.ipv6 is not None else 0))
 
 
 def _one_run(rs1: Ruleset, rs2: Ruleset, backend: str, strategy: str, run_id: str, n: int
@@ -132,17 +169,21 @@ def _bench(args: argparse.Namespace) -> int:
 
     rows = []
     n = 0
-    for src in _sources(args.source, scales, args.profile):
+    for src in _sources(args.source, scales, args.profile, args.dual_stack):
         rs1 = src.make(1_700_000_000_000_000_001)
         rs2 = src.make(1_700_000_000_000_000_002)
-        print(f"# {src.label}: {rs2.rule_count} rules, {len(rs2.sets)} sets, {rs2.set_entry_count} entries",
+        print(f"# {src.label}: {_rules(rs2)} rules, {len(rs2.sets)} sets, {_entries(rs2)} entries",
               file=sys.stderr)
         for backend in backends:
             for strategy in strategies:
                 repeat = args.repeat
+                if rs2.ipv6 is not None and strategy == "netlink":  # programs IPv4 sets only
+                    rows.append({"scale": src.scale, "rules": _rules(rs2), "entries": _entries(rs2),
+                                 "backend": backend, "strategy": strategy, "first_ms": "skipped (IPv4 only)"})
+                    continue
                 if strategy == "per-rule":
                     if estimated_execs(rs2) > args.max_execs:
-                        rows.append({"scale": src.scale, "rules": rs2.rule_count, "entries": rs2.set_entry_count,
+                        rows.append({"scale": src.scale, "rules": _rules(rs2), "entries": _entries(rs2),
                                      "backend": backend, "strategy": strategy,
                                      "first_ms": f"skipped (~{estimated_execs(rs2)} execs)"})
                         continue
@@ -157,7 +198,7 @@ def _bench(args: argparse.Namespace) -> int:
                     print(f"#   {backend:6} {strategy:8} first {first.total / 1e6:9.1f} ms  re-sync "
                           f"{resync.total / 1e6:9.1f} ms  ({time.perf_counter() - t0:.1f} s)", file=sys.stderr)
                 rows.append({
-                    "scale": src.scale, "rules": rs2.rule_count, "entries": rs2.set_entry_count,
+                    "scale": src.scale, "rules": _rules(rs2), "entries": _entries(rs2),
                     "backend": backend, "strategy": strategy, "runs": repeat,
                     "first_ms": _ms([t.total for t in firsts]),
                     "resync_ms": _ms([t.total for t in resyncs]),
@@ -178,7 +219,7 @@ def _bench(args: argparse.Namespace) -> int:
                 })
     header = {"machine": _machine(), "python": platform.python_version(), "tools": tool_versions,
               "source": args.source, "profile": args.profile if args.source == "render" else None,
-              "scales": [s.label for s in _sources(args.source, scales, args.profile)] if args.json else None}
+              "scales": [s.label for s in _sources(args.source, scales, args.profile, args.dual_stack)] if args.json else None}
     if args.json:
         print(json.dumps({**header, "rows": rows}, indent=2))
         return 0
@@ -213,6 +254,9 @@ def register(sub: argparse._SubParsersAction, bench: argparse._SubParsersAction)
     b.add_argument("--per-rule-repeat", type=positive_int, default=1, help="runs per per-rule cell (they are slow)")
     b.add_argument("--max-execs", type=positive_int, default=25000,
                    help="skip per-rule cells whose re-sync would spawn more processes than this")
+    b.add_argument("--dual-stack", action="store_true",
+                   help="--source render: each scale's cluster dual-stack, measured as its IPv4 half alone "
+                        "(scale) and with both halves (scale-dual) in the same run")
     b.add_argument("--json", action="store_true", help="machine-readable output")
     b.set_defaults(func=_bench_checked)
 

@@ -231,7 +231,7 @@ def ensure_before_save(x: SyncExecs, ipt: GoIPTables, ruleset: Ruleset, prof: Pr
     if _has_chain(ruleset, nm.TAIL_CHAIN):
         x.step = "ensureDefaultTailChainExists"
         if _local_pods_set(ruleset) is not None:  # ensureLocalPodsIPSetExists
-            if nm.LOCAL_PODS_SET not in parse_ipset_save(x.run([IPSET, "save"]).stdout):
+            if nm.local_pods_set(ruleset.family) not in parse_ipset_save(x.run([IPSET, "save"]).stdout):
                 spec = _local_pods_set(ruleset)
                 x.run([IPSET, "create", "-exist", spec.name, spec.type, *spec.options.split()])
         if ipt.chain_exists(nm.TAIL_CHAIN):
@@ -243,7 +243,7 @@ def ensure_before_save(x: SyncExecs, ipt: GoIPTables, ruleset: Ruleset, prof: Pr
 
 
 def _local_pods_set(ruleset: Ruleset):
-    return next((s for s in ruleset.sets if s.name == nm.LOCAL_PODS_SET), None)
+    return next((s for s in ruleset.sets if s.name == nm.local_pods_set(ruleset.family)), None)
 
 
 def restore_argv(backend: Backend, prof: Profile) -> list[str]:
@@ -313,7 +313,8 @@ def full_policy_sync(tools: Any, ruleset: Ruleset, backend: Backend, t: Any,
 
     def cleanup() -> list[str]:
         # cleanupStaleIPSets (v1.2.1..v2.11.1): Save() into the handler, destroy the stale
-        # KUBE-SRC-/KUBE-DST- sets (each Destroy also drops it from the handler's map)
+        # KUBE-SRC-/KUBE-DST- sets (each Destroy also drops it from the handler's map); per family:
+        # the IPv6 handler's names carry "inet6:" (v2.10.0:pkg/utils/ipset.go IPSetName)
         saved_sets = parse_ipset_save(x.run([IPSET, "save"]).stdout)
         stale = stale_policy_sets(ruleset, saved_sets)
         for name in stale:

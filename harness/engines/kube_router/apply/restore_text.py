@@ -324,8 +324,10 @@ STALE_SET_PREFIXES = ("KUBE-SRC-", "KUBE-DST-")
 def stale_policy_sets(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str]) -> list[str]:
     """The sets kube-router's cleanupStaleIPSets destroys after the restore: existing
     ``KUBE-SRC-``/``KUBE-DST-`` sets the ruleset no longer has, sorted. Every apply strategy uses
-    this rule, so none destroys a set kube-router would keep."""
-    return [n for n in stale_sets(ruleset, existing_sets) if n.startswith(STALE_SET_PREFIXES)]
+    this rule, so none destroys a set kube-router would keep. An IPv6 ruleset's sets carry the
+    ``inet6:`` prefix (v2.10.0:pkg/utils/ipset.go IPSetName)."""
+    prefixes = STALE_SET_PREFIXES if ruleset.family == "IPv4" else tuple("inet6:" + p for p in STALE_SET_PREFIXES)
+    return [n for n in stale_sets(ruleset, existing_sets) if n.startswith(prefixes)]
 
 
 def stale_sets(ruleset: Ruleset, existing_sets: Mapping[str, str] | Iterable[str]) -> list[str]:

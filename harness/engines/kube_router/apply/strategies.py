@@ -27,6 +27,7 @@ tool that changed kernel state returned.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
@@ -107,10 +108,22 @@ class SyncTimings:
     end_ns: int = 0
     # an error kube-router logs and carries on after (v1.1.1 cleanupStaleRules on iptables-nft)
     sync_error: str = ""
+    # dual-stack syncs only: each family's phases and counts (merge_family_timings)
+    families: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def metrics(self) -> dict[str, float]:
-        """Durations in seconds under kube-router's metric names."""
-        return {metric: getattr(self, ours) / 1e9 for ours, metric in METRIC_NAMES.items()}
+        """Durations in seconds under kube-router's metric names (dual-stack: the v4 names from the
+        IPv4 half, the v6 names from the IPv6 half, the sync time of both)."""
+        if not self.families:
+            return {metric: getattr(self, ours) / 1e9 for ours, metric in METRIC_NAMES.items()}
+        out = {}
+        for ours, metric in METRIC_NAMES.items():
+            if ours == "total":
+                out[metric] = self.total / 1e9
+                continue
+            out[metric] = self.families["IPv4"][ours] / 1e9
+            out[metric.replace("_v4_", "_v6_")] = self.families["IPv6"][ours] / 1e9
+        return out
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -374,12 +387,15 @@ def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
     (tools missing, not root), ConfigError (unknown strategy/backend), KernelError (a tool failed,
     or the other backend already has rules in the namespace)."""
     b = require_tools(backend)
+    if ruleset.ipv6 is not None:
+        return _apply_dual_stack(ruleset, netns_name, b, strategy, relist, ipset_handler)
     try:
         fn = STRATEGIES[strategy]
     except KeyError:
         raise ConfigError(None, "strategy", f"unknown apply strategy {strategy!r} "
                           f"(choose {', '.join(STRATEGIES)})") from None
     check_not_mixed(netns_name, b)
+    b = b.for_family(ruleset.family)  # an IPv6 ruleset goes through ip6tables (ipset is one tool)
     if strategy == "restore":  # only kube-router's own sync lists twice and keeps an ipset handler
         t = netns.call_in(netns_name, fn, ruleset, netns_name, b, relist, ipset_handler)
     else:
@@ -389,11 +405,66 @@ def apply(ruleset: Ruleset, netns_name: str, backend: str | Backend = "nft",
     return t
 
 
-def inspect(netns_name: str, backend: str | Backend = "nft") -> dict:
+def _apply_dual_stack(ruleset: Ruleset, netns_name: str, b: Backend, strategy: str,
+                      relist: Callable[[], Ruleset] | None,
+                      ipset_handler: IPSetHandler | None = None) -> SyncTimings:
+    """A dual-stack sync: the IPv4 half, then the IPv6 half (ip6tables, inet6 sets), timings merged
+    (``merge_family_timings``). kube-router interleaves the families step by step (save v4, save
+    v6, ipsets v4, v6, restore v4, v6: v2.10.0:network_policy_controller.go fullPolicySync); here
+    each family runs its whole sequence in turn: the same execs, but IPv4's rules land before
+    IPv6's sets are written. Both halves share one second listing (``relist``). The node's ipset
+    handler (``ipset_handler``) is the IPv4 one; the IPv6 half gets a fresh handler each sync, which
+    only matters for v2.0.0-v2.1.1 (they restore what the handler kept; an assumption, not the source)."""
+    if strategy == "netlink":
+        raise ConfigError(None, "strategy", "the netlink strategy programs IPv4 sets only; "
+                          "use restore or per-rule with a dual-stack topology")
+    listed: list[Ruleset] = []
+
+    def relist_v4() -> Ruleset:
+        assert relist is not None
+        listed.append(relist())
+        return dataclasses.replace(listed[0], ipv6=None)
+
+    def relist_v6() -> Ruleset:
+        assert relist is not None
+        again = listed[0] if listed else relist()
+        assert again.ipv6 is not None
+        return again.ipv6
+
+    t4 = apply(dataclasses.replace(ruleset, ipv6=None), netns_name, b, strategy,
+               relist_v4 if relist is not None else None, ipset_handler)
+    assert ruleset.ipv6 is not None
+    t6 = apply(ruleset.ipv6, netns_name, b, strategy, relist_v6 if relist is not None else None)
+    return merge_family_timings(t4, t6)
+
+
+# phases reported per family (SyncTimings.families) and summed in the merged timings
+_PHASES = ("top_level_time", "iptables_save_time", "ipset_save_time", "ipset_restore_time", "iptables_restore_time",
+           "stale_cleanup_time", "local_pods_ipset_time", "list_chains_time", "relist_time", "total")
+_COUNTS = ("rules", "sets", "set_entries", "execs", "netlink_requests")
+
+
+def merge_family_timings(t4: SyncTimings, t6: SyncTimings) -> SyncTimings:
+    """One dual-stack sync's timings: phases and counts summed, lists joined, ``sets_ns``/``rules_ns``/
+    ``end_ns`` of the IPv6 half (both families in force), and ``families`` holding each half's
+    phases (``{"IPv4": {...}, "IPv6": {...}}``, ns) for kube-router's per-family metrics."""
+    out = dataclasses.replace(t4)
+    for name in _PHASES + _COUNTS:
+        setattr(out, name, getattr(t4, name) + getattr(t6, name))
+    out.stale_sets = t4.stale_sets + t6.stale_sets
+    out.stale_chains = t4.stale_chains + t6.stale_chains
+    out.exec_log = t4.exec_log + [{**e, "family": "IPv6"} for e in t6.exec_log]
+    out.sets_ns, out.rules_ns, out.end_ns = t6.sets_ns, t6.rules_ns, t6.end_ns
+    out.families = {"IPv4": {n: getattr(t4, n) for n in _PHASES + _COUNTS},
+                    "IPv6": {n: getattr(t6, n) for n in _PHASES + _COUNTS}}
+    return out
+
+
+def inspect(netns_name: str, backend: str | Backend = "nft", family: str = "IPv4") -> dict:
     """Kernel state of a namespace for tests and reports: ``{"chains": {chain: [rule args as
     iptables-save prints them]}, "policies": {builtin: policy}, "sets": {name: sorted entries
     without "timeout 0" (``restore_text.entry_key``)}, "set_types": {name: type}}``."""
-    b = get_backend(backend)
+    b = get_backend(backend).for_family(family)  # sets: every family's (ipset save lists them all)
     table = parse_iptables_save(netns.run(netns_name, b.save_argv()).stdout)
     sets = parse_ipset_save(netns.run(netns_name, [IPSET, "save"]).stdout)
     return {

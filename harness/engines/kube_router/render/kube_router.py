@@ -39,6 +39,7 @@ from harness.engines.kube_router.render.profiles import Profile, get_profile
 from harness.engines.kube_router.render.ruleset import Call, Chain, IPSetSpec, Ruleset
 from harness.errors import ConfigError
 from harness.model.cluster import Cluster, Pod
+from harness.model.dualstack import family_view
 from harness.model.policy import LabelSelector, NetworkPolicy, PolicyPeer, PolicyPort
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,13 @@ COMMON_ICMP_RULES = (
 )
 # Comment of the pod chain's jump to KUBE-NWPLCY-COMMON (v2.6.3:pkg/controllers/netpol/pod.go and
 # v2.10.0:pod.go setupPodNetpolRules).
+# CommonICMPRules(IPv6) (v2.10.0:pkg/utils/iptables.go): the same three as ipv6-icmp/--icmpv6-type, then
+# neighbour discovery and echo replies ("without them pods will not communicate properly over IPv6").
+COMMON_ICMP6_RULES = COMMON_ICMP_RULES + (
+    ("neighbor-solicitation", "allow icmp neighbor solicitation messages"),
+    ("neighbor-advertisement", "allow icmp neighbor advertisement messages"),
+    ("echo-reply", "allow icmp echo reply messages"),
+)
 COMMON_JUMP_COMMENT = "common bi-directional traffic policy rules"
 # ensureCommonPolicyChain (v2.6.3, v2.10.0:network_policy_controller.go) hands the iptables command
 # comments that already carry quote characters (``"\"rule to drop invalid state for pod\""``), so the
@@ -236,15 +244,20 @@ def _grab_named_ports(pod: Pod, idx: int, table: _NamedPorts) -> None:
             ep.pods.append(idx)
 
 
-def _ip_block_entries(peer: PolicyPeer) -> list[str]:
-    """kube-router's ``evalIPBlockPeer``: cidr, then excepts as ``nomatch``; ``/0`` split in two /1."""
+def _ip_block_entries(peer: PolicyPeer, family: str = "IPv4") -> list[str]:
+    """kube-router's ``evalIPBlockPeer``: cidr, then excepts as ``nomatch``; ``/0`` split in two /1
+    (IPv6: ``::/0`` becomes ``2000::/3`` + ``fd00::/8``). Only blocks of ``family`` count: the
+    source keeps one entry list per family (v2.10.0:pkg/controllers/netpol/policy.go evalIPBlockPeer)."""
     if peer.pod_selector is not None or peer.namespace_selector is not None or peer.ip_block is None:
         return []
+    if peer.ip_block.cidr.version != (6 if family == "IPv6" else 4):
+        return []
     out: list[str] = []
+    zero = ("2000::/3", "fd00::/8") if family == "IPv6" else ("0.0.0.0/1", "128.0.0.0/1")
 
-    def add(net: ipaddress.IPv4Network, suffix: str) -> None:
+    def add(net: ipaddress.IPv4Network | ipaddress.IPv6Network, suffix: str) -> None:
         if net.prefixlen == 0:
-            out.extend([f"0.0.0.0/1{suffix}", f"128.0.0.0/1{suffix}"])
+            out.extend([f"{zero[0]}{suffix}", f"{zero[1]}{suffix}"])
         else:
             out.append(f"{net}{suffix}")
 
@@ -310,7 +323,8 @@ def _has_named(ports: tuple[PolicyPort, ...]) -> bool:
     return any(isinstance(p.port, str) for p in ports)
 
 
-def _build_policy_info(index: ClusterIndex, policy: NetworkPolicy, profile: Profile) -> _PolicyInfo:
+def _build_policy_info(index: ClusterIndex, policy: NetworkPolicy, profile: Profile,
+                       family: str = "IPv4") -> _PolicyInfo:
     targets = index.select_pods(policy.namespace, policy.pod_selector)
     ingress_named: _NamedPorts = {}
     if any(_has_named(spec.ports) for spec in policy.ingress):
@@ -321,7 +335,7 @@ def _build_policy_info(index: ClusterIndex, policy: NetworkPolicy, profile: Prof
         rule = _Rule(match_all_peers=not spec.peers, match_all_ports=not spec.ports)
         for peer in spec.peers:
             rule.pods.extend(index.peer_pods(policy, peer))
-            rule.ip_blocks.extend(_ip_block_entries(peer))
+            rule.ip_blocks.extend(_ip_block_entries(peer, family))
         if spec.ports:
             rule.ports, rule.named = _ports(spec.ports, ingress_named, profile)
         ingress.append(rule)
@@ -331,7 +345,7 @@ def _build_policy_info(index: ClusterIndex, policy: NetworkPolicy, profile: Prof
         rule = _Rule(match_all_peers=not spec.peers, match_all_ports=not spec.ports)
         for peer in spec.peers:
             rule.pods.extend(index.peer_pods(policy, peer))
-            rule.ip_blocks.extend(_ip_block_entries(peer))
+            rule.ip_blocks.extend(_ip_block_entries(peer, family))
         egress_named: _NamedPorts = {}
         if _has_named(spec.ports):
             # from the peer pods; with no peers ("all destinations, some named port") from every
@@ -348,11 +362,14 @@ def _build_policy_info(index: ClusterIndex, policy: NetworkPolicy, profile: Prof
 # Rendering
 # ------------------------------------------------------------------------------------------
 class _Builder:
-    def __init__(self, index: ClusterIndex, profile: Profile, sync_version: int):
+    def __init__(self, index: ClusterIndex, profile: Profile, sync_version: int, family: str = "IPv4"):
         self.index = index
         self.profile = profile
         self.version = str(sync_version)
-        self.family = profile.family
+        # the hashed family string: "" before v2, else the family rendered
+        self.family = "IPv6" if family == "IPv6" else profile.family
+        # RefreshSet adds "family inet6" to a new set of the IPv6 handler (v2.10.0:pkg/utils/ipset.go)
+        self.new_set_options = NEW_SET_OPTIONS + (" family inet6" if family == "IPv6" else "")
         self.sets: dict[str, IPSetSpec] = {}
         self._entry_cache: dict[tuple[int, ...], list[str]] = {}
         # v1.1.x (Profile.per_call_sync): every call of syncNetworkPolicyChains, in source order
@@ -377,7 +394,7 @@ class _Builder:
         else:
             # RefreshSet gives a new set the options [setType, "timeout", "0"] (v1.2.1..v2.10.0:
             # pkg/utils/ipset.go); a set that exists keeps what ipset save prints (restore_text)
-            self.sets[name] = IPSetSpec(name, set_type, entries, options=NEW_SET_OPTIONS)
+            self.sets[name] = IPSetSpec(name, set_type, entries, options=self.new_set_options)
 
     def set_pods(self, name: str, idxs: tuple[int, ...] | list[int]) -> None:
         """A hash:ip set of the given pods' addresses."""
@@ -548,7 +565,7 @@ class _Builder:
                     self._rule(rules, c_blk, target_src, blk, "", "", "")
 
 
-def _drop_unmarked_rules(pod: Pod, profile: Profile, reject_with: str | None) -> list[str]:
+def _drop_unmarked_rules(pod: Pod, profile: Profile, reject_with: str | None, family: str = "IPv4") -> list[str]:
     """pod.go ``dropUnmarkedTrafficRules`` (v1.2.1..v2.10.0): NFLOG and REJECT what no policy
     marked, clear 0x10000; from v1.3.1 also set 0x20000 for the top-level accept."""
     if profile.short_comments:  # v2.11.0+:pod.go syncPodFirewallChains (cmtLogDrop, cmtReject)
@@ -563,8 +580,9 @@ def _drop_unmarked_rules(pod: Pod, profile: Profile, reject_with: str | None) ->
         rules.append(f"-p tcp -m comment --comment {rej_c} -m mark ! --mark {MARK_OK} "
                      "-j REJECT --reject-with tcp-reset")
     if reject_with == "icmp-port-unreachable":
+        icmp = "icmp6-port-unreachable" if family == "IPv6" else "icmp-port-unreachable"  # ip6tables' name
         rules.append(f"-m comment --comment {rej_c} -m mark ! --mark {MARK_OK} "
-                     "-j REJECT --reject-with icmp-port-unreachable")
+                     f"-j REJECT --reject-with {icmp}")
     else:
         rules.append(f"-m comment --comment {rej_c} -m mark ! --mark {MARK_OK} -j REJECT")
     rules.append("-j MARK --set-mark 0/0x10000")
@@ -581,7 +599,7 @@ _STATEFUL_COMMENT = "rule for stateful firewall for pod"
 
 
 def _pod_chain_rules(pod: Pod, chain: str, infos: list[_PolicyInfo], policy_chains: list[str],
-                     profile: Profile, reject_with: str | None) -> list[str]:
+                     profile: Profile, reject_with: str | None, family: str = "IPv4") -> list[str]:
     """pod.go ``syncPodFirewallChains``/``setupPodNetpolRules``/``dropUnmarkedTrafficRules``
     (v1.3.1, v1.3.2, v2.6.3, v2.10.0), the layout where every local pod has a chain.
 
@@ -622,7 +640,7 @@ def _pod_chain_rules(pod: Pod, chain: str, infos: list[_PolicyInfo], policy_chai
                             "-m conntrack --ctstate INVALID -j DROP")
         inserted.append(f"-m comment --comment {_q(_STATEFUL_COMMENT)} "
                         "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
-    return inserted[::-1] + _drop_unmarked_rules(pod, profile, reject_with)
+    return inserted[::-1] + _drop_unmarked_rules(pod, profile, reject_with, family)
 
 
 class _ChainOps:
@@ -731,6 +749,9 @@ class _CallOps(_ChainOps):
             self.append(chain, rule)
 
 
+_V111_LOCAL_ACCEPT_COMMENT = "rule to permit the traffic traffic to pods when source is the pod's local node"
+
+
 def _v111_pod_chains(local: list[Pod], selecting: dict[str, list[int]], infos: list[_PolicyInfo],
                      policy_chains: list[str], version: str, profile: Profile, reject_with: str | None,
                      top: dict[str, list[str]], calls: list[Call]) -> list[Chain]:
@@ -762,7 +783,8 @@ def _v111_pod_chains(local: list[Pod], selecting: dict[str, list[int]], infos: l
                 comment = _q(f"run through nw policy {infos[i].policy.name}")
                 ops.insert_if_missing(chain, f"-m comment --comment {comment} -j {policy_chains[i]}")
             if direction == "ingress":
-                ops.insert_if_missing(chain, f"-m comment --comment {_q(_LOCAL_ACCEPT_COMMENT)} "
+                # v1.1.1:network_policy_controller.go:888 (the doubled "traffic" of v1.2.1..v1.3.x)
+                ops.insert_if_missing(chain, f"-m comment --comment {_q(_V111_LOCAL_ACCEPT_COMMENT)} "
                                              f"-m addrtype --src-type LOCAL -d {ip} -j ACCEPT")
             ops.insert_if_missing(chain, f"-m comment --comment {_q(_STATEFUL_COMMENT)} "
                                          "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT")
@@ -819,7 +841,8 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
                 default_deny: bool = False, reject_with: str | None = None,
                 service_cluster_ip_range: str = DEFAULT_SERVICE_RANGE,
                 node_port_range: str = DEFAULT_NODE_PORT_RANGE,
-                index: ClusterIndex | None = None, pods_view: Cluster | None = None) -> Ruleset:
+                index: ClusterIndex | None = None, pods_view: Cluster | None = None,
+                family: str = "IPv4") -> Ruleset:
     """Everything kube-router (``profile``) programs on ``node_name`` in the full sync with
     ``sync_version`` (kube-router: the sync's start time in Unix ns).
 
@@ -833,21 +856,39 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     pods come from it, policy targets and peers from ``cluster``. A pod only in ``pods_view`` gets a
     pod chain with DEFAULT jumps, unfiltered, until the next sync (and, with default deny, is in
     kube-router-local-pods already); None: one listing (no skew).
+    ``family``: ``IPv6`` renders the ip6tables half of a dual-stack node (v2.x profiles): the IPv6
+    addresses of ``cluster`` (``harness.model.dualstack.family_view``), ``inet6:`` sets with
+    ``family inet6``, ``"IPv6"`` hashed into the names, ICMPv6 in KUBE-NWPLCY-COMMON, the IPv6
+    service range in KUBE-ROUTER-INPUT; kube-router runs each step once per family
+    (v2.10.0:pkg/controllers/netpol/network_policy_controller.go fullPolicySync, policy.go, pod.go).
     """
     prof = get_profile(profile)
     if node_name not in cluster.nodes:
         raise ConfigError(cluster.source, "node", f"unknown node {node_name!r}")
+    v6 = family == "IPv6"
+    if v6:
+        if not prof.family:
+            # v1.x netpol has no IPv6 path (no ip6tables/IPv6Protocol in pkg/controllers/netpol up to v1.6.1)
+            raise ConfigError(cluster.source, "ip_families", f"kube-router {prof.name} is IPv4-only "
+                              "(dual-stack network policy arrived in v2.0.0): use a v2.x profile")
+        if index is not None and index.cluster is cluster:
+            index = None  # an index of the IPv4 view holds IPv4 addresses
+        cluster = family_view(cluster, family)
+        pods_view = family_view(pods_view, family) if pods_view is not None else None
+        service_cluster_ip_range = str(cluster.service_cidr)
+    elif family != "IPv4":
+        raise ConfigError(cluster.source, "ip_families", f"unknown IP family {family!r} (IPv4 or IPv6)")
     if default_deny and not prof.tail_chain:
         raise ConfigError(None, "default_deny", f"--netpol-default-deny needs profile v2.10, not {prof.name}")
     if reject_with not in REJECT_WITH:
         raise ConfigError(None, "reject_with", f"{reject_with!r} is not one of icmp-port-unreachable, tcp-reset")
     if index is None or index.actionable_only != prof.netpol_actionable or index.cluster is not cluster:
         index = ClusterIndex(cluster, prof)
-    b = _Builder(index, prof, sync_version)
+    b = _Builder(index, prof, sync_version, family)
     version = str(sync_version)
 
     policies = sorted(cluster.policies.values(), key=lambda p: (p.namespace, p.name))
-    infos = [_build_policy_info(index, p, prof) for p in policies]
+    infos = [_build_policy_info(index, p, prof, family) for p in policies]
     if b.calls is not None:
         b.calls.append(Call("version", "syncNetworkPolicyChains"))  # v1.1.1: iptables.New()
     policy_chains = [b.policy_chain(info) for info in infos]
@@ -888,7 +929,8 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
             chain = nm.pod_chain(pod.namespace, pod.name, version)
             mine = selecting[str(pod.ip)]
             pod_chains.append(Chain(chain, _pod_chain_rules(
-                pod, chain, [infos[i] for i in mine], [policy_chains[i].name for i in mine], prof, reject_with)))
+                pod, chain, [infos[i] for i in mine], [policy_chains[i].name for i in mine], prof, reject_with,
+                family)))
             ip = str(pod.ip)
             if prof.short_comments:  # v2.11.0+:pod.go intercept*Traffic (cmtJumpIn, cmtJumpOut)
                 to_c, from_c = _q(id_comment(pod.namespace, pod.name, "in")), _q(id_comment(pod.namespace, pod.name, "out"))
@@ -926,10 +968,14 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
             f"-m comment --comment {_q_quoted(COMMON_STATEFUL_COMMENT)} "
             "-m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT",
         ]
-        common += [f"-m comment --comment {_q(c)} -p icmp --icmp-type {t} -j ACCEPT" for t, c in COMMON_ICMP_RULES]
+        if v6:
+            common += [f"-m comment --comment {_q(c)} -p ipv6-icmp --icmpv6-type {t} -j ACCEPT"
+                       for t, c in COMMON_ICMP6_RULES]
+        else:
+            common += [f"-m comment --comment {_q(c)} -p icmp --icmp-type {t} -j ACCEPT" for t, c in COMMON_ICMP_RULES]
         helper_chains.append(Chain(nm.COMMON_CHAIN, common))
     if prof.tail_chain:
-        helper_chains.append(Chain(nm.TAIL_CHAIN, _tail_rules(cluster, node_name, default_deny, prof)))
+        helper_chains.append(Chain(nm.TAIL_CHAIN, _tail_rules(cluster, node_name, default_deny, prof, family)))
         # ensureTailChainPosition (v2.10.0:network_policy_controller.go): AppendUnique, moved to the end
         tail_jump = (f"-m comment --comment "
                      f"{_q('rule to explicitly handle traffic for network policies ACCEPT/REJECT decision')} "
@@ -947,9 +993,9 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     if default_deny:
         # v2.10.0:network_policy_controller.go ensureLocalPodsIPSetExists (Create hash:ip timeout 0) and
         # populateProtectedPodsIPSet (entries ip timeout 0)
-        sets.append(IPSetSpec(nm.LOCAL_PODS_SET, "hash:ip",
-                              [f"{ip} {ENTRY_OPTIONS}" for ip in sorted(selecting, key=ipaddress.IPv4Address)],
-                              options=NEW_SET_OPTIONS))
+        sets.append(IPSetSpec(nm.local_pods_set(family), "hash:ip",
+                              [f"{ip} {ENTRY_OPTIONS}" for ip in sorted(selecting, key=ipaddress.ip_address)],
+                              options=b.new_set_options))
 
     builtin = []
     for builtin_chain, custom in nm.TOP_LEVEL.items():
@@ -959,25 +1005,35 @@ def render_node(cluster: Cluster, node_name: str, *, profile: str = "v2.10", syn
     # Dependency order (a chain after every chain it jumps to), so a per-rule apply can create
     # and fill chains in this order: helpers, policies, pods, then the top-level chains.
     chains = helper_chains + policy_chains + pod_chains + [Chain(name, rules) for name, rules in top.items()]
-    return Ruleset(node=node_name, profile=prof.name, sync_version=int(sync_version), sets=sets,
+    ipv6 = None
+    if not v6 and cluster.dual_stack:
+        # the same sync's IPv6 half (one ipset/iptables handler per family, fullPolicySync)
+        ipv6 = render_node(cluster, node_name, profile=prof.name, sync_version=sync_version,
+                           default_deny=default_deny, reject_with=reject_with, node_port_range=node_port_range,
+                           pods_view=pods_view, family="IPv6")
+    return Ruleset(ipv6=ipv6, node=node_name, profile=prof.name, sync_version=int(sync_version), sets=sets,
                    chains=chains, builtin_jumps=builtin, input_whitelist=whitelist, swap_sets=prof.swap_sets,
-                   calls=b.calls or [])
+                   calls=b.calls or [],
+                   **({"family": family, "owned_set_prefixes": tuple(nm.set_name(p, family) for p in
+                                                                       Ruleset.owned_set_prefixes)} if v6 else {}))
 
 
-def _tail_rules(cluster: Cluster, node_name: str, default_deny: bool, profile: Profile) -> list[str]:
+def _tail_rules(cluster: Cluster, node_name: str, default_deny: bool, profile: Profile,
+                family: str = "IPv4") -> list[str]:
     """v2.10.0:network_policy_controller.go ``populateDefaultTailChain``: the accept-on-mark rule;
     with default deny, REJECTs for the node's pod CIDR around it (``appendIPSetGatedRejects``:
     gated on kube-router-local-pods, before; ``appendCIDRRejects``: unconditional, after). All
     added with the iptables command (comments unquoted in the Go strings)."""
     cidr = str(cluster.nodes[node_name].pod_cidr)
+    local_set = nm.local_pods_set(family)
     short = profile.short_comments  # v2.11.1:npc_iptables.go: the short texts
     gated = _q(TAIL_GATED_COMMENT_V211 if short else TAIL_GATED_COMMENT)
     pre = _q(TAIL_PRE_NETPOL_COMMENT_V211 if short else TAIL_PRE_NETPOL_COMMENT)
     accept = _q(TAIL_ACCEPT_COMMENT_V211 if short else TAIL_ACCEPT_COMMENT)
     rules = []
     if default_deny:
-        rules += [f"-s {cidr} -m comment --comment {gated} -m set ! --match-set {nm.LOCAL_PODS_SET} src -j REJECT",
-                  f"-d {cidr} -m comment --comment {gated} -m set ! --match-set {nm.LOCAL_PODS_SET} dst -j REJECT"]
+        rules += [f"-s {cidr} -m comment --comment {gated} -m set ! --match-set {local_set} src -j REJECT",
+                  f"-d {cidr} -m comment --comment {gated} -m set ! --match-set {local_set} dst -j REJECT"]
     rules.append(f"-m comment --comment {accept} -m mark --mark {MARK_ACCEPT} -j ACCEPT")
     if default_deny:
         rules += [f"-s {cidr} -m comment --comment {pre} -j REJECT",
@@ -1002,4 +1058,7 @@ def dump(ruleset: Ruleset) -> str:
     for c in ruleset.chains:
         out.extend(f"-A {c.name} {rule}" for rule in c.rules)
     out.append("COMMIT")
-    return "\n".join(out) + "\n"
+    text = "\n".join(out) + "\n"
+    if ruleset.ipv6 is not None:
+        text += "# IPv6 (ip6tables-restore, inet6 sets)\n" + dump(ruleset.ipv6)
+    return text

@@ -7,7 +7,9 @@ as they do in kube-router). Sources (cloudnativelabs/kube-router, pkg/controller
 functions (policy.go), ``addUUIDForRuleSpec`` in ``ensureTopLevelChains``.
 
 ``family`` is the string kube-router hashes for the IP family since dual-stack support (v2.0):
-``"IPv4"`` (``api.IPv4Protocol``). Profiles before v2 hash no family: pass ``""``.
+``"IPv4"`` (``api.IPv4Protocol``) or ``"IPv6"``. Profiles before v2 hash no family: pass ``""``.
+Set names of the IPv6 family carry ipset's ``inet6:`` prefix (v2.10.0:pkg/controllers/netpol/
+utils.go ipSetName -> pkg/utils/ipset.go IPSetName); chain names do not (one table per family).
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ LOCAL_PODS_SET = "kube-router-local-pods"
 TOP_LEVEL = {"INPUT": INPUT_CHAIN, "FORWARD": FORWARD_CHAIN, "OUTPUT": OUTPUT_CHAIN}
 
 
+IPV6_SET_PREFIX = "inet6:"  # pkg/utils/ipset.go IPv6SetPrefix
+
+
+def set_name(name: str, family: str = "") -> str:
+    """kube-router's ``IPSetName``: ``inet6:<name>`` for the IPv6 family, ``name`` otherwise."""
+    return IPV6_SET_PREFIX + name if family == "IPv6" and not name.startswith(IPV6_SET_PREFIX) else name
+
+
+def local_pods_set(family: str = "") -> str:
+    """``kube-router-local-pods`` of ``family`` (v2.10.0 --netpol-default-deny; ipSetHandler.Name)."""
+    return set_name(LOCAL_PODS_SET, family)
+
+
 def kr_hash(s: str) -> str:
     """First 16 characters of base32 (RFC 4648 alphabet, padded) of sha256(s)."""
     return base64.b32encode(hashlib.sha256(s.encode()).digest()).decode("ascii")[:16]
@@ -49,44 +64,46 @@ def policy_chain(namespace: str, policy: str, sync_version: int | str, family: s
 
 def policy_src_set(namespace: str, policy: str, family: str = "") -> str:
     """Set of the pods the policy selects, matched as source (egress)."""
-    return SRC_SET_PREFIX + kr_hash(namespace + policy + family)
+    return set_name(SRC_SET_PREFIX + kr_hash(namespace + policy + family), family)
 
 
 def policy_dst_set(namespace: str, policy: str, family: str = "") -> str:
     """Set of the pods the policy selects, matched as destination (ingress)."""
-    return DST_SET_PREFIX + kr_hash(namespace + policy + family)
+    return set_name(DST_SET_PREFIX + kr_hash(namespace + policy + family), family)
 
 
 def ingress_pod_set(namespace: str, policy: str, rule: int, family: str = "") -> str:
     """Peer pods of ingress rule ``rule`` (source match)."""
-    return SRC_SET_PREFIX + kr_hash(namespace + policy + "ingressrule" + str(rule) + family + "pod")
+    return set_name(SRC_SET_PREFIX + kr_hash(namespace + policy + "ingressrule" + str(rule) + family + "pod"), family)
 
 
 def egress_pod_set(namespace: str, policy: str, rule: int, family: str = "") -> str:
     """Peer pods of egress rule ``rule`` (destination match)."""
-    return DST_SET_PREFIX + kr_hash(namespace + policy + "egressrule" + str(rule) + family + "pod")
+    return set_name(DST_SET_PREFIX + kr_hash(namespace + policy + "egressrule" + str(rule) + family + "pod"), family)
 
 
 def ingress_ipblock_set(namespace: str, policy: str, rule: int, family: str = "") -> str:
     """ipBlocks of ingress rule ``rule`` (hash:net, source match)."""
-    return SRC_SET_PREFIX + kr_hash(namespace + policy + "ingressrule" + str(rule) + family + "ipblock")
+    return set_name(SRC_SET_PREFIX + kr_hash(namespace + policy + "ingressrule" + str(rule) + family + "ipblock"),
+                    family)
 
 
 def egress_ipblock_set(namespace: str, policy: str, rule: int, family: str = "") -> str:
     """ipBlocks of egress rule ``rule`` (hash:net, destination match)."""
-    return DST_SET_PREFIX + kr_hash(namespace + policy + "egressrule" + str(rule) + family + "ipblock")
+    return set_name(DST_SET_PREFIX + kr_hash(namespace + policy + "egressrule" + str(rule) + family + "ipblock"),
+                    family)
 
 
 def ingress_named_port_set(namespace: str, policy: str, rule: int, endpoint: int, family: str = "") -> str:
     """Pods serving the ``endpoint``-th resolution of a named port in ingress rule ``rule``."""
-    return DST_SET_PREFIX + kr_hash(
-        namespace + policy + "ingressrule" + str(rule) + str(endpoint) + family + "namedport")
+    return set_name(DST_SET_PREFIX + kr_hash(
+        namespace + policy + "ingressrule" + str(rule) + str(endpoint) + family + "namedport"), family)
 
 
 def egress_named_port_set(namespace: str, policy: str, rule: int, endpoint: int, family: str = "") -> str:
     """Pods serving the ``endpoint``-th resolution of a named port in egress rule ``rule``."""
-    return DST_SET_PREFIX + kr_hash(
-        namespace + policy + "egressrule" + str(rule) + str(endpoint) + family + "namedport")
+    return set_name(DST_SET_PREFIX + kr_hash(
+        namespace + policy + "egressrule" + str(rule) + str(endpoint) + family + "namedport"), family)
 
 
 TMP_SET_PREFIX = "TMP-"

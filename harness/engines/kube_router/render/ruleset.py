@@ -72,6 +72,10 @@ class Ruleset:
     swap_sets: bool = True
     # v1.1.x profiles: the sync's calls in source order (``Call``); empty for save/restore releases
     calls: list[Call] = field(default_factory=list)
+    # "IPv4" (iptables) or "IPv6" (ip6tables; sets named "inet6:..." with "family inet6")
+    family: str = "IPv4"
+    # dual-stack: the node's IPv6 half (family "IPv6"), applied in the same sync after this one
+    ipv6: Ruleset | None = None
 
     def chain(self, name: str) -> Chain:
         for c in self.chains:
