@@ -61,7 +61,7 @@ IPAMS = ("round-robin", "lowest")
 
 def lowest_free_ip(cluster: Any, node: str) -> Any:
     """``--ipam lowest``: the lowest free address of the node's pod CIDR, which reuses a deleted
-    pod's IP at once - while the nodes' rules still hold it (README). The default,
+    pod's IP at once - while the nodes' rules still hold it (docs/churn-and-simulation.md). The default,
     ``round-robin``, is the lab's own allocation (``Cluster.allocate_ip``, like host-local)."""
     n = cluster.nodes[node]
     used = {p.ip for p in cluster.pods.values() if p.node == node and p.ip is not None}

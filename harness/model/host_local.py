@@ -1,7 +1,7 @@
 """Pod IP allocation on one node's pod CIDR the way the host-local CNI IPAM plugin does it:
 round-robin from the last reserved address, so a deleted pod's IP comes back only after the
 rest of the range was handed out (while the nodes' rules may still hold the old pod's IP, a new
-pod that got it at once would inherit that pod's policy: README, churn "Found on the way").
+pod that got it at once would inherit that pod's policy: docs/churn-and-simulation.md, "Found on the way").
 
 From containernetworking/plugins v1.9.1 plugins/ipam/host-local/backend/allocator (one range,
 no ``rangeStart``/``rangeEnd`` in the config, as a pod CIDR per node is configured):

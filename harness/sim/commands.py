@@ -25,7 +25,7 @@ GRID_SIZES = [(10, 300, 10), (50, 2500, 200), (100, 5000, 1000), (250, 12500, 15
 
 
 def grid_churn(duration_s: float = 600.0) -> dict[str, ch.ChurnSpec]:
-    """The grid's two churn rates (assumptions, see README): ``low`` 1 pod/s + 10 CronJob pods at
+    """The grid's two churn rates (assumptions, see docs/churn-and-simulation.md): ``low`` 1 pod/s + 10 CronJob pods at
     every minute; ``high`` 10 pods/s + 100 per minute; label and policy changes with them."""
     status = ch.Delay("lognormal", (0.2, 0.5))
     return {

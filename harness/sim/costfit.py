@@ -22,7 +22,7 @@ incremental sync at this cluster size".
 
 The cluster's ruleset size itself (rules, sets, entries on one node) is a ``ShapeModel`` fitted
 from the same sweep's points (the synthetic cluster's label/selector mix,
-``harness.model.synthetic``). Assumption, stated in README: a real cluster's selectivity differs;
+``harness.model.synthetic``). Assumption, stated in docs/churn-and-simulation.md: a real cluster's selectivity differs;
 entries are scaled by ``20 / namespaces`` (the sweep's clusters have 20 namespaces and a
 selector mostly picks pods of one namespace).
 """

@@ -101,7 +101,7 @@ def grid(spec_for_rate: dict[str, ch.ChurnSpec], sizes: list[tuple[int, int, int
          model: CostModel, base: SimConfig) -> list[dict[str, Any]]:
     """One row per (size, churn rate, strategy): the simulated p50/p99/max of reach and
     fail-open and the server node's sync load. ``sizes`` = (nodes, pods, policies); namespaces
-    scale with pods (one per 100 pods, at least 20: assumption, see README)."""
+    scale with pods (one per 100 pods, at least 20: assumption, see docs/churn-and-simulation.md)."""
     rows = []
     for nodes, pods, policies in sizes:
         for rate_label, spec in spec_for_rate.items():

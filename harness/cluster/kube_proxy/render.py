@@ -18,7 +18,7 @@ comments, large-cluster mode (no per-endpoint comments above 1000 endpoints), pa
 (chains of unchanged services left out of the restore input), stale chain deletion and the UDP
 conntrack cleanup after a sync (``stale_udp_conntrack``).
 
-Assumptions, said here and in the README: ``--iptables-localhost-nodeports=false`` (no NodePorts
+Assumptions, said here and in docs/services.md: ``--iptables-localhost-nodeports=false`` (no NodePorts
 are modeled, so no ``route_localnet`` sysctl and no KUBE-FIREWALL rule are needed); the
 ``ClusterCIDR`` local-traffic detector with the model's cluster CIDR (kubeadm passes
 ``clusterCIDR``); IPv4 only; no canary chains (``ipt.Monitor``); service ports are written

@@ -5,7 +5,7 @@ filled per node: ``{master}`` (the lab's API server URL), ``{node}`` (the node's
 kube-router's ``--hostname-override`` takes), ``{node_ip}``, ``{pod_cidr}`` and
 ``{metrics_port}`` (``--metrics-port``; only when one is set) and ``{kubeconfig}`` (a kubeconfig
 file naming ``{master}``, written into the run directory: kube-router builds its client from
-``--kubeconfig``, see the README's recipe). ``{{`` and ``}}`` are literal
+``--kubeconfig``, see the recipe in docs/binary-engine.md). ``{{`` and ``}}`` are literal
 braces. Anything else in braces is refused with one line naming the flag::
 
     argv = parse_template("kube-router --run-firewall --master {master} --hostname-override {node}")

@@ -18,7 +18,7 @@ the cache when the sync read it), and for an event that asks for no nftables syn
 ``cache`` record at its delivery (the cache is the whole effect), claiming only events up to
 the first one still waiting for an nftables sync.
 
-Not reproduced (said in README): --strict-mode's conntrack re-evaluation of established flows
+Not reproduced (said in docs/kube-network-policies.md): --strict-mode's conntrack re-evaluation of established flows
 (firewallEnforcer), NRI (the harness has no container runtime: as with --disable-nri),
 metrics, AdminNetworkPolicy/BaselineAdminNetworkPolicy (the separate npa-v1alpha1/v1alpha2
 binaries of that tag; the ``standard`` binary has no ANP evaluator). The source's Shutdown
