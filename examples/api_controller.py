@@ -64,12 +64,17 @@ KINDS = ("nodes", "namespaces", "pods", "networkpolicies")
 _print_lock = threading.Lock()
 
 
-def say(line: str) -> None:
-    """One log line on stdout, flushed, stamped ``@<CLOCK_REALTIME ns>`` when it was said: the
-    engine's own stamp (when its reader got the line) lags by the reader thread's scheduling,
-    ~10 ms under load - more than a whole enforcement window here."""
+def say(line: str, at_ns: int | None = None) -> None:
+    """One log line on stdout, flushed, stamped ``@<CLOCK_REALTIME ns>``: ``at_ns`` (when what it
+    tells happened: a watch event's arrival) or when it was said. The engine's own stamp (when its
+    reader got the line) lags by the reader thread's scheduling, ~10 ms under load - more than a
+    whole enforcement window here. Watch lines carry their arrival time because saying can wait:
+    for the GIL while the sync loop renders, or for the print lock while another line's write
+    blocks on a full pipe (CI once saw a job's watch line stamped 62 ms after the sync that
+    programmed it from the already-updated cache)."""
+    stamp = time.time_ns() if at_ns is None else at_ns
     with _print_lock:
-        sys.stdout.write(f"@{time.time_ns()} {line}\n")
+        sys.stdout.write(f"@{stamp} {line}\n")
         sys.stdout.flush()
 
 
@@ -168,6 +173,7 @@ class Informer:
 
     def relist(self) -> None:
         resp = self.lister(_preload_content=False)
+        got = time.time_ns()  # the listing's arrival, before the cache takes it
         data = json.loads(resp.data)
         fresh = {self.key(o): o for o in data.get("items") or []}
         with self.lock:
@@ -181,7 +187,8 @@ class Informer:
                     # the same line shape as a watch event: a pod that reached us by a relist
                     # (after a 410 or a failed watch) is timed like one that came by the watch
                     ip = (fresh[k].get("status") or {}).get("podIP")
-                    say(f"relist {self.resource} {k.lstrip('/')}" + (f" ip={ip}" if ip else "") + f" rv={self.rv}")
+                    say(f"relist {self.resource} {k.lstrip('/')}" + (f" ip={ip}" if ip else "") + f" rv={self.rv}",
+                        got)
                 self.on_change(self.resource, "RELIST", old.get(k), fresh.get(k))
         self.synced.set()
 
@@ -211,6 +218,7 @@ class Informer:
         # timeout_seconds disables the client's own silent 410 retry: we relist ourselves
         for ev in w.stream(self.lister, resource_version=self.rv, allow_watch_bookmarks=True,
                            timeout_seconds=WATCH_TIMEOUT_S, deserialize=False):
+            got = time.time_ns()  # the event's arrival, before the cache (and so a sync) can see it
             if self.stop.is_set():
                 w.stop()
                 return
@@ -228,7 +236,7 @@ class Informer:
                 else:
                     self.items[k] = obj
             ip = (obj.get("status") or {}).get("podIP") if self.resource == "pods" else None
-            say(f"watch {self.resource} {kind} {k.lstrip('/')}" + (f" ip={ip}" if ip else "") + f" rv={rv}")
+            say(f"watch {self.resource} {kind} {k.lstrip('/')}" + (f" ip={ip}" if ip else "") + f" rv={rv}", got)
             self.metrics.event(self.resource, str(kind))
             self.on_change(self.resource, kind, old, None if kind == "DELETED" else obj)
 
