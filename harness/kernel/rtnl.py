@@ -155,18 +155,24 @@ def neighbour(index: int, ip: ipaddress.IPv4Address | str, mac: bytes | None = N
 def route(dst: ipaddress.IPv4Network | str, *, gateway: ipaddress.IPv4Address | str | None = None,
           oif: int | None = None, onlink: bool = False) -> Request:
     """Add a unicast route in the main table: via ``gateway`` and/or out of link ``oif``."""
-    dst = ipaddress.IPv4Network(dst)
-    scope = RT_SCOPE_LINK if gateway is None else RT_SCOPE_UNIVERSE
-    body = _RTMSG.pack(socket.AF_INET, dst.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST,
+    net = ipaddress.IPv4Network(dst)
+    return _route(socket.AF_INET, net, _ip, RT_SCOPE_LINK if gateway is None else RT_SCOPE_UNIVERSE,
+                  gateway, oif, onlink)
+
+
+def _route(family: int, net: ipaddress.IPv4Network | ipaddress.IPv6Network, addr_attr, scope: int,
+           gateway, oif: int | None, onlink: bool) -> Request:
+    """The RTM_NEWROUTE both families share; ``addr_attr`` packs an address of ``family``."""
+    body = _RTMSG.pack(family, net.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST,
                        RTNH_F_ONLINK if onlink else 0)
-    if dst.prefixlen:
-        body += _ip(RTA_DST, dst.network_address)
+    if net.prefixlen:
+        body += addr_attr(RTA_DST, net.network_address)
     if gateway is not None:
-        body += _ip(RTA_GATEWAY, gateway)
+        body += addr_attr(RTA_GATEWAY, gateway)
     if oif is not None:
         body += attr_u32(RTA_OIF, oif)
     return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body,
-                   f"add route {dst}" + (f" via {gateway}" if gateway else ""))
+                   f"add route {net}" + (f" via {gateway}" if gateway else ""))
 
 
 # -- IPv6 (dual-stack labs; harness.model.dualstack) -----------------------------------------------
@@ -203,19 +209,9 @@ def neighbour6(index: int, ip: ipaddress.IPv6Address | str, mac: bytes | None = 
 
 def route6(dst: ipaddress.IPv6Network | str, *, gateway: ipaddress.IPv6Address | str | None = None,
            oif: int | None = None, onlink: bool = False) -> Request:
-    """``route`` for IPv6: a unicast route in the main table via ``gateway`` and/or out of ``oif``."""
-    net = ipaddress.IPv6Network(dst)
-    scope = RT_SCOPE_UNIVERSE  # IPv6 routes carry universe scope, link routes included
-    body = _RTMSG.pack(socket.AF_INET6, net.prefixlen, 0, 0, RT_TABLE_MAIN, RTPROT_STATIC, scope, RTN_UNICAST,
-                       RTNH_F_ONLINK if onlink else 0)
-    if net.prefixlen:
-        body += _ip6(RTA_DST, net.network_address)
-    if gateway is not None:
-        body += _ip6(RTA_GATEWAY, gateway)
-    if oif is not None:
-        body += attr_u32(RTA_OIF, oif)
-    return Request(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, body,
-                   f"add route {net}" + (f" via {gateway}" if gateway else ""))
+    """``route`` for IPv6: a unicast route in the main table via ``gateway`` and/or out of ``oif``.
+    IPv6 routes carry universe scope, link routes included."""
+    return _route(socket.AF_INET6, ipaddress.IPv6Network(dst), _ip6, RT_SCOPE_UNIVERSE, gateway, oif, onlink)
 
 
 # -- the socket ------------------------------------------------------------------------------------
